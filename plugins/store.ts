@@ -1,0 +1,15 @@
+import fp from 'fastify-plugin'
+import { openStore } from '../src/open-store.ts'
+import type { OrderStore } from '../src/store.ts'
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    store: OrderStore
+  }
+}
+
+export default fp(async (app) => {
+  const store = await openStore(app.config.DATABASE_URL)
+  app.decorate('store', store)
+  app.addHook('onClose', async () => { await store.close() })
+}, { name: 'store', dependencies: ['config'] })

@@ -1,0 +1,28 @@
+import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { ErrorSchema } from '../plugins/errors.ts'
+
+const Status = Type.Object({ status: Type.String() })
+
+const health: FastifyPluginAsyncTypebox = async (app) => {
+  app.get('/health', {
+    schema: { tags: ['operations'], summary: 'The process is alive', response: { 200: Status } }
+  }, async () => ({ status: 'ok' }))
+
+  app.get('/ready', {
+    schema: {
+      tags: ['operations'],
+      summary: 'The store is reachable',
+      response: { 200: Status, 503: { ...ErrorSchema, description: 'The store cannot be reached' } }
+    }
+  }, async (request, reply) => {
+    try {
+      await app.store.ping()
+      return { status: 'ready' }
+    } catch (err) {
+      request.log.warn({ err }, 'store not reachable')
+      return reply.code(503).send({ error: 'Store not reachable' })
+    }
+  })
+}
+
+export default health

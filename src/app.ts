@@ -1,0 +1,43 @@
+import Fastify, { type FastifyInstance } from 'fastify'
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
+import type { Config } from './config.ts'
+import configPlugin from '../plugins/config.ts'
+import validationPlugin from '../plugins/validation.ts'
+import errorsPlugin from '../plugins/errors.ts'
+import httpTimingsPlugin from '../plugins/http-timings.ts'
+import docsPlugin from '../plugins/docs.ts'
+import storePlugin from '../plugins/store.ts'
+import processorPlugin from '../plugins/processor.ts'
+import healthRoutes from '../routes/health.ts'
+import orderRoutes from '../routes/orders.ts'
+import orderMetricsRoutes from '../routes/order-metrics.ts'
+import populateRoutes from '../routes/populate.ts'
+
+export interface AppOptions {
+  /** Pino logger options, or false for none (tests). */
+  logger?: boolean | { level: string }
+}
+
+/** Assembles the service: plugins first (docs must see every route), then one plugin per resource. */
+export async function buildApp (config: Config, options: AppOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: options.logger ?? { level: config.LOG_LEVEL },
+    routerOptions: { ignoreTrailingSlash: true },
+    // Keep-alive connections that sit idle are closed at shutdown instead of holding it open.
+    forceCloseConnections: 'idle'
+  }).withTypeProvider<TypeBoxTypeProvider>()
+
+  await app.register(configPlugin, { config })
+  await app.register(validationPlugin)
+  await app.register(errorsPlugin)
+  await app.register(httpTimingsPlugin)
+  await app.register(docsPlugin)
+  await app.register(storePlugin)
+  await app.register(processorPlugin)
+
+  await app.register(healthRoutes)
+  await app.register(orderRoutes)
+  await app.register(orderMetricsRoutes)
+  await app.register(populateRoutes)
+  return app
+}

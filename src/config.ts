@@ -1,0 +1,65 @@
+import { envSchema } from 'env-schema'
+import { Type, type Static } from '@sinclair/typebox'
+
+// One schema is the documentation, the validator and the type of the configuration.
+export const EnvSchema = Type.Object({
+  HOST: Type.String({ default: '127.0.0.1', minLength: 1 }),
+  PORT: Type.Integer({ default: 3000, minimum: 0, maximum: 65535 }),
+  DATABASE_URL: Type.String({
+    default: 'sqlite:data/orders.db',
+    pattern: '^(sqlite:.+|postgres(ql)?://.+)$',
+    description: 'sqlite:<path>, sqlite::memory: or postgres://...'
+  }),
+  PROCESSOR: Type.Union([Type.Literal('on'), Type.Literal('off')], { default: 'on' }),
+  PROCESSOR_CONCURRENCY: Type.Integer({ default: 1000, minimum: 1, maximum: 100000 }),
+  PENDING_DELAY_MS: Type.Integer({ default: 2000, minimum: 0, maximum: 86_400_000 }),
+  PROCESSING_TIME_MS: Type.String({
+    default: '3000-7000',
+    pattern: '^[0-9]{1,8}(-[0-9]{1,8})?$',
+    description: 'a fixed time (500) or a range picked uniformly at random (3000-7000)'
+  }),
+  FAILURE_RATE: Type.Number({ default: 0, minimum: 0, maximum: 1 }),
+  MAX_ATTEMPTS: Type.Integer({ default: 3, minimum: 1, maximum: 100 }),
+  RETRY_BACKOFF_MS: Type.Integer({ default: 1000, minimum: 0, maximum: 3_600_000 }),
+  LEASE_MS: Type.Integer({ default: 30000, minimum: 100, maximum: 86_400_000 }),
+  SHUTDOWN_GRACE_MS: Type.Integer({ default: 10000, minimum: 0, maximum: 600_000 }),
+  POPULATE_ENABLED: Type.Boolean({ default: true }),
+  POPULATE_MAX: Type.Integer({ default: 1_000_000, minimum: 1, maximum: 10_000_000 }),
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
+    { default: 'info' }
+  )
+})
+
+export type Env = Static<typeof EnvSchema>
+
+export interface Range { min: number, max: number }
+
+export type Config = Env & { processingTime: Range }
+
+export class ConfigError extends Error {}
+
+export function parseRange (text: string): Range {
+  const [min, max = min] = text.split('-').map(Number) as [number, number?]
+  return { min, max }
+}
+
+/** Reads and checks the configuration; a bad value throws a ConfigError naming the variable. */
+export function loadConfig (source: Record<string, string | undefined> = process.env): Config {
+  let env: Env
+  try {
+    env = envSchema<Env>({ schema: EnvSchema, data: source, dotenv: false })
+  } catch (err) {
+    throw new ConfigError((err as Error).message.replaceAll('env/', ''))
+  }
+  const processingTime = parseRange(env.PROCESSING_TIME_MS)
+  if (processingTime.min > processingTime.max) {
+    throw new ConfigError(`PROCESSING_TIME_MS must be "min-max" with min <= max, got "${env.PROCESSING_TIME_MS}"`)
+  }
+  // A claim whose lease ends before its work can finish would be taken over while still running.
+  if (env.LEASE_MS <= processingTime.max) {
+    throw new ConfigError(`LEASE_MS (${env.LEASE_MS}) must be longer than the longest PROCESSING_TIME_MS (${processingTime.max})`)
+  }
+  return { ...env, processingTime }
+}
+

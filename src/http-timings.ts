@@ -1,0 +1,67 @@
+import { build, type Histogram } from 'hdr-histogram-js'
+
+export const STAGES = ['parsing', 'validation', 'handler', 'serialization', 'send', 'total'] as const
+export type Stage = typeof STAGES[number]
+
+export interface StageSummary { mean: number, p50: number, p95: number, p99: number, max: number }
+export interface RouteTimings { count: number, stages: Record<Stage, StageSummary> }
+
+/** Histograms record whole microseconds, so 3 significant digits resolve a stage to 1 µs. */
+const MICROS_PER_MS = 1000
+/** One hour, longer than any request is allowed to last. */
+const HIGHEST_MICROS = 3_600_000_000
+
+function newHistogram (): Histogram {
+  return build({ lowestDiscernibleValue: 1, highestTrackableValue: HIGHEST_MICROS, numberOfSignificantValueDigits: 3 })
+}
+
+function toMs (micros: number): number {
+  return Math.round(micros) / MICROS_PER_MS
+}
+
+class RouteHistograms {
+  count = 0
+  readonly stages = Object.fromEntries(STAGES.map((stage) => [stage, newHistogram()])) as Record<Stage, Histogram>
+}
+
+/** Per-route latency histograms of each request lifecycle stage. */
+export class HttpTimings {
+  private readonly routes = new Map<string, RouteHistograms>()
+
+  /** Records one request; a stage it never reached (a request refused before validation) is absent. */
+  record (route: string, stages: Partial<Record<Stage, number>>): void {
+    let histograms = this.routes.get(route)
+    if (!histograms) {
+      histograms = new RouteHistograms()
+      this.routes.set(route, histograms)
+    }
+    histograms.count++
+    for (const stage of STAGES) {
+      const ms = stages[stage]
+      if (ms !== undefined) {
+        histograms.stages[stage].recordValue(Math.min(Math.max(1, Math.round(ms * MICROS_PER_MS)), HIGHEST_MICROS))
+      }
+    }
+  }
+
+  summary (): Record<string, RouteTimings> {
+    const summary: Record<string, RouteTimings> = {}
+    for (const [route, histograms] of this.routes) {
+      const stages = {} as Record<Stage, StageSummary>
+      for (const stage of STAGES) {
+        const h = histograms.stages[stage]
+        stages[stage] = h.totalCount === 0
+          ? { mean: 0, p50: 0, p95: 0, p99: 0, max: 0 }
+          : {
+              mean: toMs(h.mean),
+              p50: toMs(h.getValueAtPercentile(50)),
+              p95: toMs(h.getValueAtPercentile(95)),
+              p99: toMs(h.getValueAtPercentile(99)),
+              max: toMs(h.maxValue)
+            }
+      }
+      summary[route] = { count: histograms.count, stages }
+    }
+    return summary
+  }
+}

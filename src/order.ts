@@ -1,0 +1,136 @@
+import { Type, type Static, type TSchema } from '@sinclair/typebox'
+
+export const ORDER_STATUSES = ['Pending', 'Processing', 'Completed', 'Failed', 'Cancelled'] as const
+export type OrderStatus = typeof ORDER_STATUSES[number]
+
+export const OrderStatusSchema = Type.Union(ORDER_STATUSES.map((status) => Type.Literal(status)), {
+  description: 'Pending -> Processing -> Completed, or Failed after the last attempt, or Cancelled while Pending'
+})
+
+/** Words that name other routes under /orders and so cannot be order ids. */
+export const RESERVED_ORDER_IDS = ['metrics', 'populate', 'stream'] as const
+
+export const OrderIdSchema = Type.String({
+  minLength: 1,
+  maxLength: 64,
+  pattern: `^(?!(${RESERVED_ORDER_IDS.join('|')})$)[A-Za-z0-9][A-Za-z0-9._:-]*$`,
+  description: `1-64 characters of A-Z a-z 0-9 . _ : -, starting with a letter or digit; not ${RESERVED_ORDER_IDS.join(', ')}`,
+  examples: ['ORD003']
+})
+
+const SafeId = (description: string) => Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description })
+
+export const MAX_TOTAL_AMOUNT = 1e13
+
+export const NewOrderSchema = Type.Object({
+  user_id: SafeId('integer from 0 to 2^53-1'),
+  order_id: OrderIdSchema,
+  item_ids: Type.Array(SafeId('item id, integer from 0 to 2^53-1'), { minItems: 1, maxItems: 1000 }),
+  total_amount: Type.Number({
+    minimum: 0,
+    maximum: MAX_TOTAL_AMOUNT,
+    multipleOf: 0.01,
+    description: 'amount from 0 to 10^13 with at most 2 decimal places, kept exactly as integer cents',
+    examples: [59.99]
+  })
+}, {
+  additionalProperties: false,
+  examples: [{ user_id: 1, order_id: 'ORD003', item_ids: [101, 102, 103], total_amount: 59.99 }]
+})
+export type NewOrder = Static<typeof NewOrderSchema>
+
+function nullable<T extends TSchema> (schema: T) {
+  return Type.Union([schema, Type.Null()])
+}
+const Timestamp = nullable(Type.String({ format: 'date-time', description: 'ISO 8601 UTC, milliseconds' }))
+const Seconds = nullable(Type.Number({ description: 'seconds' }))
+
+export const OrderSchema = Type.Object({
+  order_id: Type.String(),
+  user_id: Type.Integer(),
+  item_ids: Type.Array(Type.Integer()),
+  total_amount: Type.Number(),
+  status: OrderStatusSchema,
+  created_at: Type.String({ format: 'date-time' }),
+  processing_started_at: Timestamp,
+  completed_at: Timestamp,
+  updated_at: Type.String({ format: 'date-time' }),
+  pending_duration: Seconds,
+  processing_duration: Seconds,
+  total_duration: Seconds,
+  attempts: Type.Integer({ description: 'processing attempts started so far' }),
+  last_error: nullable(Type.String())
+}, {
+  examples: [{
+    order_id: 'ORD003',
+    user_id: 1,
+    item_ids: [101, 102, 103],
+    total_amount: 59.99,
+    status: 'Completed',
+    created_at: '2026-02-21T15:00:17.000Z',
+    processing_started_at: '2026-02-21T15:00:19.747Z',
+    completed_at: '2026-02-21T15:00:24.758Z',
+    updated_at: '2026-02-21T15:00:24.758Z',
+    pending_duration: 2.747,
+    processing_duration: 5.011,
+    total_duration: 7.758,
+    attempts: 1,
+    last_error: null
+  }]
+})
+export type Order = Static<typeof OrderSchema>
+
+/** An order as a store keeps it: times in epoch milliseconds, money in integer cents. */
+export interface OrderRecord {
+  seq: number
+  order_id: string
+  user_id: number
+  item_ids: number[]
+  total_cents: number
+  status: OrderStatus
+  created_at: number
+  processing_started_at: number | null
+  completed_at: number | null
+  updated_at: number
+  attempts: number
+  last_error: string | null
+}
+
+export function toCents (amount: number): number {
+  return Math.round(amount * 100)
+}
+
+function iso (ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString()
+}
+
+function seconds (from: number | null, to: number | null): number | null {
+  return from === null || to === null ? null : (to - from) / 1000
+}
+
+export function toOrder (record: OrderRecord): Order {
+  return {
+    order_id: record.order_id,
+    user_id: record.user_id,
+    item_ids: record.item_ids,
+    total_amount: record.total_cents / 100,
+    status: record.status,
+    created_at: new Date(record.created_at).toISOString(),
+    processing_started_at: iso(record.processing_started_at),
+    completed_at: iso(record.completed_at),
+    updated_at: new Date(record.updated_at).toISOString(),
+    pending_duration: seconds(record.created_at, record.processing_started_at),
+    processing_duration: seconds(record.processing_started_at, record.completed_at),
+    total_duration: seconds(record.created_at, record.completed_at),
+    attempts: record.attempts,
+    last_error: record.last_error
+  }
+}
+
+/** Same order id, same content: a client retry rather than a different order. */
+export function sameOrder (record: OrderRecord, order: NewOrder): boolean {
+  return record.user_id === order.user_id &&
+    record.total_cents === toCents(order.total_amount) &&
+    record.item_ids.length === order.item_ids.length &&
+    record.item_ids.every((id, i) => id === order.item_ids[i])
+}

@@ -1,0 +1,163 @@
+import PQueue from 'p-queue'
+import type { Claim, OrderStore, Outcome } from './store.ts'
+import type { Work } from './simulated-work.ts'
+
+export interface ProcessorOptions {
+  concurrency: number
+  leaseMs: number
+  maxAttempts: number
+  retryBackoffMs: number
+  work: Work
+  now?: () => number
+  onError?: (err: unknown, context: string) => void
+}
+
+/** How long to wait before trying again after the store failed. */
+const STORE_RETRY_MS = 1000
+/** setTimeout's longest delay. */
+const MAX_TIMER_MS = 2 ** 31 - 1
+
+/**
+ * Claims claimable orders from the store up to its free capacity and runs them through p-queue.
+ * It sleeps until the store reports new work or the next order becomes claimable, never polling hot;
+ * outcomes finished in the same tick are settled in one store call.
+ */
+export class OrderProcessor {
+  private readonly queue: PQueue
+  private readonly inFlight = new Map<string, Claim>()
+  private outcomes: Outcome[] = []
+  private flushing: Promise<void> | null = null
+  private timer: NodeJS.Timeout | null = null
+  private timerAt = Infinity
+  private tickScheduled = false
+  private ticking = false
+  private tickAgain = false
+  private stopped = true
+  private readonly now: () => number
+  private readonly unsubscribe: () => void
+
+  constructor (private readonly store: OrderStore, private readonly options: ProcessorOptions) {
+    this.queue = new PQueue({ concurrency: options.concurrency })
+    this.now = options.now ?? Date.now
+    this.unsubscribe = store.onWork((availableAt) => this.wake(availableAt))
+  }
+
+  get activeClaims (): number {
+    return this.inFlight.size
+  }
+
+  start (): void {
+    this.stopped = false
+    this.wake()
+  }
+
+  /** Asks for a claim attempt at `at` (now by default), unless one is due sooner. */
+  wake (at = this.now()): void {
+    if (this.stopped) return
+    const delay = at - this.now()
+    if (delay <= 0) {
+      if (this.tickScheduled) return
+      this.tickScheduled = true
+      setImmediate(() => { this.tickScheduled = false; void this.tick() })
+      return
+    }
+    if (at >= this.timerAt) return
+    if (this.timer) clearTimeout(this.timer)
+    this.timerAt = at
+    this.timer = setTimeout(() => { this.timer = null; this.timerAt = Infinity; void this.tick() }, Math.min(delay, MAX_TIMER_MS))
+    this.timer.unref()
+  }
+
+  private async tick (): Promise<void> {
+    if (this.ticking) { this.tickAgain = true; return }
+    this.ticking = true
+    try {
+      do {
+        this.tickAgain = false
+        if (this.stopped) return
+        await this.claimAndRun()
+      } while (this.tickAgain)
+    } catch (err) {
+      this.options.onError?.(err, 'claiming orders')
+      this.wake(this.now() + STORE_RETRY_MS)
+    } finally {
+      this.ticking = false
+    }
+  }
+
+  private async claimAndRun (): Promise<void> {
+    const { store, options } = this
+    const now = this.now()
+    await store.recoverExpired(now, options.maxAttempts)
+    const free = options.concurrency - this.inFlight.size
+    if (free <= 0) return // a finishing order wakes us
+    const claims = await store.claim(free, now, now + options.leaseMs)
+    if (this.stopped) {
+      await store.release(claims, this.now())
+      return
+    }
+    for (const claim of claims) {
+      this.inFlight.set(claim.order_id, claim)
+      void this.queue.add(() => this.run(claim))
+    }
+    if (claims.length < free) {
+      const next = await store.nextWakeAt()
+      if (next !== null) this.wake(Math.max(next, this.now() + 1))
+    }
+  }
+
+  private async run (claim: Claim): Promise<void> {
+    let outcome: Outcome
+    try {
+      await this.options.work(claim)
+      outcome = { claim, ok: true }
+    } catch (err) {
+      const error = err instanceof Error ? err.message : String(err)
+      const retryAt = claim.attempts < this.options.maxAttempts
+        ? this.now() + this.options.retryBackoffMs * 2 ** (claim.attempts - 1)
+        : null
+      outcome = { claim, ok: false, error, retryAt }
+    }
+    if (this.stopped && !this.inFlight.has(claim.order_id)) return // handed back at shutdown
+    this.outcomes.push(outcome)
+    this.flushing ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.flush())
+  }
+
+  private async flush (): Promise<void> {
+    const batch = this.outcomes
+    this.outcomes = []
+    try {
+      await this.store.settle(batch, this.now())
+    } catch (err) {
+      // The claims stay Processing; their leases expire and the orders are processed again.
+      this.options.onError?.(err, 'settling orders')
+    } finally {
+      for (const { claim } of batch) this.inFlight.delete(claim.order_id)
+      this.flushing = null
+      if (this.outcomes.length > 0) this.flushing = this.flush()
+    }
+    this.wake()
+  }
+
+  /**
+   * Stops claiming, lets running orders finish within `graceMs`, settles them, and hands the
+   * claims still running after that back to the store so that they are processed again at once.
+   */
+  async stop (graceMs: number): Promise<void> {
+    if (this.stopped) return
+    this.stopped = true
+    this.unsubscribe()
+    if (this.timer) clearTimeout(this.timer)
+    this.queue.clear()
+    let graceTimer: NodeJS.Timeout | undefined
+    await Promise.race([
+      this.queue.onIdle(),
+      new Promise((resolve) => { graceTimer = setTimeout(resolve, graceMs) })
+    ])
+    clearTimeout(graceTimer)
+    while (this.flushing) await this.flushing
+    const unfinished = [...this.inFlight.values()]
+    this.inFlight.clear()
+    if (unfinished.length > 0) await this.store.release(unfinished, this.now())
+  }
+}

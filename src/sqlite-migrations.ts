@@ -1,0 +1,50 @@
+import type { Database } from 'better-sqlite3'
+
+/** Applied in order, each once, each in its own transaction; never edit one that has shipped. */
+const MIGRATIONS: string[] = [
+  `
+  CREATE TABLE orders (
+    seq INTEGER PRIMARY KEY,
+    order_id TEXT NOT NULL UNIQUE,
+    user_id INTEGER NOT NULL,
+    item_ids TEXT NOT NULL,
+    total_cents INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    available_at INTEGER NOT NULL,
+    processing_started_at INTEGER,
+    completed_at INTEGER,
+    updated_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    claim_token TEXT,
+    lease_until INTEGER
+  );
+  CREATE INDEX orders_claimable ON orders (available_at) WHERE status = 'Pending';
+  CREATE INDEX orders_leased ON orders (lease_until) WHERE status = 'Processing';
+  CREATE INDEX orders_by_status ON orders (status, seq);
+  CREATE INDEX orders_by_user ON orders (user_id, seq);
+  CREATE TABLE order_stats (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+  INSERT INTO order_stats (name, value) VALUES
+    ('Pending', 0), ('Processing', 0), ('Completed', 0), ('Failed', 0), ('Cancelled', 0),
+    ('started', 0), ('pending_ms', 0), ('processing_ms', 0), ('total_ms', 0);
+  CREATE TABLE populate_batches (
+    batch_id TEXT PRIMARY KEY,
+    total_entries INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  `
+]
+
+export function migrate (db: Database): void {
+  db.exec('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)')
+  const current = (db.prepare('SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations').get() as { v: number }).v
+  MIGRATIONS.forEach((sql, index) => {
+    const version = index + 1
+    if (version <= current) return
+    db.transaction(() => {
+      db.exec(sql)
+      db.prepare('INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)').run(version, Date.now())
+    })()
+  })
+}

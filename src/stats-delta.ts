@@ -1,0 +1,44 @@
+import type { OrderRecord, OrderStatus } from './order.ts'
+import { ORDER_STATUSES } from './order.ts'
+import type { OrderStats } from './store.ts'
+
+export type StatName = OrderStatus | 'started' | 'pending_ms' | 'processing_ms' | 'total_ms'
+
+/** Changes to the running aggregates made by one transaction, written together at its end. */
+export class StatsDelta {
+  readonly changes = new Map<StatName, number>()
+
+  add (name: StatName, amount: number): this {
+    if (amount !== 0) this.changes.set(name, (this.changes.get(name) ?? 0) + amount)
+    return this
+  }
+
+  move (from: OrderStatus, to: OrderStatus, count = 1): this {
+    return this.add(from, -count).add(to, count)
+  }
+
+  /** A first claim: the order's wait from creation to processing counts once. */
+  started (createdAt: number, startedAt: number): this {
+    return this.add('started', 1).add('pending_ms', startedAt - createdAt)
+  }
+
+  completed (record: Pick<OrderRecord, 'created_at' | 'processing_started_at' | 'completed_at'>): this {
+    const completedAt = record.completed_at as number
+    return this.move('Processing', 'Completed')
+      .add('processing_ms', completedAt - (record.processing_started_at ?? completedAt))
+      .add('total_ms', completedAt - record.created_at)
+  }
+}
+
+export function statsFromRows (rows: Iterable<{ name: string, value: number }>): OrderStats {
+  const values = new Map<string, number>()
+  for (const row of rows) values.set(row.name, (values.get(row.name) ?? 0) + Number(row.value))
+  const value = (name: StatName) => values.get(name) ?? 0
+  return {
+    counts: Object.fromEntries(ORDER_STATUSES.map((status) => [status, value(status)])) as Record<OrderStatus, number>,
+    started: value('started'),
+    pendingMs: value('pending_ms'),
+    processingMs: value('processing_ms'),
+    totalMs: value('total_ms')
+  }
+}

@@ -1,0 +1,75 @@
+import type { NewOrder, OrderRecord, OrderStatus } from './order.ts'
+
+export type CreateResult = 'created' | 'exists' | 'conflict'
+/** The order after the attempt (undefined when there is none), and whether it was cancelled. */
+export interface CancelResult { cancelled: boolean, order: OrderRecord | undefined }
+
+/** An order handed to one worker until `lease_until`; only the holder of `token` may settle it. */
+export interface Claim {
+  order_id: string
+  token: string
+  attempts: number
+}
+
+export type Outcome =
+  | { claim: Claim, ok: true }
+  | { claim: Claim, ok: false, error: string, retryAt: number | null }
+
+export interface ListQuery {
+  status?: OrderStatus
+  userId?: number
+  limit: number
+  /** Keyset position: orders after this sequence number. */
+  after?: number
+}
+
+export interface OrderPage {
+  orders: OrderRecord[]
+  /** Sequence number of the last order when more may follow, else null. */
+  lastSeq: number | null
+}
+
+/** Running aggregates, kept in the same transaction as each state change. */
+export interface OrderStats {
+  counts: Record<OrderStatus, number>
+  /** Orders that have started processing, and the sum of their waits (created -> started). */
+  started: number
+  pendingMs: number
+  /** Sums over Completed orders of processing (started -> completed) and total times. */
+  processingMs: number
+  totalMs: number
+}
+
+/** Called after new work became claimable, with the time it becomes claimable. */
+export type WorkListener = (availableAt: number) => void
+
+/**
+ * The store is the source of truth and the queue. Every method that changes state changes the
+ * aggregates in the same transaction, so OrderStats always equals a recount.
+ */
+export interface OrderStore {
+  create (order: NewOrder, now: number, availableAt: number): Promise<CreateResult>
+  /** Inserts many orders in one transaction; returns the ids that already existed. */
+  createMany (orders: NewOrder[], now: number, availableAt: number): Promise<string[]>
+  get (orderId: string): Promise<OrderRecord | undefined>
+  list (query: ListQuery): Promise<OrderPage>
+  cancel (orderId: string, now: number): Promise<CancelResult>
+  /** Claims up to `limit` Pending orders available at `now`, oldest first. */
+  claim (limit: number, now: number, leaseUntil: number): Promise<Claim[]>
+  /** Applies outcomes whose claim is still current; returns how many were applied. */
+  settle (outcomes: Outcome[], now: number): Promise<number>
+  /** Hands unfinished claims back to Pending, available at once. */
+  release (claims: Claim[], now: number): Promise<number>
+  /** Puts orders whose lease ended back to Pending, or Failed once they used every attempt. */
+  recoverExpired (now: number, maxAttempts: number): Promise<number>
+  /** The earliest time a Pending order becomes claimable or a lease ends, if any. */
+  nextWakeAt (): Promise<number | null>
+  stats (): Promise<OrderStats>
+  /** Order ids with this status, oldest first. */
+  idsByStatus (status: OrderStatus, limit: number): Promise<string[]>
+  /** Records a populate batch id; false when it was used before. */
+  reserveBatch (batchId: string, totalEntries: number, now: number): Promise<boolean>
+  ping (): Promise<void>
+  onWork (listener: WorkListener): () => void
+  close (): Promise<void>
+}
