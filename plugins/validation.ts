@@ -28,6 +28,8 @@ export function describeError (error: ErrorObject, dataVar: string): string {
       return `${where} is missing required field '${error.params.missingProperty as string}'`
     case 'additionalProperties':
       return `${where} has unknown field '${error.params.additionalProperty as string}'`
+    case 'enum':
+      return `${where} must be one of: ${(error.params.allowedValues as string[]).join(', ')}`
     case 'pattern': {
       const description = (error.parentSchema as { description?: string } | undefined)?.description
       return description ? `${where} is invalid: ${description}` : `${where} ${error.message ?? 'is invalid'}`
@@ -42,5 +44,7 @@ export default fp(async (app) => {
   const body = bodyAjv()
   const url = urlAjv()
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? body : url).compile(schema))
+  // Bodies are JSON only: anything else is a 415, not a string that fails validation later.
+  app.removeContentTypeParser('text/plain')
   app.setSchemaErrorFormatter((errors, dataVar) => new Error(describeError(errors[0] as ErrorObject, dataVar)))
 }, { name: 'validation' })

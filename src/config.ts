@@ -1,5 +1,6 @@
 import { envSchema } from 'env-schema'
 import { Type, type Static } from '@sinclair/typebox'
+import { StringEnum } from './string-enum.ts'
 
 // One schema is the documentation, the validator and the type of the configuration.
 export const EnvSchema = Type.Object({
@@ -10,7 +11,7 @@ export const EnvSchema = Type.Object({
     pattern: '^(sqlite:.+|postgres(ql)?://.+)$',
     description: 'sqlite:<path>, sqlite::memory: or postgres://...'
   }),
-  PROCESSOR: Type.Union([Type.Literal('on'), Type.Literal('off')], { default: 'on' }),
+  PROCESSOR: StringEnum(['on', 'off'], { default: 'on', description: 'off: an API-only process' }),
   PROCESSOR_CONCURRENCY: Type.Integer({ default: 1000, minimum: 1, maximum: 100000 }),
   PENDING_DELAY_MS: Type.Integer({ default: 2000, minimum: 0, maximum: 86_400_000 }),
   PROCESSING_TIME_MS: Type.String({
@@ -25,10 +26,7 @@ export const EnvSchema = Type.Object({
   SHUTDOWN_GRACE_MS: Type.Integer({ default: 10000, minimum: 0, maximum: 600_000 }),
   POPULATE_ENABLED: Type.Boolean({ default: true }),
   POPULATE_MAX: Type.Integer({ default: 1_000_000, minimum: 1, maximum: 10_000_000 }),
-  LOG_LEVEL: Type.Union(
-    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((level) => Type.Literal(level)),
-    { default: 'info' }
-  )
+  LOG_LEVEL: StringEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info' })
 })
 
 export type Env = Static<typeof EnvSchema>

@@ -1,9 +1,10 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { StringEnum } from './string-enum.ts'
 
 export const ORDER_STATUSES = ['Pending', 'Processing', 'Completed', 'Failed', 'Cancelled'] as const
 export type OrderStatus = typeof ORDER_STATUSES[number]
 
-export const OrderStatusSchema = Type.Union(ORDER_STATUSES.map((status) => Type.Literal(status)), {
+export const OrderStatusSchema = StringEnum(ORDER_STATUSES, {
   description: 'Pending -> Processing -> Completed, or Failed after the last attempt, or Cancelled while Pending'
 })
 

@@ -1,0 +1,178 @@
+import t, { type Test } from 'tap'
+import { OrderProcessor, type ProcessorOptions } from '../src/processor.ts'
+import { SqliteStore } from '../src/sqlite-store.ts'
+import type { Claim } from '../src/store.ts'
+import { anOrder, waitFor } from './helper.ts'
+import { recount } from './store-contract.ts'
+
+function setup (t: Test, options: Partial<ProcessorOptions> = {}) {
+  const store = new SqliteStore(':memory:')
+  const processor = new OrderProcessor(store, {
+    concurrency: 10, leaseMs: 30_000, maxAttempts: 3, retryBackoffMs: 0, work: async () => {}, ...options
+  })
+  t.teardown(async () => { await processor.stop(0); await store.close() })
+  return { store, processor }
+}
+
+/** Work that waits until the test lets it finish. */
+function gatedWork () {
+  const started: Claim[] = []
+  const gates: Array<() => void> = []
+  return {
+    started,
+    openAll: () => { for (const open of gates.splice(0)) open() },
+    work: (claim: Claim) => {
+      started.push(claim)
+      return new Promise<void>((resolve) => gates.push(resolve))
+    }
+  }
+}
+
+const statusOf = async (store: SqliteStore, id: string) => (await store.get(id))?.status
+
+t.test('processes existing and new orders to Completed', async (t) => {
+  const { store, processor } = setup(t)
+  await store.create(anOrder('before-start'), Date.now(), Date.now())
+  processor.start()
+  await store.create(anOrder('after-start'), Date.now(), Date.now())
+  await waitFor(async () => (await statusOf(store, 'before-start')) === 'Completed' &&
+    (await statusOf(store, 'after-start')) === 'Completed', 'both orders completed')
+  t.match(await store.get('after-start'), { attempts: 1, last_error: null })
+  t.same(await store.stats(), await recount(store))
+})
+
+t.test('waits for an order to become available, woken by a timer rather than a poll', async (t) => {
+  const { store, processor } = setup(t)
+  processor.start()
+  const created = Date.now()
+  await store.create(anOrder('delayed'), created, created + 150)
+  await waitFor(async () => (await statusOf(store, 'delayed')) === 'Completed', 'the delayed order')
+  const order = await store.get('delayed')
+  t.ok(order!.processing_started_at! >= created + 150, 'not started before it was available')
+})
+
+t.test('never runs more than its concurrency at once, nor claims more', async (t) => {
+  let running = 0
+  let most = 0
+  let mostClaimed = 0
+  const { store, processor } = setup(t, {
+    concurrency: 3,
+    work: async () => {
+      most = Math.max(most, ++running)
+      mostClaimed = Math.max(mostClaimed, (await store.stats()).counts.Processing)
+      await new Promise((resolve) => setTimeout(resolve, 2))
+      running--
+    }
+  })
+  processor.start()
+  await store.createMany(Array.from({ length: 30 }, (_, i) => anOrder(`c${i}`)), Date.now(), Date.now())
+  await waitFor(async () => (await store.stats()).counts.Completed === 30, 'all completed')
+  t.equal(most, 3)
+  t.equal(mostClaimed, 3)
+})
+
+t.test('retries a failing order with backoff, then marks it Failed with the error', async (t) => {
+  const { store, processor } = setup(t, {
+    maxAttempts: 3,
+    retryBackoffMs: 20,
+    work: async () => { throw new Error('payment gateway down') }
+  })
+  processor.start()
+  await store.create(anOrder('doomed'), Date.now(), Date.now())
+  await waitFor(async () => (await statusOf(store, 'doomed')) === 'Failed', 'the order failed')
+  t.match(await store.get('doomed'), { attempts: 3, last_error: 'payment gateway down', completed_at: null })
+  t.same(await store.stats(), await recount(store))
+})
+
+t.test('a failure followed by success completes on the second attempt', async (t) => {
+  let calls = 0
+  const { store, processor } = setup(t, {
+    work: async () => { if (++calls === 1) throw new Error('transient') }
+  })
+  processor.start()
+  await store.create(anOrder('flaky'), Date.now(), Date.now())
+  await waitFor(async () => (await statusOf(store, 'flaky')) === 'Completed', 'completed after a retry')
+  t.match(await store.get('flaky'), { attempts: 2, last_error: null })
+})
+
+t.test('a cancelled order is never processed', async (t) => {
+  const processed: string[] = []
+  const { store, processor } = setup(t, { work: async (claim) => { processed.push(claim.order_id) } })
+  const now = Date.now()
+  await store.create(anOrder('cancel-me'), now, now + 100)
+  await store.create(anOrder('keep-me'), now, now + 100)
+  processor.start()
+  t.equal((await store.cancel('cancel-me', Date.now())).cancelled, true)
+  await waitFor(async () => (await statusOf(store, 'keep-me')) === 'Completed', 'the other order')
+  t.same(processed, ['keep-me'])
+  t.equal(await statusOf(store, 'cancel-me'), 'Cancelled')
+})
+
+t.test('orders of a worker that died are taken over when its lease ends', async (t) => {
+  const store = new SqliteStore(':memory:')
+  t.teardown(() => store.close())
+  const now = Date.now()
+  await store.create(anOrder('orphan'), now, now)
+  // A worker claims the order and dies without settling it.
+  const [dead] = await store.claim(1, now, now + 100)
+  const processor = new OrderProcessor(store, {
+    concurrency: 5, leaseMs: 30_000, maxAttempts: 3, retryBackoffMs: 0, work: async () => {}
+  })
+  t.teardown(() => processor.stop(0))
+  processor.start()
+  await waitFor(async () => (await statusOf(store, 'orphan')) === 'Completed', 'the orphan completed')
+  t.match(await store.get('orphan'), { attempts: 2 })
+  t.equal(await store.settle([{ claim: dead!, ok: true }], Date.now()), 0, 'the dead worker cannot settle it')
+})
+
+t.test('stop lets running orders finish within the grace period', async (t) => {
+  const gate = gatedWork()
+  const { store, processor } = setup(t, { work: gate.work })
+  processor.start()
+  await store.create(anOrder('in-flight'), Date.now(), Date.now())
+  await waitFor(() => gate.started.length === 1, 'the order started')
+  const stopped = processor.stop(5_000)
+  gate.openAll()
+  await stopped
+  t.equal(await statusOf(store, 'in-flight'), 'Completed')
+  await store.create(anOrder('after-stop'), Date.now(), Date.now())
+  t.equal(await statusOf(store, 'after-stop'), 'Pending', 'a stopped processor claims nothing')
+})
+
+t.test('stop hands back claims still running after the grace period', async (t) => {
+  const gate = gatedWork()
+  const { store, processor } = setup(t, { work: gate.work })
+  processor.start()
+  await store.createMany([anOrder('slow1'), anOrder('slow2')], Date.now(), Date.now())
+  await waitFor(() => gate.started.length === 2, 'both started')
+  await processor.stop(20)
+  t.equal(await statusOf(store, 'slow1'), 'Pending')
+  t.equal(await statusOf(store, 'slow2'), 'Pending')
+  gate.openAll()
+  await new Promise((resolve) => setImmediate(resolve))
+  t.equal(await statusOf(store, 'slow1'), 'Pending', 'work that ends after the hand-back settles nothing')
+  t.same(await store.stats(), await recount(store))
+})
+
+t.test('a store failure while settling leaves the order to be recovered, not lost', async (t) => {
+  const store = new SqliteStore(':memory:')
+  const errors: string[] = []
+  const processor = new OrderProcessor(store, {
+    concurrency: 5, leaseMs: 50, maxAttempts: 3, retryBackoffMs: 0,
+    work: async () => {},
+    onError: (_err, context) => { errors.push(context) }
+  })
+  t.teardown(async () => { await processor.stop(0); await store.close() })
+  const settle = store.settle.bind(store)
+  let failNext = true
+  // The real store, made to refuse one write, as a full disk or a lost connection would.
+  store.settle = async (outcomes, now) => {
+    if (failNext) { failNext = false; throw new Error('disk full') }
+    return settle(outcomes, now)
+  }
+  processor.start()
+  await store.create(anOrder('survivor'), Date.now(), Date.now())
+  await waitFor(async () => (await statusOf(store, 'survivor')) === 'Completed', 'completed after recovery')
+  t.same(errors, ['settling orders'])
+  t.match(await store.get('survivor'), { attempts: 2 })
+})

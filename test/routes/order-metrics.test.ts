@@ -1,0 +1,71 @@
+import t from 'tap'
+import { anOrder, build, waitFor } from '../helper.ts'
+
+t.test('GET /orders/metrics: counts, exact averages and the original fields', async (t) => {
+  const app = await build(t, { PROCESSOR: 'off' })
+  const { store } = app
+  await store.create(anOrder('m1'), 1000, 1000)
+  await store.create(anOrder('m2'), 1000, 1000)
+  await store.create(anOrder('m3'), 1000, 1000)
+  await store.create(anOrder('m4'), 1000, 1000)
+  await store.cancel('m4', 1500)
+  const claims = await store.claim(2, 2000, 60_000)
+  await store.settle([{ claim: claims[0]!, ok: true }], 5000)
+  const res = await app.inject({ url: '/orders/metrics' })
+  t.equal(res.statusCode, 200)
+  t.match(res.json(), {
+    total_orders: 4,
+    average_processing_time: 3,
+    average_processing_time_from_creation: 4,
+    average_pending_time: 1,
+    pending: { count: 1, order_ids: [], truncated: true },
+    processing: { count: 1, order_ids: [] },
+    completed: { count: 1, order_ids: [] },
+    failed: { count: 0, order_ids: [], truncated: false },
+    cancelled: { count: 1, order_ids: [] }
+  })
+
+  const ids = (await app.inject({ url: '/orders/metrics/?getOrderIds=true' })).json()
+  t.same(ids.completed, { count: 1, order_ids: ['m1'], truncated: false })
+  t.same(ids.processing, { count: 1, order_ids: ['m2'], truncated: false })
+  t.same(ids.pending, { count: 1, order_ids: ['m3'], truncated: false })
+  t.same(ids.cancelled, { count: 1, order_ids: ['m4'], truncated: false })
+})
+
+t.test('GET /orders/metrics?getOrderIds=true&limit=N lists oldest first and says when it truncates', async (t) => {
+  const app = await build(t, { PROCESSOR: 'off' })
+  for (let i = 1; i <= 5; i++) await app.store.create(anOrder(`p${i}`), i, i)
+  const res = (await app.inject({ url: '/orders/metrics?getOrderIds=true&limit=2' })).json()
+  t.same(res.pending, { count: 5, order_ids: ['p1', 'p2'], truncated: true })
+  const all = (await app.inject({ url: '/orders/metrics?getOrderIds=true&limit=5' })).json()
+  t.same(all.pending, { count: 5, order_ids: ['p1', 'p2', 'p3', 'p4', 'p5'], truncated: false })
+  for (const query of ['limit=0', 'limit=100001', 'getOrderIds=maybe', 'limit=x', 'other=1']) {
+    const bad = await app.inject({ url: `/orders/metrics?${query}` })
+    t.equal(bad.statusCode, 400, query)
+    t.type(bad.json().error, 'string')
+  }
+})
+
+t.test('averages with no completed orders are 0, with no order at all', async (t) => {
+  const app = await build(t, { PROCESSOR: 'off' })
+  t.match((await app.inject({ url: '/orders/metrics' })).json(), {
+    total_orders: 0, average_processing_time: 0, average_processing_time_from_creation: 0, average_pending_time: 0
+  })
+})
+
+t.test('http timings per route and lifecycle stage, from the hooks', async (t) => {
+  const app = await build(t)
+  for (let i = 0; i < 3; i++) await app.inject({ method: 'POST', url: '/orders', payload: anOrder(`h${i}`) })
+  await app.inject({ method: 'POST', url: '/orders', payload: { nonsense: true } })
+  await app.inject({ url: '/orders/h1' })
+  await waitFor(async () => (await app.store.stats()).counts.Completed === 3, 'completion')
+  const { http } = (await app.inject({ url: '/orders/metrics' })).json()
+  const post = http['POST /orders']
+  t.equal(post.count, 4, 'refused requests count too')
+  for (const stage of ['parsing', 'validation', 'handler', 'serialization', 'send', 'total']) {
+    const s = post.stages[stage]
+    t.ok(s.p50 >= 0 && s.p50 <= s.p95 && s.p95 <= s.p99 && s.p99 <= s.max + 0.001, `${stage} percentiles are ordered`)
+  }
+  t.ok(post.stages.total.max >= post.stages.handler.max, 'the total covers the handler')
+  t.equal(http['GET /orders/:order_id'].count, 1)
+})

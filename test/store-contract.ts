@@ -1,0 +1,245 @@
+import type { Test } from 'tap'
+import { ORDER_STATUSES, type OrderRecord, type OrderStatus } from '../src/order.ts'
+import type { OrderStats, OrderStore } from '../src/store.ts'
+import { anOrder } from './helper.ts'
+
+const T0 = 1_700_000_000_000
+const LEASE = 30_000
+
+async function allOrders (store: OrderStore): Promise<OrderRecord[]> {
+  const all: OrderRecord[] = []
+  let after: number | undefined
+  for (;;) {
+    const page = await store.list({ limit: 1000, after })
+    all.push(...page.orders)
+    if (page.lastSeq === null) return all
+    after = page.lastSeq
+  }
+}
+
+/** The aggregates recomputed from the orders themselves. */
+export async function recount (store: OrderStore): Promise<OrderStats> {
+  const orders = await allOrders(store)
+  const counts = Object.fromEntries(ORDER_STATUSES.map((s) => [s, 0])) as Record<OrderStatus, number>
+  const stats = { counts, started: 0, pendingMs: 0, processingMs: 0, totalMs: 0 }
+  for (const o of orders) {
+    counts[o.status]++
+    if (o.processing_started_at !== null) {
+      stats.started++
+      stats.pendingMs += o.processing_started_at - o.created_at
+    }
+    if (o.status === 'Completed') {
+      stats.processingMs += (o.completed_at as number) - (o.processing_started_at as number)
+      stats.totalMs += (o.completed_at as number) - o.created_at
+    }
+  }
+  return stats
+}
+
+/** What every OrderStore must do; run against each store by its own test file. */
+export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
+  const fresh = async (t: Test) => {
+    const store = await open()
+    t.teardown(() => store.close())
+    return store
+  }
+
+  t.test('create is idempotent for the same body and refuses a different one', async (t) => {
+    const store = await fresh(t)
+    t.equal(await store.create(anOrder('A'), T0, T0), 'created')
+    t.equal(await store.create(anOrder('A'), T0 + 5, T0 + 5), 'exists')
+    t.equal(await store.create(anOrder('A', { total_amount: 60 }), T0, T0), 'conflict')
+    t.equal(await store.create(anOrder('A', { item_ids: [103, 102, 101] }), T0, T0), 'conflict')
+    t.equal(await store.create(anOrder('A', { user_id: 2 }), T0, T0), 'conflict')
+    const record = await store.get('A')
+    t.match(record, {
+      order_id: 'A', user_id: 1, item_ids: [101, 102, 103], total_cents: 5999, status: 'Pending',
+      created_at: T0, updated_at: T0, processing_started_at: null, completed_at: null, attempts: 0, last_error: null
+    })
+    t.equal(await store.get('missing'), undefined)
+    t.equal((await store.stats()).counts.Pending, 1)
+  })
+
+  t.test('amounts are kept exactly in cents, up to 10^13', async (t) => {
+    const store = await fresh(t)
+    await store.create(anOrder('big', { total_amount: 9999999999999.99 }), T0, T0)
+    await store.create(anOrder('small', { total_amount: 0.07 }), T0, T0)
+    t.equal((await store.get('big'))?.total_cents, 999999999999999)
+    t.equal((await store.get('small'))?.total_cents, 7)
+  })
+
+  t.test('claims only available Pending orders, oldest first, up to the limit', async (t) => {
+    const store = await fresh(t)
+    const woken: number[] = []
+    store.onWork((at) => woken.push(at))
+    await store.create(anOrder('later'), T0, T0 + 2000)
+    await store.create(anOrder('first'), T0, T0)
+    await store.create(anOrder('second'), T0 + 1, T0 + 1)
+    t.same(woken, [T0 + 2000, T0, T0 + 1], 'each create tells when its order becomes claimable')
+    t.equal(await store.nextWakeAt(), T0)
+    const claims = await store.claim(10, T0 + 1, T0 + 1 + LEASE)
+    t.same(claims.map((c) => c.order_id), ['first', 'second'])
+    t.same(claims.map((c) => c.attempts), [1, 1])
+    t.same(await store.claim(10, T0 + 1, T0 + 1 + LEASE), [], 'claimed orders are not claimed again')
+    t.equal(await store.nextWakeAt(), T0 + 2000)
+    t.same((await store.claim(1, T0 + 2000, T0 + 2000 + LEASE)).map((c) => c.order_id), ['later'])
+    t.equal(await store.nextWakeAt(), T0 + 1 + LEASE, 'then the earliest lease end')
+    const first = await store.get('first')
+    t.match(first, { status: 'Processing', processing_started_at: T0 + 1, attempts: 1 })
+    const stats = await store.stats()
+    t.same(stats.counts, { Pending: 0, Processing: 3, Completed: 0, Failed: 0, Cancelled: 0 })
+    t.same(stats, await recount(store))
+  })
+
+  t.test('settling completes with the claim token only', async (t) => {
+    const store = await fresh(t)
+    await store.create(anOrder('A'), T0, T0)
+    const [claim] = await store.claim(1, T0 + 100, T0 + 100 + LEASE)
+    t.ok(claim)
+    const stale = { ...claim!, token: 'not-the-token' }
+    t.equal(await store.settle([{ claim: stale, ok: true }], T0 + 200), 0, 'a wrong token changes nothing')
+    t.equal((await store.get('A'))?.status, 'Processing')
+    t.equal(await store.settle([{ claim: claim!, ok: true }], T0 + 300), 1)
+    t.match(await store.get('A'), { status: 'Completed', completed_at: T0 + 300, processing_started_at: T0 + 100 })
+    t.equal(await store.settle([{ claim: claim!, ok: true }], T0 + 400), 0, 'completing twice is a no-op')
+    const stats = await store.stats()
+    t.match(stats, { started: 1, pendingMs: 100, processingMs: 200, totalMs: 300 })
+    t.same(stats, await recount(store))
+  })
+
+  t.test('a stale worker cannot complete an order that was taken over', async (t) => {
+    const store = await fresh(t)
+    await store.create(anOrder('A'), T0, T0)
+    const [old] = await store.claim(1, T0, T0 + 100)
+    t.equal(await store.recoverExpired(T0 + 50, 3), 0, 'the lease has not ended yet')
+    t.equal(await store.recoverExpired(T0 + 101, 3), 1)
+    t.match(await store.get('A'), { status: 'Pending', last_error: 'lease expired', attempts: 1 })
+    const [fresh2] = await store.claim(1, T0 + 102, T0 + 102 + LEASE)
+    t.equal(fresh2?.attempts, 2)
+    t.not(fresh2?.token, old?.token)
+    t.equal(await store.settle([{ claim: old!, ok: true }], T0 + 103), 0, 'the old claim is void')
+    t.equal(await store.settle([{ claim: old!, ok: false, error: 'x', retryAt: null }], T0 + 103), 0)
+    t.equal((await store.get('A'))?.status, 'Processing')
+    t.equal(await store.settle([{ claim: fresh2!, ok: true }], T0 + 104), 1)
+    const stats = await store.stats()
+    t.equal(stats.started, 1, 'an order starts once however often it is claimed')
+    t.same(stats, await recount(store))
+  })
+
+  t.test('an expired lease on the last attempt fails the order', async (t) => {
+    const store = await fresh(t)
+    await store.create(anOrder('A'), T0, T0)
+    await store.claim(1, T0, T0 + 10)
+    t.equal(await store.recoverExpired(T0 + 11, 1), 1)
+    t.match(await store.get('A'), { status: 'Failed', last_error: 'lease expired on the last attempt' })
+    t.same(await store.stats(), await recount(store))
+  })
+
+  t.test('failures retry later, then fail for good', async (t) => {
+    const store = await fresh(t)
+    await store.create(anOrder('A'), T0, T0)
+    const [c1] = await store.claim(1, T0, T0 + LEASE)
+    t.equal(await store.settle([{ claim: c1!, ok: false, error: 'boom', retryAt: T0 + 1000 }], T0 + 10), 1)
+    t.match(await store.get('A'), { status: 'Pending', last_error: 'boom', attempts: 1 })
+    t.same(await store.claim(1, T0 + 999, T0 + LEASE), [], 'not before the backoff')
+    const [c2] = await store.claim(1, T0 + 1000, T0 + 1000 + LEASE)
+    t.equal(c2?.attempts, 2)
+    t.equal(await store.settle([{ claim: c2!, ok: false, error: 'boom again', retryAt: null }], T0 + 1010), 1)
+    t.match(await store.get('A'), { status: 'Failed', last_error: 'boom again', attempts: 2, completed_at: null })
+    t.same(await store.stats(), await recount(store))
+  })
+
+  t.test('cancel takes Pending orders only, and cancelled orders are never claimed', async (t) => {
+    const store = await fresh(t)
+    await store.create(anOrder('P'), T0, T0)
+    await store.create(anOrder('Q'), T0, T0 + 5000)
+    const cancelled = await store.cancel('Q', T0 + 1)
+    t.equal(cancelled.cancelled, true)
+    t.match(cancelled.order, { status: 'Cancelled', updated_at: T0 + 1 })
+    const [claim] = await store.claim(10, T0 + 5000, T0 + 5000 + LEASE)
+    t.equal(claim?.order_id, 'P', 'only the uncancelled order is claimed')
+    const late = await store.cancel('P', T0 + 2)
+    t.equal(late.cancelled, false)
+    t.equal(late.order?.status, 'Processing')
+    t.same(await store.cancel('nope', T0), { cancelled: false, order: undefined })
+    t.same(await store.cancel('Q', T0 + 3).then((r) => r.cancelled), false, 'cancelling twice changes nothing')
+    t.same(await store.stats(), await recount(store))
+  })
+
+  t.test('release hands claims back at once', async (t) => {
+    const store = await fresh(t)
+    await store.create(anOrder('A'), T0, T0)
+    await store.create(anOrder('B'), T0, T0)
+    const claims = await store.claim(2, T0, T0 + LEASE)
+    t.equal(await store.release(claims, T0 + 5), 2)
+    t.match(await store.get('A'), { status: 'Pending', attempts: 1 })
+    t.equal((await store.claim(5, T0 + 5, T0 + LEASE)).length, 2)
+    t.same(await store.stats(), await recount(store))
+  })
+
+  t.test('list pages by keyset, filters, and stays stable while orders are added', async (t) => {
+    const store = await fresh(t)
+    for (let i = 1; i <= 7; i++) await store.create(anOrder(`o${i}`, { user_id: i % 2 }), T0 + i, T0 + i)
+    const first = await store.list({ limit: 3 })
+    t.same(first.orders.map((o) => o.order_id), ['o1', 'o2', 'o3'])
+    t.not(first.lastSeq, null)
+    await store.create(anOrder('o8', { user_id: 0 }), T0 + 8, T0 + 8)
+    const second = await store.list({ limit: 3, after: first.lastSeq! })
+    t.same(second.orders.map((o) => o.order_id), ['o4', 'o5', 'o6'])
+    const third = await store.list({ limit: 3, after: second.lastSeq! })
+    t.same(third.orders.map((o) => o.order_id), ['o7', 'o8'])
+    t.equal(third.lastSeq, null)
+    const exact = await store.list({ limit: 8 })
+    t.equal(exact.lastSeq, null, 'no next page when the page ends exactly at the last order')
+    t.same((await store.list({ limit: 10, userId: 1 })).orders.map((o) => o.order_id), ['o1', 'o3', 'o5', 'o7'])
+    await store.cancel('o2', T0 + 9)
+    t.same((await store.list({ limit: 10, status: 'Cancelled' })).orders.map((o) => o.order_id), ['o2'])
+    t.same((await store.list({ limit: 10, status: 'Pending', userId: 0 })).orders.map((o) => o.order_id), ['o4', 'o6', 'o8'])
+  })
+
+  t.test('idsByStatus lists oldest first up to a limit', async (t) => {
+    const store = await fresh(t)
+    for (let i = 1; i <= 5; i++) await store.create(anOrder(`o${i}`), T0, T0)
+    t.same(await store.idsByStatus('Pending', 3), ['o1', 'o2', 'o3'])
+    t.same(await store.idsByStatus('Completed', 3), [])
+  })
+
+  t.test('createMany inserts in bulk and reports ids that existed', async (t) => {
+    const store = await fresh(t)
+    let woken = 0
+    store.onWork(() => { woken++ })
+    await store.create(anOrder('b2'), T0, T0)
+    const existing = await store.createMany([anOrder('b1'), anOrder('b2'), anOrder('b3')], T0, T0 + 7)
+    t.same(existing, ['b2'])
+    t.equal(woken, 2)
+    t.equal((await store.stats()).counts.Pending, 3)
+    t.same(await store.stats(), await recount(store))
+  })
+
+  t.test('a batch id is reserved once', async (t) => {
+    const store = await fresh(t)
+    t.equal(await store.reserveBatch('x1', 10, T0), true)
+    t.equal(await store.reserveBatch('x1', 10, T0), false)
+  })
+
+  t.test('aggregates equal a recount after a random mix of operations', async (t) => {
+    const store = await fresh(t)
+    let now = T0
+    let seed = 42
+    const random = () => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed / 2 ** 31 }
+    for (let i = 0; i < 300; i++) {
+      now += 7
+      const r = random()
+      if (r < 0.4) await store.create(anOrder(`r${i}`), now, now + Math.floor(random() * 50))
+      else if (r < 0.5) await store.cancel(`r${Math.floor(random() * i)}`, now)
+      else if (r < 0.8) {
+        const claims = await store.claim(1 + Math.floor(random() * 5), now, now + 40)
+        const outcomes = claims.map((claim) => random() < 0.7
+          ? { claim, ok: true as const }
+          : { claim, ok: false as const, error: 'x', retryAt: random() < 0.5 ? now + 20 : null })
+        if (random() < 0.8) await store.settle(outcomes, now + 3)
+      } else await store.recoverExpired(now, 2)
+    }
+    t.same(await store.stats(), await recount(store))
+  })
+}
