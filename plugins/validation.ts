@@ -1,5 +1,6 @@
 import fp from 'fastify-plugin'
 import { Ajv, type ErrorObject } from 'ajv'
+import { describeError } from '../src/validation-errors.ts'
 import { isDecimalMultiple } from '../src/decimal-places.ts'
 
 function bodyAjv (): Ajv {
@@ -19,24 +20,6 @@ function bodyAjv (): Ajv {
 function urlAjv (): Ajv {
   // Query strings and path parameters are text: numbers in them are converted.
   return new Ajv({ coerceTypes: true, useDefaults: true, removeAdditional: false, allErrors: false, verbose: true })
-}
-
-export function describeError (error: ErrorObject, dataVar: string): string {
-  const where = `${dataVar}${error.instancePath}`
-  switch (error.keyword) {
-    case 'required':
-      return `${where} is missing required field '${error.params.missingProperty as string}'`
-    case 'additionalProperties':
-      return `${where} has unknown field '${error.params.additionalProperty as string}'`
-    case 'enum':
-      return `${where} must be one of: ${(error.params.allowedValues as string[]).join(', ')}`
-    case 'pattern': {
-      const description = (error.parentSchema as { description?: string } | undefined)?.description
-      return description ? `${where} is invalid: ${description}` : `${where} ${error.message ?? 'is invalid'}`
-    }
-    default:
-      return `${where} ${error.message ?? 'is invalid'}`
-  }
 }
 
 /** Strict JSON bodies, converted query strings, and error messages that name the field. */

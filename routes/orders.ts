@@ -34,7 +34,11 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
       description: 'Sending the same order again is safe: an identical body answers 200, a different one 409.',
       body: NewOrderSchema,
       response: {
-        201: { ...CreatedSchema, description: 'Order created; Location names it' },
+        201: {
+          ...CreatedSchema,
+          description: 'Order created',
+          headers: { location: Type.String({ description: 'the new order: /orders/<order_id>' }) }
+        },
         200: { ...CreatedSchema, description: 'The same order already exists: nothing changed' },
         400: ErrorSchema,
         409: { ...ErrorSchema, description: 'An order with this id exists with different content' }

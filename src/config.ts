@@ -1,6 +1,8 @@
 import { envSchema } from 'env-schema'
 import { Type, type Static } from '@sinclair/typebox'
+import type { ErrorObject } from 'ajv'
 import { StringEnum } from './string-enum.ts'
+import { describeError } from './validation-errors.ts'
 
 // One schema is the documentation, the validator and the type of the configuration.
 export const EnvSchema = Type.Object({
@@ -48,7 +50,8 @@ export function loadConfig (source: Record<string, string | undefined> = process
   try {
     env = envSchema<Env>({ schema: EnvSchema, data: source, dotenv: false })
   } catch (err) {
-    throw new ConfigError((err as Error).message.replaceAll('env/', ''))
+    const [first] = (err as { errors?: ErrorObject[] }).errors ?? []
+    throw new ConfigError(first ? describeError(first, 'env').slice('env/'.length) : (err as Error).message)
   }
   const processingTime = parseRange(env.PROCESSING_TIME_MS)
   if (processingTime.min > processingTime.max) {

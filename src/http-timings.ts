@@ -50,15 +50,11 @@ export class HttpTimings {
       const stages = {} as Record<Stage, StageSummary>
       for (const stage of STAGES) {
         const h = histograms.stages[stage]
+        // A percentile is reported as the top of its bucket, which can pass the exact maximum.
+        const at = (percentile: number) => toMs(Math.min(h.getValueAtPercentile(percentile), h.maxValue))
         stages[stage] = h.totalCount === 0
           ? { mean: 0, p50: 0, p95: 0, p99: 0, max: 0 }
-          : {
-              mean: toMs(h.mean),
-              p50: toMs(h.getValueAtPercentile(50)),
-              p95: toMs(h.getValueAtPercentile(95)),
-              p99: toMs(h.getValueAtPercentile(99)),
-              max: toMs(h.maxValue)
-            }
+          : { mean: toMs(h.mean), p50: at(50), p95: at(95), p99: at(99), max: toMs(h.maxValue) }
       }
       summary[route] = { count: histograms.count, stages }
     }

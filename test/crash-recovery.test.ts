@@ -1,0 +1,72 @@
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { anOrder, waitFor } from './helper.ts'
+import { ServerProcess } from './server-process.ts'
+
+const env = (dir: string) => ({
+  DATABASE_URL: `sqlite:${join(dir, 'orders.db')}`,
+  PENDING_DELAY_MS: '0',
+  PROCESSING_TIME_MS: '100-300',
+  PROCESSOR_CONCURRENCY: '200',
+  LEASE_MS: '1000',
+  SHUTDOWN_GRACE_MS: '5000'
+})
+
+async function metrics (server: ServerProcess) {
+  return (await server.request('/orders/metrics')).json
+}
+
+t.test('after kill -9 mid-processing and a restart, every answered order completes', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'orders-crash-'))
+  const first = await ServerProcess.start(env(dir))
+  t.teardown(() => { first.child.kill('SIGKILL') })
+  const populated = await first.request('/orders/populate', { total_entries: 2000, batch_id: 'crash' })
+  t.equal(populated.status, 201)
+  const answered: string[] = []
+  for (let i = 0; i < 50; i++) {
+    const res = await first.request('/orders', anOrder(`single-${i}`))
+    if (res.status === 201) answered.push(`single-${i}`)
+  }
+  t.equal(answered.length, 50)
+  await waitFor(async () => {
+    const m = await metrics(first)
+    return m.completed.count > 0 && m.processing.count > 0
+  }, 'orders both completed and in flight')
+  t.equal(await first.stop('SIGKILL'), null, 'killed, not exited')
+
+  const second = await ServerProcess.start(env(dir))
+  t.teardown(() => { second.child.kill('SIGKILL') })
+  const done = await waitFor(async () => {
+    const m = await metrics(second)
+    return m.completed.count === 2050 && m
+  }, 'every order completed after the restart', 60_000)
+  t.equal(done.total_orders, 2050, 'no order was lost')
+  t.equal(done.pending.count + done.processing.count + done.failed.count, 0, 'none is stuck')
+  for (const id of answered) {
+    const res = await second.request(`/orders/${id}`)
+    t.equal(res.json.status, 'Completed', `${id} completed`)
+  }
+  const retried = (await second.request('/orders?limit=1000&status=Completed')).json.orders
+    .filter((o: { attempts: number }) => o.attempts > 1)
+  t.ok(retried.length > 0, `orders in flight at the kill were processed again (${retried.length} seen)`)
+  t.equal(await second.stop('SIGTERM'), 0)
+})
+
+t.test('SIGTERM finishes in-flight orders and exits 0; nothing is left Processing', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'orders-term-'))
+  const server = await ServerProcess.start(env(dir))
+  t.teardown(() => { server.child.kill('SIGKILL') })
+  await server.request('/orders/populate', { total_entries: 500, batch_id: 'term' })
+  await waitFor(async () => (await metrics(server)).processing.count > 0, 'orders in flight')
+  t.equal(await server.stop('SIGTERM'), 0, 'exit code 0')
+
+  const after = await ServerProcess.start({ ...env(dir), PROCESSOR: 'off' })
+  t.teardown(() => { after.child.kill('SIGKILL') })
+  const m = await metrics(after)
+  t.equal(m.total_orders, 500)
+  t.equal(m.processing.count, 0, 'in-flight orders were finished or handed back')
+  t.ok(m.completed.count > 0)
+  t.equal(await after.stop('SIGINT'), 0, 'SIGINT exits 0 too')
+})

@@ -1,0 +1,45 @@
+import t from 'tap'
+import { Validator } from '@seriousme/openapi-schema-validator'
+import { build } from './helper.ts'
+
+const ROUTES: Record<string, Record<string, string[]>> = {
+  '/orders': { post: ['200', '201', '400', '409'], get: ['200', '400'] },
+  '/orders/{order_id}': { get: ['200', '400', '404'] },
+  '/orders/{order_id}/cancel': { post: ['200', '400', '404', '409'] },
+  '/orders/metrics': { get: ['200', '400'] },
+  '/orders/populate': { post: ['201', '400', '409'] },
+  '/health': { get: ['200'] },
+  '/ready': { get: ['200', '503'] }
+}
+
+t.test('GET /docs/json is a valid OpenAPI 3 document of every route and response', async (t) => {
+  const app = await build(t, { PROCESSOR: 'off' })
+  const res = await app.inject({ url: '/docs/json' })
+  t.equal(res.statusCode, 200)
+  const doc = res.json()
+  t.match(doc.openapi, /^3\./)
+  const result = await new Validator().validate(doc)
+  t.same(result.errors, undefined, 'no validation errors')
+  t.equal(result.valid, true)
+  for (const [path, methods] of Object.entries(ROUTES)) {
+    for (const [method, codes] of Object.entries(methods)) {
+      const operation = doc.paths[path]?.[method]
+      t.ok(operation, `${method.toUpperCase()} ${path} is documented`)
+      t.same(Object.keys(operation?.responses ?? {}).sort(), codes, `${method.toUpperCase()} ${path} documents its codes`)
+    }
+  }
+  const create = doc.paths['/orders'].post
+  t.same(create.requestBody.content['application/json'].example, {
+    user_id: 1, order_id: 'ORD003', item_ids: [101, 102, 103], total_amount: 59.99
+  }, 'the create body has an example')
+  t.ok(create.responses['201'].headers?.location, 'the Location header is documented')
+})
+
+t.test('GET /docs serves Swagger UI from the package, no CDN', async (t) => {
+  const app = await build(t, { PROCESSOR: 'off' })
+  const res = await app.inject({ url: '/docs' })
+  const page = res.statusCode === 302 ? await app.inject({ url: `/docs/${res.headers.location}` }) : res
+  t.equal(page.statusCode, 200)
+  t.match(page.headers['content-type'], /text\/html/)
+  t.notMatch(page.body, /https?:\/\/(cdn|unpkg)/)
+})

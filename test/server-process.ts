@@ -1,0 +1,57 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { createServer } from 'node:net'
+import { fileURLToPath } from 'node:url'
+import { waitFor } from './helper.ts'
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url))
+
+export async function freePort (): Promise<number> {
+  const server = createServer().listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  const { port } = server.address() as { port: number }
+  server.close()
+  await once(server, 'close')
+  return port
+}
+
+/** The real server (`npm start`'s entry point) in its own process, on a port of its own. */
+export class ServerProcess {
+  readonly child: ChildProcess
+  output = ''
+
+  private constructor (readonly url: string, env: Record<string, string>) {
+    this.child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+      cwd: ROOT,
+      env: { ...process.env, LOG_LEVEL: 'warn', ...env },
+      stdio: ['ignore', 'pipe', 'pipe']
+    })
+    this.child.stdout?.on('data', (chunk) => { this.output += chunk })
+    this.child.stderr?.on('data', (chunk) => { this.output += chunk })
+  }
+
+  static async start (env: Record<string, string>): Promise<ServerProcess> {
+    const port = await freePort()
+    const server = new ServerProcess(`http://127.0.0.1:${port}`, { ...env, PORT: String(port) })
+    await waitFor(async () => {
+      if (server.child.exitCode !== null) throw new Error(`server exited: ${server.output}`)
+      return await fetch(`${server.url}/health`).then((r) => r.ok, () => false)
+    }, 'the server to listen', 30_000)
+    return server
+  }
+
+  async request (path: string, body?: unknown): Promise<{ status: number, json: any }> {
+    const res = await fetch(`${this.url}${path}`, body === undefined
+      ? undefined
+      : { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+    return { status: res.status, json: await res.json() }
+  }
+
+  /** Sends the signal and resolves with the exit code (null when killed by the signal). */
+  async stop (signal: NodeJS.Signals): Promise<number | null> {
+    const exited = once(this.child, 'exit')
+    this.child.kill(signal)
+    const [code] = await exited
+    return code as number | null
+  }
+}
