@@ -1,20 +1,41 @@
 import fp from 'fastify-plugin'
-import type { FastifyError } from 'fastify'
+import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import { Type } from '@sinclair/typebox'
 
+export const ErrorSchema = Type.Object({ error: Type.String({ description: 'what went wrong, for a person to act on' }) })
+
+const DESCRIPTIONS: Record<number, string> = {
+  400: 'Invalid input: the message names the field',
+  404: 'Not found',
+  409: 'Conflicts with the current state',
+  413: 'Body larger than 1 MiB',
+  415: 'Body is not JSON',
+  500: 'Unexpected failure; nothing about it is disclosed',
+  503: 'Temporarily unavailable'
+}
+
+/** Documented error responses, all `{"error": "..."}`, with a default description per status. */
+export function errorResponses<const S extends readonly number[]> (...statuses: S): { [K in S[number]]: typeof ErrorSchema } {
+  return Object.fromEntries(statuses.map((status) => [status, { ...ErrorSchema, description: DESCRIPTIONS[status] }])) as
+    { [K in S[number]]: typeof ErrorSchema }
+}
+
+/** The error responses every route with a JSON body can send besides its own. */
+export const BODY_ERRORS = [400, 413, 415, 500] as const
+
 /** Every error a client sees is `{"error": "..."}` JSON; a 5xx never carries internals. */
+export function sendError (err: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
+  const status = err.statusCode !== undefined && err.statusCode >= 400 ? err.statusCode : 500
+  if (status >= 500) {
+    request.log.error({ err }, 'request failed')
+    return reply.code(status).send({ error: 'Internal server error' })
+  }
+  return reply.code(status).send({ error: err.message })
+}
+
 export default fp(async (app) => {
-  app.setErrorHandler<FastifyError>((err, request, reply) => {
-    const status = err.statusCode !== undefined && err.statusCode >= 400 ? err.statusCode : 500
-    if (status >= 500) {
-      request.log.error({ err }, 'request failed')
-      return reply.code(status).send({ error: 'Internal server error' })
-    }
-    return reply.code(status).send({ error: err.message })
-  })
+  app.setErrorHandler<FastifyError>(sendError)
   app.setNotFoundHandler((request, reply) => {
     return reply.code(404).send({ error: `Route ${request.method} ${request.url.split('?')[0]} not found` })
   })
 }, { name: 'errors' })
-
-export const ErrorSchema = Type.Object({ error: Type.String({ description: 'what went wrong, for a person to act on' }) })

@@ -14,8 +14,8 @@ declare module 'fastify' {
 }
 
 interface Marks {
+  /** Also the start of parsing: nothing runs between onRequest and the body parser. */
   request: number
-  parsing?: number
   validation?: number
   handler?: number
   serialization?: number
@@ -37,7 +37,6 @@ export default fp(async (app) => {
   app.decorateRequest('marks', null)
   // Callback hooks: an async hook would cost a promise per request per stage.
   app.addHook('onRequest', (request, _reply, done) => { request.marks = { request: performance.now() }; done() })
-  app.addHook('preParsing', (request, _reply, payload, done) => { mark(request, 'parsing'); done(null, payload) })
   app.addHook('preValidation', (request, _reply, done) => { mark(request, 'validation'); done() })
   app.addHook('preHandler', (request, _reply, done) => { mark(request, 'handler'); done() })
   app.addHook('preSerialization', (request, _reply, payload, done) => { mark(request, 'serialization'); done(null, payload) })
@@ -47,7 +46,7 @@ export default fp(async (app) => {
     if (!m) return done()
     const end = performance.now()
     const stages: Partial<Record<Stage, number>> = {
-      parsing: span(m.parsing, m.validation),
+      parsing: span(m.request, m.validation),
       validation: span(m.validation, m.handler),
       handler: span(m.handler, m.serialization ?? m.send),
       serialization: span(m.serialization, m.send),

@@ -1,5 +1,5 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { ErrorSchema } from '../plugins/errors.ts'
+import { errorResponses } from '../plugins/errors.ts'
 
 const Status = Type.Object({ status: Type.String() })
 
@@ -12,7 +12,7 @@ const health: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['operations'],
       summary: 'The store is reachable',
-      response: { 200: Status, 503: { ...ErrorSchema, description: 'The store cannot be reached' } }
+      response: { 200: Status, ...errorResponses(503) }
     }
   }, async (request, reply) => {
     try {

@@ -1,9 +1,9 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { ErrorSchema } from '../plugins/errors.ts'
+import { errorResponses } from '../plugins/errors.ts'
 import { STAGES } from '../src/http-timings.ts'
 import { ORDER_STATUSES, type OrderStatus } from '../src/order.ts'
 
-const MetricsQuery = Type.Object({
+export const MetricsQuery = Type.Object({
   getOrderIds: Type.Boolean({ default: false, description: 'fill order_ids, oldest first' }),
   limit: Type.Integer({ minimum: 1, maximum: 100000, default: 1000, description: 'most order ids listed per status' })
 }, { additionalProperties: false })
@@ -21,13 +21,13 @@ const RouteTimings = Type.Object({
   stages: Type.Object(Object.fromEntries(STAGES.map((stage) => [stage, StageSummary])))
 })
 
-const Seconds = (description: string) => Type.Number({ description: `${description}, seconds` })
+const AverageSeconds = (description: string) => Type.Number({ description: `${description}, seconds` })
 
-const Metrics = Type.Object({
+export const Metrics = Type.Object({
   total_orders: Type.Integer(),
-  average_processing_time: Seconds('completed orders, processing start to completion'),
-  average_processing_time_from_creation: Seconds('completed orders, creation to completion'),
-  average_pending_time: Seconds('orders that started processing, creation to processing start'),
+  average_processing_time: AverageSeconds('completed orders, processing start to completion'),
+  average_processing_time_from_creation: AverageSeconds('completed orders, creation to completion'),
+  average_pending_time: AverageSeconds('orders that started processing, creation to processing start'),
   pending: StatusGroup,
   processing: StatusGroup,
   completed: StatusGroup,
@@ -49,7 +49,7 @@ const metrics: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'Order counts, average stage times and HTTP timings',
       description: 'Read from running aggregates: its cost does not grow with the number of orders.',
       querystring: MetricsQuery,
-      response: { 200: Metrics, 400: ErrorSchema }
+      response: { 200: Metrics, ...errorResponses(400, 500) }
     }
   }, async (request) => {
     const { getOrderIds, limit } = request.query

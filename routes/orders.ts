@@ -1,11 +1,11 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { ErrorSchema } from '../plugins/errors.ts'
-import { decodeCursor, encodeCursor } from '../src/cursor.ts'
+import { BODY_ERRORS, ErrorSchema, errorResponses } from '../plugins/errors.ts'
+import { CursorCodec } from '../src/cursor.ts'
 import { NewOrderSchema, OrderIdSchema, OrderSchema, OrderStatusSchema, toOrder } from '../src/order.ts'
 
-const OrderIdParams = Type.Object({ order_id: OrderIdSchema })
+export const OrderIdParams = Type.Object({ order_id: OrderIdSchema })
 
-const CreatedSchema = Type.Object({
+export const CreatedSchema = Type.Object({
   message: Type.String(),
   order_id: Type.String()
 }, { examples: [{ message: 'Order created', order_id: 'ORD003' }] })
@@ -26,6 +26,7 @@ const notFound = { error: 'Order not found' }
 
 const orders: FastifyPluginAsyncTypebox = async (app) => {
   const { store, config } = app
+  const cursors = new CursorCodec(await store.cursorKey())
 
   app.post('/orders', {
     schema: {
@@ -40,7 +41,7 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
           headers: { location: Type.String({ description: 'the new order: /orders/<order_id>' }) }
         },
         200: { ...CreatedSchema, description: 'The same order already exists: nothing changed' },
-        400: ErrorSchema,
+        ...errorResponses(...BODY_ERRORS),
         409: { ...ErrorSchema, description: 'An order with this id exists with different content' }
       }
     }
@@ -62,16 +63,16 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'List orders, oldest first',
       description: 'Keyset pagination: stable while orders are being added.',
       querystring: ListQuery,
-      response: { 200: OrderList, 400: ErrorSchema }
+      response: { 200: OrderList, ...errorResponses(400, 500) }
     }
   }, async (request, reply) => {
     const { status, user_id: userId, limit, cursor } = request.query
-    const after = cursor === undefined ? undefined : decodeCursor(cursor)
+    const after = cursor === undefined ? undefined : cursors.decode(cursor)
     if (after === null) return reply.code(400).send({ error: 'querystring/cursor is not a cursor this service issued' })
     const page = await store.list({ status, userId, limit, after })
     return {
       orders: page.orders.map(toOrder),
-      next_cursor: page.lastSeq === null ? null : encodeCursor(page.lastSeq)
+      next_cursor: page.lastSeq === null ? null : cursors.encode(page.lastSeq)
     }
   })
 
@@ -80,7 +81,7 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['orders'],
       summary: 'Get an order with its status and timings',
       params: OrderIdParams,
-      response: { 200: OrderSchema, 400: ErrorSchema, 404: ErrorSchema }
+      response: { 200: OrderSchema, ...errorResponses(400, 404, 500) }
     }
   }, async (request, reply) => {
     const record = await store.get(request.params.order_id)
@@ -94,8 +95,7 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
       params: OrderIdParams,
       response: {
         200: OrderSchema,
-        400: ErrorSchema,
-        404: ErrorSchema,
+        ...errorResponses(400, 404, 500),
         409: { ...ErrorSchema, description: 'The order is no longer Pending' }
       }
     }

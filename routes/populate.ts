@@ -1,5 +1,5 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
-import { ErrorSchema } from '../plugins/errors.ts'
+import { BODY_ERRORS, ErrorSchema, errorResponses } from '../plugins/errors.ts'
 import { populate, randomBatchId } from '../src/populate.ts'
 
 const PopulateResult = Type.Object({
@@ -28,7 +28,7 @@ const populateRoute: FastifyPluginAsyncTypebox = async (app) => {
       }, { additionalProperties: false, examples: [{ total_entries: 4 }] }),
       response: {
         201: PopulateResult,
-        400: ErrorSchema,
+        ...errorResponses(...BODY_ERRORS),
         409: { ...ErrorSchema, description: 'This batch_id was used before' }
       }
     }

@@ -3,7 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config.ts'
 import configPlugin from '../plugins/config.ts'
 import validationPlugin from '../plugins/validation.ts'
-import errorsPlugin from '../plugins/errors.ts'
+import errorsPlugin, { sendError } from '../plugins/errors.ts'
 import httpTimingsPlugin from '../plugins/http-timings.ts'
 import docsPlugin from '../plugins/docs.ts'
 import storePlugin from '../plugins/store.ts'
@@ -23,6 +23,8 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
   const app = Fastify({
     logger: options.logger ?? { level: config.LOG_LEVEL },
     routerOptions: { ignoreTrailingSlash: true },
+    // Errors raised before routing (a malformed or over-long URL) get the same JSON shape.
+    frameworkErrors: sendError,
     // Keep-alive connections that sit idle are closed at shutdown instead of holding it open.
     forceCloseConnections: 'idle'
   }).withTypeProvider<TypeBoxTypeProvider>()

@@ -1,4 +1,4 @@
-import { randomBytes, randomInt } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import type { NewOrder } from './order.ts'
 import type { OrderStore } from './store.ts'
 
@@ -19,13 +19,17 @@ export function randomBatchId (): string {
   return randomBytes(4).toString('hex')
 }
 
+/** A random integer from min to max inclusive; simulated data needs no cryptographic randomness. */
+function randomInt (min: number, max: number): number {
+  return min + Math.floor(Math.random() * (max - min + 1))
+}
+
 function simulatedOrder (batchId: string, i: number): NewOrder {
-  const items = randomInt(1, 4)
   return {
     order_id: `sim_${batchId}_${i}`,
     user_id: 0,
-    item_ids: Array.from({ length: items }, () => randomInt(1, 101)),
-    total_amount: randomInt(1000, 10001) / 100
+    item_ids: Array.from({ length: randomInt(1, 3) }, () => randomInt(1, 100)),
+    total_amount: randomInt(1000, 10000) / 100
   }
 }
 

@@ -14,6 +14,8 @@ export interface ProcessorOptions {
 
 /** How long to wait before trying again after the store failed. */
 const STORE_RETRY_MS = 1000
+/** Expired leases are looked for at most this often: they are rare, and a claim tick can be frequent. */
+const RECOVERY_INTERVAL_MS = 1000
 /** setTimeout's longest delay. */
 const MAX_TIMER_MS = 2 ** 31 - 1
 
@@ -24,7 +26,8 @@ const MAX_TIMER_MS = 2 ** 31 - 1
  */
 export class OrderProcessor {
   private readonly queue: PQueue
-  private readonly inFlight = new Map<string, Claim>()
+  /** Keyed by claim, not order id: after a lease ran out this process may hold a newer claim on the same order. */
+  private readonly inFlight = new Set<Claim>()
   private outcomes: Outcome[] = []
   private flushing: Promise<void> | null = null
   private timer: NodeJS.Timeout | null = null
@@ -32,7 +35,8 @@ export class OrderProcessor {
   private tickScheduled = false
   private ticking = false
   private tickAgain = false
-  private stopped = true
+  private state: 'new' | 'running' | 'stopped' = 'new'
+  private recoveryDueAt = 0
   private readonly now: () => number
   private readonly unsubscribe: () => void
 
@@ -42,12 +46,14 @@ export class OrderProcessor {
     this.unsubscribe = store.onWork((availableAt) => this.wake(availableAt))
   }
 
-  get activeClaims (): number {
-    return this.inFlight.size
+  private get stopped (): boolean {
+    return this.state !== 'running'
   }
 
+  /** Starts claiming. A processor runs once: after stop() make a new one. */
   start (): void {
-    this.stopped = false
+    if (this.state !== 'new') throw new Error(`processor already ${this.state}`)
+    this.state = 'running'
     this.wake()
   }
 
@@ -88,7 +94,10 @@ export class OrderProcessor {
   private async claimAndRun (): Promise<void> {
     const { store, options } = this
     const now = this.now()
-    await store.recoverExpired(now, options.maxAttempts)
+    if (now >= this.recoveryDueAt) {
+      this.recoveryDueAt = now + Math.min(RECOVERY_INTERVAL_MS, options.leaseMs / 2)
+      await store.recoverExpired(now, options.maxAttempts)
+    }
     const free = options.concurrency - this.inFlight.size
     if (free <= 0) return // a finishing order wakes us
     const claims = await store.claim(free, now, now + options.leaseMs)
@@ -97,12 +106,14 @@ export class OrderProcessor {
       return
     }
     for (const claim of claims) {
-      this.inFlight.set(claim.order_id, claim)
+      this.inFlight.add(claim)
       void this.queue.add(() => this.run(claim))
     }
     if (claims.length < free) {
       const next = await store.nextWakeAt()
-      if (next !== null) this.wake(Math.max(next, this.now() + 1))
+      // Past the claim's `now`, it is an order to claim (timers can fire a little early);
+      // not past it, it can only be a lease that ended, recovered at the next recovery.
+      if (next !== null) this.wake(next > now ? Math.max(next, this.now() + 1) : this.recoveryDueAt)
     }
   }
 
@@ -118,7 +129,7 @@ export class OrderProcessor {
         : null
       outcome = { claim, ok: false, error, retryAt }
     }
-    if (this.stopped && !this.inFlight.has(claim.order_id)) return // handed back at shutdown
+    if (!this.inFlight.has(claim)) return // handed back at shutdown
     this.outcomes.push(outcome)
     this.flushing ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.flush())
   }
@@ -132,7 +143,7 @@ export class OrderProcessor {
       // The claims stay Processing; their leases expire and the orders are processed again.
       this.options.onError?.(err, 'settling orders')
     } finally {
-      for (const { claim } of batch) this.inFlight.delete(claim.order_id)
+      for (const { claim } of batch) this.inFlight.delete(claim)
       this.flushing = null
       if (this.outcomes.length > 0) this.flushing = this.flush()
     }
@@ -144,9 +155,10 @@ export class OrderProcessor {
    * claims still running after that back to the store so that they are processed again at once.
    */
   async stop (graceMs: number): Promise<void> {
-    if (this.stopped) return
-    this.stopped = true
+    const wasRunning = this.state === 'running'
+    this.state = 'stopped'
     this.unsubscribe()
+    if (!wasRunning) return
     if (this.timer) clearTimeout(this.timer)
     this.queue.clear()
     let graceTimer: NodeJS.Timeout | undefined

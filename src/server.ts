@@ -1,17 +1,28 @@
 import closeWithGrace from 'close-with-grace'
+import type { FastifyInstance } from 'fastify'
 import { buildApp } from './app.ts'
-import { ConfigError, loadConfig } from './config.ts'
+import { loadConfig, type Config } from './config.ts'
 
-let config
-try {
-  config = loadConfig()
-} catch (err) {
-  if (!(err instanceof ConfigError)) throw err
-  console.error(`Invalid configuration: ${err.message}`)
+/** A start that cannot succeed says why in one line, never with a stack trace. */
+function fail (message: string): never {
+  console.error(message)
   process.exit(1)
 }
 
-const app = await buildApp(config)
+let config: Config
+try {
+  config = loadConfig()
+} catch (err) {
+  fail(`Invalid configuration: ${(err as Error).message}`)
+}
+
+let app: FastifyInstance
+try {
+  app = await buildApp(config)
+  await app.listen({ host: config.HOST, port: config.PORT })
+} catch (err) {
+  fail(`Could not start: ${(err as Error).message}`)
+}
 
 // SIGTERM/SIGINT: stop accepting, finish requests and orders within the grace period, exit 0.
 closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS + 5000 }, async ({ err, signal }) => {
@@ -19,5 +30,3 @@ closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS + 5000 }, async ({ err, signal 
   else app.log.info({ signal }, 'shutting down')
   await app.close()
 })
-
-await app.listen({ host: config.HOST, port: config.PORT })

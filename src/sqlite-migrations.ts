@@ -33,6 +33,10 @@ const MIGRATIONS: string[] = [
     total_entries INTEGER NOT NULL,
     created_at INTEGER NOT NULL
   ) WITHOUT ROWID;
+  `,
+  `
+  CREATE TABLE service_keys (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+  INSERT INTO service_keys (name, value) VALUES ('cursor', lower(hex(randomblob(32))));
   `
 ]
 

@@ -4,12 +4,16 @@ import { randomUUID } from 'node:crypto'
 import Database from 'better-sqlite3'
 import type { NewOrder, OrderRecord, OrderStatus } from './order.ts'
 import { sameOrder, toCents } from './order.ts'
+import { GroupCommit, attempt, type Settled } from './group-commit.ts'
 import { migrate } from './sqlite-migrations.ts'
 import { StatsDelta, statsFromRows } from './stats-delta.ts'
 import type {
   CancelResult, Claim, CreateResult, ListQuery, OrderPage, OrderStats, OrderStore, Outcome, WorkListener
 } from './store.ts'
 import { WorkListeners } from './work-listeners.ts'
+
+/** One write; its changes to the aggregates go into the batch's StatsDelta. */
+type Write<O> = (delta: StatsDelta) => O
 
 interface OrderRow extends Omit<OrderRecord, 'item_ids'> { item_ids: string }
 
@@ -25,17 +29,14 @@ export class SqliteStore implements OrderStore {
   private readonly db: Database.Database
   private readonly listeners = new WorkListeners()
   private readonly sql
-  private readonly createTx: SqliteStore['createSync']
-  private readonly createManyTx: SqliteStore['createManySync']
-  private readonly cancelTx: SqliteStore['cancelSync']
-  private readonly claimTx: SqliteStore['claimSync']
-  private readonly settleTx: SqliteStore['settleSync']
-  private readonly releaseTx: SqliteStore['releaseSync']
-  private readonly recoverTx: SqliteStore['recoverSync']
+  private readonly writes: GroupCommit<Write<unknown>, unknown>
+  private readonly listStatements = new Map<string, Database.Statement>()
 
   constructor (path: string) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
     this.db = new Database(path)
+    // Takes effect only for a new database: 8 KiB pages measured ~20% faster on bulk inserts than 4 KiB.
+    this.db.pragma('page_size = 8192')
     this.db.pragma('journal_mode = WAL')
     // WAL with synchronous=NORMAL survives a process crash; only an OS crash can lose the last commits.
     this.db.pragma('synchronous = NORMAL')
@@ -66,8 +67,12 @@ export class SqliteStore implements OrderStore {
       fail: db.prepare(`UPDATE orders SET status = 'Failed', updated_at = ?, last_error = ?,
           claim_token = NULL, lease_until = NULL
         WHERE order_id = ? AND claim_token = ? AND status = 'Processing'`),
+      claimed: db.prepare(`SELECT created_at, processing_started_at, attempts FROM orders
+        WHERE order_id = ? AND claim_token = ? AND status = 'Processing'`),
+      // A handed-back claim was no attempt: it is undone, and the first one un-starts the order.
       release: db.prepare(`UPDATE orders SET status = 'Pending', available_at = ?, updated_at = ?,
-          claim_token = NULL, lease_until = NULL
+          claim_token = NULL, lease_until = NULL, attempts = attempts - 1,
+          processing_started_at = CASE WHEN attempts = 1 THEN NULL ELSE processing_started_at END
         WHERE order_id = ? AND claim_token = ? AND status = 'Processing'`),
       failExpired: db.prepare(`UPDATE orders SET status = 'Failed', updated_at = ?,
           last_error = 'lease expired on the last attempt', claim_token = NULL, lease_until = NULL
@@ -80,19 +85,26 @@ export class SqliteStore implements OrderStore {
       idsByStatus: db.prepare('SELECT order_id FROM orders WHERE status = ? ORDER BY seq LIMIT ?').pluck(),
       reserveBatch: db.prepare(`INSERT INTO populate_batches (batch_id, total_entries, created_at)
         VALUES (?, ?, ?) ON CONFLICT (batch_id) DO NOTHING`),
+      cursorKey: db.prepare("SELECT value FROM service_keys WHERE name = 'cursor'").pluck(),
       ping: db.prepare('SELECT 1').pluck()
     }
-    this.createTx = db.transaction(this.createSync.bind(this))
-    this.createManyTx = db.transaction(this.createManySync.bind(this))
-    this.cancelTx = db.transaction(this.cancelSync.bind(this))
-    this.claimTx = db.transaction(this.claimSync.bind(this))
-    this.settleTx = db.transaction(this.settleSync.bind(this))
-    this.releaseTx = db.transaction(this.releaseSync.bind(this))
-    this.recoverTx = db.transaction(this.recoverSync.bind(this))
+    this.writes = new GroupCommit(db.transaction(this.writeBatch.bind(this)))
   }
 
   private apply (delta: StatsDelta): void {
     for (const [name, amount] of delta.changes) this.sql.addStat.run(amount, name)
+  }
+
+  /** Runs `fn` inside the transaction that commits every write of this event-loop turn. */
+  private write<O> (fn: Write<O>): Promise<O> {
+    return this.writes.submit(fn as Write<unknown>) as Promise<O>
+  }
+
+  private writeBatch (writes: Array<Write<unknown>>): Array<Settled<unknown>> {
+    const delta = new StatsDelta()
+    const results = writes.map((fn) => attempt(() => fn(delta)))
+    this.apply(delta)
+    return results
   }
 
   private insert (order: NewOrder, now: number, availableAt: number): boolean {
@@ -100,29 +112,24 @@ export class SqliteStore implements OrderStore {
       toCents(order.total_amount), now, availableAt, now).changes === 1
   }
 
-  private createSync (order: NewOrder, now: number, availableAt: number): CreateResult {
-    if (this.insert(order, now, availableAt)) {
-      this.apply(new StatsDelta().add('Pending', 1))
-      return 'created'
-    }
-    const existing = this.getSync(order.order_id) as OrderRecord
-    return sameOrder(existing, order) ? 'exists' : 'conflict'
-  }
-
   async create (order: NewOrder, now: number, availableAt: number): Promise<CreateResult> {
-    const result = this.createTx(order, now, availableAt)
+    const result = await this.write((delta): CreateResult => {
+      if (this.insert(order, now, availableAt)) {
+        delta.add('Pending', 1)
+        return 'created'
+      }
+      return sameOrder(this.getSync(order.order_id) as OrderRecord, order) ? 'exists' : 'conflict'
+    })
     if (result === 'created') this.listeners.emit(availableAt)
     return result
   }
 
-  private createManySync (orders: NewOrder[], now: number, availableAt: number): string[] {
-    const existing = orders.filter((order) => !this.insert(order, now, availableAt)).map((order) => order.order_id)
-    this.apply(new StatsDelta().add('Pending', orders.length - existing.length))
-    return existing
-  }
-
   async createMany (orders: NewOrder[], now: number, availableAt: number): Promise<string[]> {
-    const existing = this.createManyTx(orders, now, availableAt)
+    const existing = await this.write((delta) => {
+      const existing = orders.filter((order) => !this.insert(order, now, availableAt)).map((order) => order.order_id)
+      delta.add('Pending', orders.length - existing.length)
+      return existing
+    })
     if (existing.length < orders.length) this.listeners.emit(availableAt)
     return existing
   }
@@ -137,95 +144,102 @@ export class SqliteStore implements OrderStore {
   }
 
   async list ({ status, userId, limit, after = 0 }: ListQuery): Promise<OrderPage> {
-    const where = ['seq > ?']
-    const params: Array<string | number> = [after]
-    if (status !== undefined) { where.push('status = ?'); params.push(status) }
-    if (userId !== undefined) { where.push('user_id = ?'); params.push(userId) }
-    const rows = this.db.prepare(`SELECT ${ORDER_COLUMNS} FROM orders WHERE ${where.join(' AND ')}
-      ORDER BY seq LIMIT ?`).all(...params, limit + 1) as OrderRow[]
+    const rows = this.listStatement(status !== undefined, userId !== undefined)
+      .all({ after, status, userId, limit: limit + 1 }) as OrderRow[]
     const more = rows.length > limit
     const orders = rows.slice(0, limit).map(toRecord)
     return { orders, lastSeq: more ? (orders.at(-1) as OrderRecord).seq : null }
   }
 
-  private cancelSync (orderId: string, now: number): CancelResult {
-    const row = this.sql.cancel.get(now, orderId) as OrderRow | undefined
-    if (!row) return { cancelled: false, order: this.getSync(orderId) }
-    this.apply(new StatsDelta().move('Pending', 'Cancelled'))
-    return { cancelled: true, order: toRecord(row) }
+  private listStatement (byStatus: boolean, byUser: boolean): Database.Statement {
+    const key = `${byStatus}:${byUser}`
+    let statement = this.listStatements.get(key)
+    if (!statement) {
+      const where = ['seq > @after']
+      if (byStatus) where.push('status = @status')
+      if (byUser) where.push('user_id = @userId')
+      statement = this.db.prepare(`SELECT ${ORDER_COLUMNS} FROM orders WHERE ${where.join(' AND ')} ORDER BY seq LIMIT @limit`)
+      this.listStatements.set(key, statement)
+    }
+    return statement
   }
 
   async cancel (orderId: string, now: number): Promise<CancelResult> {
-    return this.cancelTx(orderId, now)
-  }
-
-  private claimSync (limit: number, now: number, leaseUntil: number): Claim[] {
-    const token = randomUUID()
-    const rows = this.sql.claim.all(token, leaseUntil, now, now, now, limit) as Array<{
-      order_id: string, attempts: number, created_at: number, processing_started_at: number
-    }>
-    const delta = new StatsDelta().move('Pending', 'Processing', rows.length)
-    for (const row of rows) {
-      if (row.attempts === 1) delta.started(row.created_at, row.processing_started_at)
-    }
-    this.apply(delta)
-    return rows.map((row) => ({ order_id: row.order_id, token, attempts: row.attempts }))
+    return this.write((delta): CancelResult => {
+      const row = this.sql.cancel.get(now, orderId) as OrderRow | undefined
+      if (!row) return { cancelled: false, order: this.getSync(orderId) }
+      delta.move('Pending', 'Cancelled')
+      return { cancelled: true, order: toRecord(row) }
+    })
   }
 
   async claim (limit: number, now: number, leaseUntil: number): Promise<Claim[]> {
-    return this.claimTx(limit, now, leaseUntil)
-  }
-
-  private settleSync (outcomes: Outcome[], now: number): number {
-    const delta = new StatsDelta()
-    let applied = 0
-    for (const outcome of outcomes) {
-      const { order_id: orderId, token } = outcome.claim
-      if (outcome.ok) {
-        const done = this.sql.complete.get(now, now, orderId, token) as OrderRecord | undefined
-        if (done) { delta.completed(done); applied++ }
-      } else if (outcome.retryAt !== null) {
-        if (this.sql.retry.run(outcome.retryAt, now, outcome.error, orderId, token).changes === 1) {
-          delta.move('Processing', 'Pending'); applied++
-        }
-      } else if (this.sql.fail.run(now, outcome.error, orderId, token).changes === 1) {
-        delta.move('Processing', 'Failed'); applied++
+    return this.write((delta) => {
+      const token = randomUUID()
+      const rows = this.sql.claim.all(token, leaseUntil, now, now, now, limit) as Array<{
+        order_id: string, attempts: number, created_at: number, processing_started_at: number
+      }>
+      delta.move('Pending', 'Processing', rows.length)
+      for (const row of rows) {
+        if (row.attempts === 1) delta.started(row.created_at, row.processing_started_at)
       }
-    }
-    this.apply(delta)
-    return applied
+      return rows.map((row) => ({ order_id: row.order_id, token, attempts: row.attempts }))
+    })
   }
 
   async settle (outcomes: Outcome[], now: number): Promise<number> {
-    const applied = this.settleTx(outcomes, now)
+    const applied = await this.write((delta) => {
+      let applied = 0
+      for (const outcome of outcomes) {
+        const { order_id: orderId, token } = outcome.claim
+        if (outcome.ok) {
+          const done = this.sql.complete.get(now, now, orderId, token) as OrderRecord | undefined
+          if (done) { delta.completed(done); applied++ }
+        } else if (outcome.retryAt !== null) {
+          if (this.sql.retry.run(outcome.retryAt, now, outcome.error, orderId, token).changes === 1) {
+            delta.move('Processing', 'Pending'); applied++
+          }
+        } else if (this.sql.fail.run(now, outcome.error, orderId, token).changes === 1) {
+          delta.move('Processing', 'Failed'); applied++
+        }
+      }
+      return applied
+    })
     const retryAt = outcomes.reduce((at, o) => (!o.ok && o.retryAt !== null ? Math.min(at, o.retryAt) : at), Infinity)
     if (retryAt !== Infinity) this.listeners.emit(retryAt)
     return applied
   }
 
-  private releaseSync (claims: Claim[], now: number): number {
-    const released = claims.filter((claim) => this.sql.release.run(now, now, claim.order_id, claim.token).changes === 1).length
-    this.apply(new StatsDelta().move('Processing', 'Pending', released))
-    return released
-  }
-
   async release (claims: Claim[], now: number): Promise<number> {
-    const released = this.releaseTx(claims, now)
+    const released = await this.write((delta) => {
+      let released = 0
+      for (const { order_id: orderId, token } of claims) {
+        const held = this.sql.claimed.get(orderId, token) as Pick<OrderRecord, 'created_at' | 'processing_started_at' | 'attempts'> | undefined
+        if (!held) continue
+        this.sql.release.run(now, now, orderId, token)
+        delta.move('Processing', 'Pending')
+        if (held.attempts === 1) delta.unstarted(held.created_at, held.processing_started_at as number)
+        released++
+      }
+      return released
+    })
     if (released > 0) this.listeners.emit(now)
     return released
   }
 
-  private recoverSync (now: number, maxAttempts: number): number {
-    const failed = this.sql.failExpired.run(now, now, maxAttempts).changes
-    const retried = this.sql.retryExpired.run(now, now, now).changes
-    this.apply(new StatsDelta().move('Processing', 'Failed', failed).move('Processing', 'Pending', retried))
-    return failed + retried
-  }
-
   async recoverExpired (now: number, maxAttempts: number): Promise<number> {
-    const recovered = this.recoverTx(now, maxAttempts)
+    const recovered = await this.write((delta) => {
+      const failed = this.sql.failExpired.run(now, now, maxAttempts).changes
+      const retried = this.sql.retryExpired.run(now, now, now).changes
+      delta.move('Processing', 'Failed', failed).move('Processing', 'Pending', retried)
+      return failed + retried
+    })
     if (recovered > 0) this.listeners.emit(now)
     return recovered
+  }
+
+  async reserveBatch (batchId: string, totalEntries: number, now: number): Promise<boolean> {
+    return this.write(() => this.sql.reserveBatch.run(batchId, totalEntries, now).changes === 1)
   }
 
   async nextWakeAt (): Promise<number | null> {
@@ -241,8 +255,8 @@ export class SqliteStore implements OrderStore {
     return this.sql.idsByStatus.all(status, limit) as string[]
   }
 
-  async reserveBatch (batchId: string, totalEntries: number, now: number): Promise<boolean> {
-    return this.sql.reserveBatch.run(batchId, totalEntries, now).changes === 1
+  async cursorKey (): Promise<string> {
+    return this.sql.cursorKey.get() as string
   }
 
   async ping (): Promise<void> {

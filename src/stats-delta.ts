@@ -22,6 +22,11 @@ export class StatsDelta {
     return this.add('started', 1).add('pending_ms', startedAt - createdAt)
   }
 
+  /** A first claim handed back unfinished: as if it had never started. */
+  unstarted (createdAt: number, startedAt: number): this {
+    return this.add('started', -1).add('pending_ms', createdAt - startedAt)
+  }
+
   completed (record: Pick<OrderRecord, 'created_at' | 'processing_started_at' | 'completed_at'>): this {
     const completedAt = record.completed_at as number
     return this.move('Processing', 'Completed')

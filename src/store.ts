@@ -58,7 +58,7 @@ export interface OrderStore {
   claim (limit: number, now: number, leaseUntil: number): Promise<Claim[]>
   /** Applies outcomes whose claim is still current; returns how many were applied. */
   settle (outcomes: Outcome[], now: number): Promise<number>
-  /** Hands unfinished claims back to Pending, available at once. */
+  /** Hands unfinished claims back to Pending, available at once; the attempt does not count. */
   release (claims: Claim[], now: number): Promise<number>
   /** Puts orders whose lease ended back to Pending, or Failed once they used every attempt. */
   recoverExpired (now: number, maxAttempts: number): Promise<number>
@@ -69,6 +69,8 @@ export interface OrderStore {
   idsByStatus (status: OrderStatus, limit: number): Promise<string[]>
   /** Records a populate batch id; false when it was used before. */
   reserveBatch (batchId: string, totalEntries: number, now: number): Promise<boolean>
+  /** A secret made once per database, to sign list cursors. */
+  cursorKey (): Promise<string>
   ping (): Promise<void>
   onWork (listener: WorkListener): () => void
   close (): Promise<void>

@@ -61,6 +61,8 @@ const cases: Array<[string, InjectOptions, number, RegExp?]> = [
   ['a constructor.prototype key', raw(`{"constructor":{"prototype":{"polluted":true}},${JSON.stringify(order).slice(1)}`), 400],
   ['a body over 1 MiB', raw(JSON.stringify({ ...order, pad: 'x'.repeat(1_100_000) })), 413],
   ['GET an invalid order id', { url: '/orders/bad%20id' }, 400, /order_id/],
+  ['GET a malformed URL', { url: '/orders/%' }, 400, /is not a valid url component/],
+  ['GET an order id of 101 characters', { url: `/orders/${'a'.repeat(101)}` }, 414],
   ['GET a reserved order id', { url: '/orders/populate' }, 400, /order_id/],
   ['list with limit=0', { url: '/orders?limit=0' }, 400, /limit/],
   ['list with limit=1001', { url: '/orders?limit=1001' }, 400, /limit/],

@@ -20,6 +20,7 @@ function gatedWork () {
   const gates: Array<() => void> = []
   return {
     started,
+    open: (i: number) => gates[i]?.(),
     openAll: () => { for (const open of gates.splice(0)) open() },
     work: (claim: Claim) => {
       started.push(claim)
@@ -175,4 +176,45 @@ t.test('a store failure while settling leaves the order to be recovered, not los
   await waitFor(async () => (await statusOf(store, 'survivor')) === 'Completed', 'completed after recovery')
   t.same(errors, ['settling orders'])
   t.match(await store.get('survivor'), { attempts: 2 })
+})
+
+t.test('an order is claimed as soon as it is available even when a timer fires early', async (t) => {
+  // The processor's clock runs 5 ms behind the store's: as if every timer fired 5 ms early.
+  const { store, processor } = setup(t, { now: () => Date.now() - 5 })
+  processor.start()
+  const created = Date.now()
+  await store.create(anOrder('early-timer'), created, created + 50)
+  await waitFor(async () => (await statusOf(store, 'early-timer')) === 'Completed', 'completion')
+  const order = await store.get('early-timer')
+  t.ok(order!.processing_started_at! - created < 500, 'not left waiting for the next lease recovery (1 s)')
+})
+
+t.test('a claim taken over by this same process is tracked apart from the stale one', async (t) => {
+  const gate = gatedWork()
+  const { store, processor } = setup(t, { leaseMs: 50, work: gate.work })
+  const settle = store.settle.bind(store)
+  const refused: number[] = []
+  store.settle = async (outcomes, now) => {
+    const applied = await settle(outcomes, now)
+    refused.push(outcomes.length - applied)
+    return applied
+  }
+  processor.start()
+  await store.create(anOrder('twice'), Date.now(), Date.now())
+  await waitFor(() => gate.started.length === 2, 'the lease to run out and the order to be claimed again')
+  t.not(gate.started[0]!.token, gate.started[1]!.token)
+  gate.open(0)
+  await waitFor(() => refused.length === 1, 'the stale outcome to be settled')
+  t.same(refused, [1], 'and refused')
+  await processor.stop(0)
+  t.equal(await statusOf(store, 'twice'), 'Pending', 'the live claim was handed back at stop')
+  t.same(await store.stats(), await recount(store))
+})
+
+t.test('a processor runs once', async (t) => {
+  const { processor } = setup(t)
+  processor.start()
+  t.throws(() => processor.start(), /already running/)
+  await processor.stop(0)
+  t.throws(() => processor.start(), /already stopped/)
 })

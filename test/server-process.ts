@@ -15,13 +15,13 @@ export async function freePort (): Promise<number> {
   return port
 }
 
-/** The real server (`npm start`'s entry point) in its own process, on a port of its own. */
+/** A server in its own process, on a port of its own: by default the real one (`npm start`'s entry point). */
 export class ServerProcess {
   readonly child: ChildProcess
   output = ''
 
-  private constructor (readonly url: string, env: Record<string, string>) {
-    this.child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
+  private constructor (readonly url: string, env: Record<string, string>, entry: string) {
+    this.child = spawn(process.execPath, ['--import', 'tsx', entry], {
       cwd: ROOT,
       env: { ...process.env, LOG_LEVEL: 'warn', ...env },
       stdio: ['ignore', 'pipe', 'pipe']
@@ -30,9 +30,9 @@ export class ServerProcess {
     this.child.stderr?.on('data', (chunk) => { this.output += chunk })
   }
 
-  static async start (env: Record<string, string>): Promise<ServerProcess> {
+  static async start (env: Record<string, string>, entry = 'src/server.ts'): Promise<ServerProcess> {
     const port = await freePort()
-    const server = new ServerProcess(`http://127.0.0.1:${port}`, { ...env, PORT: String(port) })
+    const server = new ServerProcess(`http://127.0.0.1:${port}`, { ...env, PORT: String(port) }, entry)
     await waitFor(async () => {
       if (server.child.exitCode !== null) throw new Error(`server exited: ${server.output}`)
       return await fetch(`${server.url}/health`).then((r) => r.ok, () => false)

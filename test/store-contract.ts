@@ -172,8 +172,15 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
     await store.create(anOrder('B'), T0, T0)
     const claims = await store.claim(2, T0, T0 + LEASE)
     t.equal(await store.release(claims, T0 + 5), 2)
-    t.match(await store.get('A'), { status: 'Pending', attempts: 1 })
-    t.equal((await store.claim(5, T0 + 5, T0 + LEASE)).length, 2)
+    t.match(await store.get('A'), { status: 'Pending', attempts: 0, processing_started_at: null }, 'as if never claimed')
+    t.same(await store.stats(), await recount(store))
+    t.equal(await store.release(claims, T0 + 6), 0, 'releasing twice is a no-op')
+    const again = await store.claim(5, T0 + 5, T0 + LEASE)
+    t.same(again.map((c) => c.attempts), [1, 1], 'a handed-back claim does not use up an attempt')
+    await store.recoverExpired(T0 + LEASE + 1, 3)
+    const [third] = await store.claim(1, T0 + LEASE + 2, T0 + 2 * LEASE)
+    t.equal(await store.release([third!], T0 + LEASE + 3), 1)
+    t.match(await store.get(third!.order_id), { attempts: 1, processing_started_at: T0 + 5 }, 'a later hand-back keeps the first start')
     t.same(await store.stats(), await recount(store))
   })
 
@@ -214,6 +221,13 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
     t.equal(woken, 2)
     t.equal((await store.stats()).counts.Pending, 3)
     t.same(await store.stats(), await recount(store))
+  })
+
+  t.test('a cursor key is made once per database', async (t) => {
+    const store = await fresh(t)
+    const key = await store.cursorKey()
+    t.match(key, /^[0-9a-f]{64}$/)
+    t.equal(await store.cursorKey(), key)
   })
 
   t.test('a batch id is reserved once', async (t) => {

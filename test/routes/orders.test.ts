@@ -80,7 +80,13 @@ t.test('GET /orders lists oldest first with keyset pagination and filters', asyn
   t.same(filtered.orders.map((o: { order_id: string }) => o.order_id), ['L4', 'L6'])
   t.same((await app.inject({ url: '/orders?status=Cancelled' })).json().orders.map((o: { order_id: string }) => o.order_id), ['L2'])
 
-  for (const cursor of ['garbage', 'c2VxOjA', Buffer.from('seq:abc').toString('base64url'), 'c2VxOjE=']) {
+  const forged = Buffer.from(page1.next_cursor, 'base64url')
+  forged[7] = 1
+  const made = [
+    'garbage', Buffer.from('seq:1').toString('base64url'), forged.toString('base64url'), `${page1.next_cursor}=`,
+    page1.next_cursor.slice(0, -1)
+  ]
+  for (const cursor of made) {
     const bad = await app.inject({ url: `/orders?cursor=${cursor}` })
     t.equal(bad.statusCode, 400, `cursor ${cursor}`)
     t.match(bad.json(), { error: /cursor/ })
