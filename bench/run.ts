@@ -25,6 +25,8 @@ for (const name of selected) if (!SCENARIOS.includes(name)) throw new Error(`unk
 
 const ZERO_DELAY = { PENDING_DELAY_MS: '0', PROCESSING_TIME_MS: '0', LOG_LEVEL: 'warn' }
 const BASELINE = 'bench/baseline-server.ts'
+/** Servers run on this core; `npm run bench` puts the load generator on core 0. */
+const SERVER_CPU = 1
 
 interface Row { scenario: string, figure: string, value: number, target: string, pass: boolean | null, note?: string }
 const rows: Row[] = []
@@ -89,8 +91,8 @@ async function completedCount (server: ServerProcess): Promise<number> {
 
 async function withServers<T> (env: Record<string, string>, run: (service: ServerProcess, baseline: ServerProcess) => Promise<T>): Promise<T> {
   const [service, baseline] = await Promise.all([
-    ServerProcess.start({ DATABASE_URL: tempDatabase(), ...env }),
-    ServerProcess.start({}, BASELINE)
+    ServerProcess.start({ DATABASE_URL: tempDatabase(), ...env }, undefined, SERVER_CPU),
+    ServerProcess.start({}, BASELINE, SERVER_CPU)
   ])
   try {
     return await run(service, baseline)

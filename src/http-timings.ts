@@ -8,8 +8,8 @@ export interface RouteTimings { count: number, stages: Record<Stage, StageSummar
 
 /** Histograms record whole microseconds, so 3 significant digits resolve a stage to 1 µs. */
 const MICROS_PER_MS = 1000
-/** One hour, longer than any request is allowed to last. */
-const HIGHEST_MICROS = 3_600_000_000
+/** One minute: a longer stage is recorded as one minute. A wider range makes every read slower. */
+const HIGHEST_MICROS = 60_000_000
 
 function newHistogram (): Histogram {
   return build({ lowestDiscernibleValue: 1, highestTrackableValue: HIGHEST_MICROS, numberOfSignificantValueDigits: 3 })
@@ -22,6 +22,8 @@ function toMs (micros: number): number {
 class RouteHistograms {
   count = 0
   readonly stages = Object.fromEntries(STAGES.map((stage) => [stage, newHistogram()])) as Record<Stage, Histogram>
+  /** Exact sums for the means: the histogram's own mean walks every bucket (~0.3 ms a read). */
+  readonly sums = Object.fromEntries(STAGES.map((stage) => [stage, 0])) as Record<Stage, number>
 }
 
 /** Per-route latency histograms of each request lifecycle stage. */
@@ -39,7 +41,9 @@ export class HttpTimings {
     for (const stage of STAGES) {
       const ms = stages[stage]
       if (ms !== undefined) {
-        histograms.stages[stage].recordValue(Math.min(Math.max(1, Math.round(ms * MICROS_PER_MS)), HIGHEST_MICROS))
+        const micros = Math.min(Math.max(1, Math.round(ms * MICROS_PER_MS)), HIGHEST_MICROS)
+        histograms.stages[stage].recordValue(micros)
+        histograms.sums[stage] += micros
       }
     }
   }
@@ -54,7 +58,7 @@ export class HttpTimings {
         const at = (percentile: number) => toMs(Math.min(h.getValueAtPercentile(percentile), h.maxValue))
         stages[stage] = h.totalCount === 0
           ? { mean: 0, p50: 0, p95: 0, p99: 0, max: 0 }
-          : { mean: toMs(h.mean), p50: at(50), p95: at(95), p99: at(99), max: toMs(h.maxValue) }
+          : { mean: toMs(histograms.sums[stage] / h.totalCount), p50: at(50), p95: at(95), p99: at(99), max: toMs(h.maxValue) }
       }
       summary[route] = { count: histograms.count, stages }
     }

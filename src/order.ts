@@ -40,8 +40,12 @@ export const NewOrderSchema = Type.Object({
 })
 export type NewOrder = Static<typeof NewOrderSchema>
 
-function nullable<T extends TSchema> (schema: T) {
-  return Type.Union([schema, Type.Null()])
+/**
+ * `type: [T, "null"]` rather than `anyOf`: the serializer then picks the branch by a type check
+ * instead of running a validator on every value (that cost GET /orders/:id a third of its speed).
+ */
+function nullable<T extends TSchema & { type: string }> (schema: T) {
+  return Type.Unsafe<Static<T> | null>({ ...schema, type: [schema.type, 'null'] })
 }
 const Timestamp = nullable(Type.String({ format: 'date-time', description: 'ISO 8601 UTC, milliseconds' }))
 const Seconds = nullable(Type.Number({ description: 'seconds' }))

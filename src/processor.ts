@@ -110,11 +110,12 @@ export class OrderProcessor {
       void this.queue.add(() => this.run(claim))
     }
     if (claims.length < free) {
-      const next = await store.nextWakeAt()
-      // Past the claim's `now`, it is an order to claim (timers can fire a little early);
-      // not past it, it can only be a lease that ended, recovered at the next recovery.
-      if (next !== null) this.wake(next > now ? Math.max(next, this.now() + 1) : this.recoveryDueAt)
+      // Timers can fire a little early: never ask for a wake-up at a time already past.
+      const next = await store.nextAvailableAt()
+      if (next !== null) this.wake(Math.max(next, this.now() + 1))
     }
+    // Orders of workers that died are looked for even when no order of ours becomes claimable.
+    this.wake(this.recoveryDueAt)
   }
 
   private async run (claim: Claim): Promise<void> {

@@ -21,7 +21,6 @@ const MIGRATIONS: string[] = [
     lease_until INTEGER
   );
   CREATE INDEX orders_claimable ON orders (available_at) WHERE status = 'Pending';
-  CREATE INDEX orders_leased ON orders (lease_until) WHERE status = 'Processing';
   CREATE INDEX orders_by_status ON orders (status, seq);
   CREATE INDEX orders_by_user ON orders (user_id, seq);
   CREATE TABLE order_stats (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;

@@ -5,12 +5,15 @@ import Database from 'better-sqlite3'
 import type { NewOrder, OrderRecord, OrderStatus } from './order.ts'
 import { sameOrder, toCents } from './order.ts'
 import { GroupCommit, attempt, type Settled } from './group-commit.ts'
+import { Checkpointer } from './sqlite-checkpointer.ts'
 import { migrate } from './sqlite-migrations.ts'
 import { StatsDelta, statsFromRows } from './stats-delta.ts'
 import type {
   CancelResult, Claim, CreateResult, ListQuery, OrderPage, OrderStats, OrderStore, Outcome, WorkListener
 } from './store.ts'
 import { WorkListeners } from './work-listeners.ts'
+
+const CHECKPOINT_INTERVAL_MS = 100
 
 /** One write; its changes to the aggregates go into the batch's StatsDelta. */
 type Write<O> = (delta: StatsDelta) => O
@@ -31,6 +34,7 @@ export class SqliteStore implements OrderStore {
   private readonly sql
   private readonly writes: GroupCommit<Write<unknown>, unknown>
   private readonly listStatements = new Map<string, Database.Statement>()
+  private readonly checkpointer: Checkpointer | undefined
 
   constructor (path: string) {
     if (path !== ':memory:') mkdirSync(dirname(path), { recursive: true })
@@ -41,6 +45,11 @@ export class SqliteStore implements OrderStore {
     // WAL with synchronous=NORMAL survives a process crash; only an OS crash can lose the last commits.
     this.db.pragma('synchronous = NORMAL')
     this.db.pragma('busy_timeout = 5000')
+    if (path !== ':memory:') {
+      // Checkpoints run in a worker; this one only steps in if the WAL ever grows past ~80 MB.
+      this.db.pragma('wal_autocheckpoint = 10000')
+      this.checkpointer = new Checkpointer(path, CHECKPOINT_INTERVAL_MS, (message) => { console.error(`checkpoint failed: ${message}`) })
+    }
     migrate(this.db)
     const db = this.db
     this.sql = {
@@ -81,7 +90,6 @@ export class SqliteStore implements OrderStore {
           last_error = 'lease expired', claim_token = NULL, lease_until = NULL
         WHERE status = 'Processing' AND lease_until < ?`),
       nextAvailable: db.prepare("SELECT MIN(available_at) AS at FROM orders WHERE status = 'Pending'").pluck(),
-      nextLeaseEnd: db.prepare("SELECT MIN(lease_until) AS at FROM orders WHERE status = 'Processing'").pluck(),
       idsByStatus: db.prepare('SELECT order_id FROM orders WHERE status = ? ORDER BY seq LIMIT ?').pluck(),
       reserveBatch: db.prepare(`INSERT INTO populate_batches (batch_id, total_entries, created_at)
         VALUES (?, ?, ?) ON CONFLICT (batch_id) DO NOTHING`),
@@ -242,9 +250,8 @@ export class SqliteStore implements OrderStore {
     return this.write(() => this.sql.reserveBatch.run(batchId, totalEntries, now).changes === 1)
   }
 
-  async nextWakeAt (): Promise<number | null> {
-    const times = [this.sql.nextAvailable.get(), this.sql.nextLeaseEnd.get()].filter((at) => at !== null) as number[]
-    return times.length > 0 ? Math.min(...times) : null
+  async nextAvailableAt (): Promise<number | null> {
+    return this.sql.nextAvailable.get() as number | null
   }
 
   async stats (): Promise<OrderStats> {
@@ -268,6 +275,7 @@ export class SqliteStore implements OrderStore {
   }
 
   async close (): Promise<void> {
+    await this.checkpointer?.close()
     if (this.db.open) this.db.close()
   }
 

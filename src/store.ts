@@ -62,8 +62,8 @@ export interface OrderStore {
   release (claims: Claim[], now: number): Promise<number>
   /** Puts orders whose lease ended back to Pending, or Failed once they used every attempt. */
   recoverExpired (now: number, maxAttempts: number): Promise<number>
-  /** The earliest time a Pending order becomes claimable or a lease ends, if any. */
-  nextWakeAt (): Promise<number | null>
+  /** The earliest time a Pending order becomes claimable, if any. */
+  nextAvailableAt (): Promise<number | null>
   stats (): Promise<OrderStats>
   /** Order ids with this status, oldest first. */
   idsByStatus (status: OrderStatus, limit: number): Promise<string[]>

@@ -20,8 +20,11 @@ export class ServerProcess {
   readonly child: ChildProcess
   output = ''
 
-  private constructor (readonly url: string, env: Record<string, string>, entry: string) {
-    this.child = spawn(process.execPath, ['--import', 'tsx', entry], {
+  private constructor (readonly url: string, env: Record<string, string>, entry: string, cpu?: number) {
+    const command = [process.execPath, '--import', 'tsx', entry]
+    // Pinned to one core (benchmarks), the load generator on the other cannot steal its time.
+    if (cpu !== undefined) command.unshift('taskset', '-c', String(cpu))
+    this.child = spawn(command[0]!, command.slice(1), {
       cwd: ROOT,
       env: { ...process.env, LOG_LEVEL: 'warn', ...env },
       stdio: ['ignore', 'pipe', 'pipe']
@@ -30,9 +33,9 @@ export class ServerProcess {
     this.child.stderr?.on('data', (chunk) => { this.output += chunk })
   }
 
-  static async start (env: Record<string, string>, entry = 'src/server.ts'): Promise<ServerProcess> {
+  static async start (env: Record<string, string>, entry = 'src/server.ts', cpu?: number): Promise<ServerProcess> {
     const port = await freePort()
-    const server = new ServerProcess(`http://127.0.0.1:${port}`, { ...env, PORT: String(port) }, entry)
+    const server = new ServerProcess(`http://127.0.0.1:${port}`, { ...env, PORT: String(port) }, entry, cpu)
     await waitFor(async () => {
       if (server.child.exitCode !== null) throw new Error(`server exited: ${server.output}`)
       return await fetch(`${server.url}/health`).then((r) => r.ok, () => false)
