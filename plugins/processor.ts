@@ -1,6 +1,5 @@
 import fp from 'fastify-plugin'
-import { OrderProcessor } from '../src/processor.ts'
-import { simulatedWork } from '../src/simulated-work.ts'
+import { configuredProcessor, type OrderProcessor } from '../src/processor.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -15,14 +14,7 @@ export default fp(async (app) => {
     app.decorate('processor', null)
     return
   }
-  const processor = new OrderProcessor(app.store, {
-    concurrency: config.PROCESSOR_CONCURRENCY,
-    leaseMs: config.LEASE_MS,
-    maxAttempts: config.MAX_ATTEMPTS,
-    retryBackoffMs: config.RETRY_BACKOFF_MS,
-    work: simulatedWork(config.processingTime, config.FAILURE_RATE),
-    onError: (err, context) => app.log.error({ err }, `processor failed while ${context}`)
-  })
+  const processor = configuredProcessor(app.store, config, (err, context) => app.log.error({ err }, `processor failed while ${context}`))
   app.decorate('processor', processor)
   app.addHook('onReady', async () => { processor.start() })
   // preClose runs before the store's onClose, so claims are handed back while the store is open.

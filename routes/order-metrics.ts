@@ -33,8 +33,11 @@ export const Metrics = Type.Object({
   completed: StatusGroup,
   failed: StatusGroup,
   cancelled: StatusGroup,
-  http: Type.Record(Type.String(), RouteTimings, { description: 'per route ("POST /orders"), lifecycle stage timings' })
+  http: Type.Record(Type.String(), RouteTimings, { description: 'per route ("POST /orders"): requests answered, and lifecycle stage timings refreshed at most once a second' })
 })
+
+/** Stage percentiles are refreshed at most this often; request counts are always exact. */
+const HTTP_SUMMARY_MAX_AGE_MS = 1000
 
 const groupName = (status: OrderStatus) => status.toLowerCase() as Lowercase<OrderStatus>
 
@@ -67,7 +70,7 @@ const metrics: FastifyPluginAsyncTypebox = async (app) => {
       average_processing_time_from_creation: average(stats.totalMs, completed),
       average_pending_time: average(stats.pendingMs, stats.started),
       ...Object.fromEntries(groups) as Record<Lowercase<OrderStatus>, { count: number, order_ids: string[], truncated: boolean }>,
-      http: app.httpTimings.summary()
+      http: app.httpTimings.summary(HTTP_SUMMARY_MAX_AGE_MS)
     }
   })
 }

@@ -1,6 +1,7 @@
 import PQueue from 'p-queue'
 import type { Claim, OrderStore, Outcome } from './store.ts'
-import type { Work } from './simulated-work.ts'
+import type { Config } from './config.ts'
+import { simulatedWork, type Work } from './simulated-work.ts'
 
 export interface ProcessorOptions {
   concurrency: number
@@ -10,6 +11,18 @@ export interface ProcessorOptions {
   work: Work
   now?: () => number
   onError?: (err: unknown, context: string) => void
+}
+
+/** The processor the configuration describes, running the simulated work. */
+export function configuredProcessor (store: OrderStore, config: Config, onError: ProcessorOptions['onError']): OrderProcessor {
+  return new OrderProcessor(store, {
+    concurrency: config.PROCESSOR_CONCURRENCY,
+    leaseMs: config.LEASE_MS,
+    maxAttempts: config.MAX_ATTEMPTS,
+    retryBackoffMs: config.RETRY_BACKOFF_MS,
+    work: simulatedWork(config.processingTime, config.FAILURE_RATE),
+    onError
+  })
 }
 
 /** How long to wait before trying again after the store failed. */

@@ -2,6 +2,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Test } from 'tap'
 import { buildApp } from '../src/app.ts'
 import { loadConfig, type Config, type Env } from '../src/config.ts'
+import { createDatabase, POSTGRES_URL } from './pg-database.ts'
 
 export type Settings = Partial<Record<keyof Env, string>>
 
@@ -16,10 +17,14 @@ export function testConfig (settings: Settings = {}): Config {
   })
 }
 
-/** Builds the app for one test and closes it when the test ends. */
+/**
+ * Builds the app for one test and closes it when the test ends: on an in-memory SQLite store, or,
+ * when DATABASE_URL names a PostgreSQL server, on a database of its own there.
+ */
 export async function build (t: Test, settings: Settings = {}): Promise<FastifyInstance> {
-  const app = await buildApp(testConfig(settings), { logger: false })
-  t.teardown(() => app.close())
+  const database = POSTGRES_URL && settings.DATABASE_URL === undefined ? await createDatabase() : undefined
+  const app = await buildApp(testConfig({ ...settings, ...(database && { DATABASE_URL: database.url }) }), { logger: false })
+  t.teardown(async () => { await app.close(); await database?.drop() })
   await app.ready()
   return app
 }

@@ -1,0 +1,47 @@
+import pg from 'pg'
+
+/** Waits before reconnecting a lost LISTEN connection; meanwhile workers still claim on their timer. */
+const RECONNECT_MS = 1000
+
+/** A dedicated connection that LISTENs on one channel, and reconnects when the connection is lost. */
+export class PgListener {
+  private client: pg.Client | null = null
+  private closed = false
+  private retry: NodeJS.Timeout | null = null
+
+  constructor (
+    private readonly connectionString: string,
+    private readonly channel: string,
+    private readonly onPayload: (payload: string) => void
+  ) {
+    void this.connect()
+  }
+
+  private async connect (): Promise<void> {
+    const client = new pg.Client({ connectionString: this.connectionString })
+    client.on('notification', (message) => { if (message.payload !== undefined) this.onPayload(message.payload) })
+    client.on('error', () => this.reconnect(client))
+    client.on('end', () => this.reconnect(client))
+    this.client = client
+    try {
+      await client.connect()
+      await client.query(`LISTEN ${pg.escapeIdentifier(this.channel)}`)
+    } catch {
+      this.reconnect(client)
+    }
+  }
+
+  private reconnect (client: pg.Client): void {
+    if (this.closed || this.client !== client) return
+    this.client = null
+    client.end().catch(() => {})
+    this.retry = setTimeout(() => { void this.connect() }, RECONNECT_MS)
+    this.retry.unref()
+  }
+
+  async close (): Promise<void> {
+    this.closed = true
+    if (this.retry) clearTimeout(this.retry)
+    await this.client?.end().catch(() => {})
+  }
+}

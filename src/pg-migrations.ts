@@ -1,0 +1,67 @@
+import type pg from 'pg'
+
+/** Any constant: serialises migrations when several processes start at once. */
+const MIGRATION_LOCK = 7_215_301
+
+/** Applied in order, each once, in one transaction under an advisory lock; never edit one that has shipped. */
+const MIGRATIONS: string[] = [
+  `
+  CREATE TABLE orders (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    order_id TEXT NOT NULL UNIQUE,
+    user_id BIGINT NOT NULL,
+    item_ids JSONB NOT NULL,
+    total_cents BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    available_at BIGINT NOT NULL,
+    processing_started_at BIGINT,
+    completed_at BIGINT,
+    updated_at BIGINT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    claim_token TEXT,
+    lease_until BIGINT
+  );
+  CREATE INDEX orders_claimable ON orders (available_at, seq) WHERE status = 'Pending';
+  CREATE INDEX orders_by_status ON orders (status, seq);
+  CREATE INDEX orders_by_user ON orders (user_id, seq);
+  -- Counters are spread over shards, each process writing its own, so no single row is hot.
+  CREATE TABLE order_stats (
+    name TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    value BIGINT NOT NULL,
+    PRIMARY KEY (name, shard)
+  );
+  CREATE TABLE populate_batches (
+    batch_id TEXT PRIMARY KEY,
+    total_entries INTEGER NOT NULL,
+    created_at BIGINT NOT NULL
+  );
+  CREATE TABLE service_keys (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+  INSERT INTO service_keys (name, value) VALUES ('cursor', md5(random()::text || clock_timestamp()::text) || md5(random()::text));
+  `
+]
+
+export async function migrate (pool: pg.Pool): Promise<void> {
+  const client = await pool.connect()
+  try {
+    await client.query('BEGIN')
+    await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK])
+    await client.query('CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)')
+    const { rows } = await client.query<{ v: number }>('SELECT COALESCE(MAX(version), 0)::int AS v FROM schema_migrations')
+    const current = rows[0]?.v ?? 0
+    for (const [index, sql] of MIGRATIONS.entries()) {
+      const version = index + 1
+      if (version <= current) continue
+      await client.query(sql)
+      await client.query('INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)', [version, Date.now()])
+    }
+    await client.query('COMMIT')
+  } catch (err) {
+    await client.query('ROLLBACK')
+    throw err
+  } finally {
+    client.release()
+  }
+}

@@ -1,0 +1,300 @@
+import { randomInt, randomUUID } from 'node:crypto'
+import pg from 'pg'
+import type { NewOrder, OrderRecord, OrderStatus } from './order.ts'
+import { sameOrder, toCents } from './order.ts'
+import { GroupCommit, type Settled } from './group-commit.ts'
+import { migrate } from './pg-migrations.ts'
+import { PgListener } from './pg-listener.ts'
+import { StatsDelta, statsFromRows } from './stats-delta.ts'
+import type {
+  CancelResult, Claim, CreateResult, ListQuery, OrderPage, OrderStats, OrderStore, Outcome, WorkListener
+} from './store.ts'
+import { WorkListeners } from './work-listeners.ts'
+
+const CHANNEL = 'orders_available'
+/** Counter shards: each process writes one, picked at random, so that no single row is hot. */
+const STAT_SHARDS = 64
+
+const ORDER_COLUMNS = `seq, order_id, user_id, item_ids, total_cents, status, created_at,
+  processing_started_at, completed_at, updated_at, attempts, last_error`
+
+// BIGINT columns hold epoch milliseconds, cents and ids below 2^53: numbers, not strings.
+const types = {
+  getTypeParser: ((oid: number, format?: string) =>
+    oid === pg.types.builtins.INT8 ? Number : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser
+}
+
+interface PendingCreate { order: NewOrder, now: number, availableAt: number }
+
+type Tx = pg.PoolClient
+
+/**
+ * The scale-out store: several API and worker processes share one PostgreSQL database, which is
+ * also the queue. Claims skip rows other workers hold (FOR UPDATE SKIP LOCKED); new work is
+ * announced with NOTIFY, so idle workers wake without polling.
+ */
+export class PgStore implements OrderStore {
+  private readonly listeners = new WorkListeners()
+  private readonly shard = randomInt(STAT_SHARDS)
+  private readonly creates = new GroupCommit<PendingCreate, CreateResult>((items) => this.createBatch(items))
+  private listener: PgListener | null = null
+
+  private constructor (private readonly pool: pg.Pool, private readonly connectionString: string) {}
+
+  static async open (connectionString: string): Promise<PgStore> {
+    const pool = new pg.Pool({ connectionString, types, max: 10 })
+    // An idle client that loses its connection must not crash the process; the next query reconnects.
+    pool.on('error', () => {})
+    await migrate(pool)
+    return new PgStore(pool, connectionString)
+  }
+
+  private async transaction<T> (fn: (tx: Tx, delta: StatsDelta) => Promise<T>): Promise<T> {
+    const tx = await this.pool.connect()
+    let failure: Error | undefined
+    try {
+      await tx.query('BEGIN')
+      const delta = new StatsDelta()
+      const result = await fn(tx, delta)
+      await this.apply(tx, delta)
+      await tx.query('COMMIT')
+      return result
+    } catch (err) {
+      failure = err as Error
+      await tx.query('ROLLBACK').catch(() => {})
+      throw err
+    } finally {
+      tx.release(failure)
+    }
+  }
+
+  private async apply (tx: Tx, delta: StatsDelta): Promise<void> {
+    if (delta.changes.size === 0) return
+    // Rows are locked in name order, so two transactions on the same shard cannot deadlock.
+    const entries = [...delta.changes].sort(([a], [b]) => (a < b ? -1 : 1))
+    await tx.query(`INSERT INTO order_stats (name, shard, value)
+      SELECT name, $1, value FROM unnest($2::text[], $3::bigint[]) AS d (name, value)
+      ON CONFLICT (name, shard) DO UPDATE SET value = order_stats.value + EXCLUDED.value`,
+    [this.shard, entries.map(([name]) => name), entries.map(([, value]) => value)])
+  }
+
+  private async notify (tx: Tx, availableAt: number): Promise<void> {
+    await tx.query('SELECT pg_notify($1, $2)', [CHANNEL, String(availableAt)])
+  }
+
+  /** Inserts rows in one statement; returns the ids that were inserted. */
+  private async insert (tx: Tx, orders: Array<{ order: NewOrder, now: number, availableAt: number }>): Promise<Set<string>> {
+    const { rows } = await tx.query<{ order_id: string }>(`INSERT INTO orders
+      (order_id, user_id, item_ids, total_cents, status, created_at, available_at, updated_at)
+      SELECT order_id, user_id, item_ids::jsonb, total_cents, 'Pending', created_at, available_at, created_at
+      FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
+        AS n (order_id, user_id, item_ids, total_cents, created_at, available_at)
+      ON CONFLICT (order_id) DO NOTHING
+      RETURNING order_id`, [
+      orders.map((o) => o.order.order_id),
+      orders.map((o) => o.order.user_id),
+      orders.map((o) => JSON.stringify(o.order.item_ids)),
+      orders.map((o) => toCents(o.order.total_amount)),
+      orders.map((o) => o.now),
+      orders.map((o) => o.availableAt)
+    ])
+    return new Set(rows.map((row) => row.order_id))
+  }
+
+  private async createBatch (items: PendingCreate[]): Promise<Array<Settled<CreateResult>>> {
+    return this.transaction(async (tx, delta) => {
+      const inserted = await this.insert(tx, items)
+      delta.add('Pending', inserted.size)
+      const others = items.filter((item) => !inserted.delete(item.order.order_id))
+      const existing = new Map((await this.select(tx, 'order_id = ANY($1)', [others.map((o) => o.order.order_id)]))
+        .map((record) => [record.order_id, record]))
+      const results = items.map((item): Settled<CreateResult> => {
+        const record = others.includes(item) ? existing.get(item.order.order_id) : undefined
+        if (!record) return { ok: true, value: 'created' }
+        return { ok: true, value: sameOrder(record, item.order) ? 'exists' : 'conflict' }
+      })
+      if (others.length < items.length) await this.notify(tx, Math.min(...items.map((i) => i.availableAt)))
+      return results
+    })
+  }
+
+  async create (order: NewOrder, now: number, availableAt: number): Promise<CreateResult> {
+    return this.creates.submit({ order, now, availableAt })
+  }
+
+  async createMany (orders: NewOrder[], now: number, availableAt: number): Promise<string[]> {
+    return this.transaction(async (tx, delta) => {
+      const inserted = await this.insert(tx, orders.map((order) => ({ order, now, availableAt })))
+      delta.add('Pending', inserted.size)
+      if (inserted.size > 0) await this.notify(tx, availableAt)
+      return orders.map((o) => o.order_id).filter((id) => !inserted.has(id))
+    })
+  }
+
+  private async select (db: Tx | pg.Pool, where: string, params: unknown[], tail = ''): Promise<OrderRecord[]> {
+    const { rows } = await db.query<OrderRecord>(`SELECT ${ORDER_COLUMNS} FROM orders WHERE ${where} ${tail}`, params)
+    return rows
+  }
+
+  async get (orderId: string): Promise<OrderRecord | undefined> {
+    return (await this.select(this.pool, 'order_id = $1', [orderId]))[0]
+  }
+
+  async list ({ status, userId, limit, after = 0 }: ListQuery): Promise<OrderPage> {
+    const params: unknown[] = [after]
+    const where = ['seq > $1']
+    if (status !== undefined) where.push(`status = $${params.push(status)}`)
+    if (userId !== undefined) where.push(`user_id = $${params.push(userId)}`)
+    const rows = await this.select(this.pool, where.join(' AND '), [...params, limit + 1], `ORDER BY seq LIMIT $${params.length + 1}`)
+    const orders = rows.slice(0, limit)
+    return { orders, lastSeq: rows.length > limit ? (orders.at(-1) as OrderRecord).seq : null }
+  }
+
+  async cancel (orderId: string, now: number): Promise<CancelResult> {
+    return this.transaction(async (tx, delta): Promise<CancelResult> => {
+      const { rows } = await tx.query<OrderRecord>(`UPDATE orders SET status = 'Cancelled', updated_at = $1
+        WHERE order_id = $2 AND status = 'Pending' RETURNING ${ORDER_COLUMNS}`, [now, orderId])
+      if (rows[0]) {
+        delta.move('Pending', 'Cancelled')
+        return { cancelled: true, order: rows[0] }
+      }
+      return { cancelled: false, order: (await this.select(tx, 'order_id = $1', [orderId]))[0] }
+    })
+  }
+
+  async claim (limit: number, now: number, leaseUntil: number): Promise<Claim[]> {
+    const token = randomUUID()
+    return this.transaction(async (tx, delta) => {
+      const { rows } = await tx.query<{ order_id: string, attempts: number, created_at: number, processing_started_at: number }>(`
+        UPDATE orders o SET status = 'Processing', claim_token = $1, lease_until = $2, attempts = o.attempts + 1,
+          processing_started_at = COALESCE(o.processing_started_at, $3), updated_at = $3
+        FROM (SELECT seq FROM orders WHERE status = 'Pending' AND available_at <= $3
+              ORDER BY available_at, seq LIMIT $4 FOR UPDATE SKIP LOCKED) picked
+        WHERE o.seq = picked.seq
+        RETURNING o.order_id, o.attempts, o.created_at, o.processing_started_at`, [token, leaseUntil, now, limit])
+      delta.move('Pending', 'Processing', rows.length)
+      for (const row of rows) if (row.attempts === 1) delta.started(row.created_at, row.processing_started_at)
+      return rows.map((row) => ({ order_id: row.order_id, token, attempts: row.attempts }))
+    })
+  }
+
+  async settle (outcomes: Outcome[], now: number): Promise<number> {
+    const done = outcomes.filter((o) => o.ok)
+    const retries = outcomes.filter((o): o is Extract<Outcome, { ok: false }> => !o.ok && o.retryAt !== null)
+    const failures = outcomes.filter((o): o is Extract<Outcome, { ok: false }> => !o.ok && o.retryAt === null)
+    const ids = (list: Outcome[]) => list.map((o) => o.claim.order_id)
+    const tokens = (list: Outcome[]) => list.map((o) => o.claim.token)
+    return this.transaction(async (tx, delta) => {
+      let applied = 0
+      if (done.length > 0) {
+        const { rows } = await tx.query<Pick<OrderRecord, 'created_at' | 'processing_started_at' | 'completed_at'>>(`
+          UPDATE orders o SET status = 'Completed', completed_at = $1, updated_at = $1,
+            claim_token = NULL, lease_until = NULL, last_error = NULL
+          FROM unnest($2::text[], $3::text[]) AS c (order_id, token)
+          WHERE o.order_id = c.order_id AND o.claim_token = c.token AND o.status = 'Processing'
+          RETURNING o.created_at, o.processing_started_at, o.completed_at`, [now, ids(done), tokens(done)])
+        for (const row of rows) delta.completed(row)
+        applied += rows.length
+      }
+      if (retries.length > 0) {
+        const { rowCount } = await tx.query(`
+          UPDATE orders o SET status = 'Pending', available_at = r.retry_at, updated_at = $1, last_error = r.error,
+            claim_token = NULL, lease_until = NULL
+          FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[]) AS r (order_id, token, retry_at, error)
+          WHERE o.order_id = r.order_id AND o.claim_token = r.token AND o.status = 'Processing'`,
+        [now, ids(retries), tokens(retries), retries.map((o) => o.retryAt), retries.map((o) => o.error)])
+        delta.move('Processing', 'Pending', rowCount ?? 0)
+        applied += rowCount ?? 0
+        if (rowCount) await this.notify(tx, Math.min(...retries.map((o) => o.retryAt as number)))
+      }
+      if (failures.length > 0) {
+        const { rowCount } = await tx.query(`
+          UPDATE orders o SET status = 'Failed', updated_at = $1, last_error = f.error, claim_token = NULL, lease_until = NULL
+          FROM unnest($2::text[], $3::text[], $4::text[]) AS f (order_id, token, error)
+          WHERE o.order_id = f.order_id AND o.claim_token = f.token AND o.status = 'Processing'`,
+        [now, ids(failures), tokens(failures), failures.map((o) => o.error)])
+        delta.move('Processing', 'Failed', rowCount ?? 0)
+        applied += rowCount ?? 0
+      }
+      return applied
+    })
+  }
+
+  async release (claims: Claim[], now: number): Promise<number> {
+    return this.transaction(async (tx, delta) => {
+      // A handed-back claim was no attempt: it is undone, and the first one un-starts the order.
+      const { rows } = await tx.query<{ created_at: number, processing_started_at: number, attempts: number }>(`
+        WITH held AS (
+          SELECT o.order_id, o.created_at, o.processing_started_at, o.attempts FROM orders o
+          JOIN unnest($2::text[], $3::text[]) AS c (order_id, token) ON o.order_id = c.order_id AND o.claim_token = c.token
+          WHERE o.status = 'Processing' FOR UPDATE OF o
+        )
+        UPDATE orders o SET status = 'Pending', available_at = $1, updated_at = $1, claim_token = NULL, lease_until = NULL,
+          attempts = o.attempts - 1,
+          processing_started_at = CASE WHEN o.attempts = 1 THEN NULL ELSE o.processing_started_at END
+        FROM held WHERE o.order_id = held.order_id
+        RETURNING held.created_at, held.processing_started_at, held.attempts`,
+      [now, claims.map((c) => c.order_id), claims.map((c) => c.token)])
+      delta.move('Processing', 'Pending', rows.length)
+      for (const row of rows) if (row.attempts === 1) delta.unstarted(row.created_at, row.processing_started_at)
+      if (rows.length > 0) await this.notify(tx, now)
+      return rows.length
+    })
+  }
+
+  async recoverExpired (now: number, maxAttempts: number): Promise<number> {
+    return this.transaction(async (tx, delta) => {
+      const failed = (await tx.query(`UPDATE orders SET status = 'Failed', updated_at = $1,
+          last_error = 'lease expired on the last attempt', claim_token = NULL, lease_until = NULL
+        WHERE status = 'Processing' AND lease_until < $1 AND attempts >= $2`, [now, maxAttempts])).rowCount ?? 0
+      const retried = (await tx.query(`UPDATE orders SET status = 'Pending', available_at = $1, updated_at = $1,
+          last_error = 'lease expired', claim_token = NULL, lease_until = NULL
+        WHERE status = 'Processing' AND lease_until < $1`, [now])).rowCount ?? 0
+      delta.move('Processing', 'Failed', failed).move('Processing', 'Pending', retried)
+      if (retried > 0) await this.notify(tx, now)
+      return failed + retried
+    })
+  }
+
+  async nextAvailableAt (): Promise<number | null> {
+    const { rows } = await this.pool.query<{ at: number | null }>("SELECT MIN(available_at) AS at FROM orders WHERE status = 'Pending'")
+    return rows[0]?.at ?? null
+  }
+
+  async stats (): Promise<OrderStats> {
+    const { rows } = await this.pool.query<{ name: string, value: number }>(
+      'SELECT name, SUM(value)::bigint AS value FROM order_stats GROUP BY name')
+    return statsFromRows(rows)
+  }
+
+  async idsByStatus (status: OrderStatus, limit: number): Promise<string[]> {
+    const { rows } = await this.pool.query<{ order_id: string }>(
+      'SELECT order_id FROM orders WHERE status = $1 ORDER BY seq LIMIT $2', [status, limit])
+    return rows.map((row) => row.order_id)
+  }
+
+  async reserveBatch (batchId: string, totalEntries: number, now: number): Promise<boolean> {
+    const { rowCount } = await this.pool.query(`INSERT INTO populate_batches (batch_id, total_entries, created_at)
+      VALUES ($1, $2, $3) ON CONFLICT (batch_id) DO NOTHING`, [batchId, totalEntries, now])
+    return rowCount === 1
+  }
+
+  async cursorKey (): Promise<string> {
+    const { rows } = await this.pool.query<{ value: string }>("SELECT value FROM service_keys WHERE name = 'cursor'")
+    return (rows[0] as { value: string }).value
+  }
+
+  async ping (): Promise<void> {
+    await this.pool.query('SELECT 1')
+  }
+
+  onWork (listener: WorkListener): () => void {
+    this.listener ??= new PgListener(this.connectionString, CHANNEL, (payload) => this.listeners.emit(Number(payload)))
+    return this.listeners.add(listener)
+  }
+
+  async close (): Promise<void> {
+    await this.listener?.close()
+    await this.pool.end()
+  }
+}

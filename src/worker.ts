@@ -1,0 +1,35 @@
+import closeWithGrace from 'close-with-grace'
+import pino from 'pino'
+import { loadConfig, type Config } from './config.ts'
+import { openStore } from './open-store.ts'
+import { configuredProcessor } from './processor.ts'
+import type { OrderStore } from './store.ts'
+
+// A worker process: processes orders from the shared store and serves no HTTP (`npm run worker`).
+let config: Config
+try {
+  config = loadConfig()
+} catch (err) {
+  console.error(`Invalid configuration: ${(err as Error).message}`)
+  process.exit(1)
+}
+const log = pino({ level: config.LOG_LEVEL })
+
+let store: OrderStore
+try {
+  store = await openStore(config.DATABASE_URL)
+} catch (err) {
+  console.error(`Could not start: ${(err as Error).message}`)
+  process.exit(1)
+}
+const processor = configuredProcessor(store, config, (err, context) => log.error({ err }, `processor failed while ${context}`))
+processor.start()
+log.info({ concurrency: config.PROCESSOR_CONCURRENCY }, 'worker processing orders')
+
+// SIGTERM/SIGINT: stop claiming, finish in-flight orders within the grace period, hand back the rest.
+closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS + 5000 }, async ({ err, signal }) => {
+  if (err) log.error({ err }, 'closing after an uncaught error')
+  else log.info({ signal }, 'shutting down')
+  await processor.stop(config.SHUTDOWN_GRACE_MS)
+  await store.close()
+})

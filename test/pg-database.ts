@@ -1,0 +1,27 @@
+import { randomBytes } from 'node:crypto'
+import pg from 'pg'
+
+/** The PostgreSQL server to test against, from DATABASE_URL; undefined when tests run on SQLite only. */
+export const POSTGRES_URL = process.env.DATABASE_URL?.startsWith('postgres') ? process.env.DATABASE_URL : undefined
+
+export const SKIP_POSTGRES = POSTGRES_URL ? false : 'DATABASE_URL is not a postgres:// URL: PostgreSQL tests skipped'
+
+/** Creates an empty database of its own for one test; `drop` removes it. */
+export async function createDatabase (): Promise<{ url: string, drop: () => Promise<void> }> {
+  const name = `orders_test_${randomBytes(6).toString('hex')}`
+  const admin = new pg.Client({ connectionString: POSTGRES_URL })
+  await admin.connect()
+  await admin.query(`CREATE DATABASE ${name}`)
+  await admin.end()
+  const url = new URL(POSTGRES_URL as string)
+  url.pathname = `/${name}`
+  return {
+    url: url.toString(),
+    drop: async () => {
+      const client = new pg.Client({ connectionString: POSTGRES_URL })
+      await client.connect()
+      await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
+      await client.end()
+    }
+  }
+}
