@@ -48,7 +48,7 @@ export function parseRange (text: string): Range {
 export function loadConfig (source: Record<string, string | undefined> = process.env): Config {
   let env: Env
   try {
-    env = envSchema<Env>({ schema: EnvSchema, data: source, dotenv: false })
+    env = envSchema<Env>({ schema: EnvSchema, data: source, env: false, dotenv: false })
   } catch (err) {
     const [first] = (err as { errors?: ErrorObject[] }).errors ?? []
     throw new ConfigError(first ? describeError(first, 'env').slice('env/'.length) : (err as Error).message)

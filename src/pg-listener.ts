@@ -8,12 +8,16 @@ export class PgListener {
   private client: pg.Client | null = null
   private closed = false
   private retry: NodeJS.Timeout | null = null
+  /** Settles once the first LISTEN is in place: from then on no announcement is missed. */
+  readonly ready: Promise<void>
+  private listening!: () => void
 
   constructor (
     private readonly connectionString: string,
     private readonly channel: string,
     private readonly onPayload: (payload: string) => void
   ) {
+    this.ready = new Promise((resolve) => { this.listening = resolve })
     void this.connect()
   }
 
@@ -26,6 +30,7 @@ export class PgListener {
     try {
       await client.connect()
       await client.query(`LISTEN ${pg.escapeIdentifier(this.channel)}`)
+      this.listening()
     } catch {
       this.reconnect(client)
     }

@@ -37,16 +37,20 @@ export class PgStore implements OrderStore {
   private readonly listeners = new WorkListeners()
   private readonly shard = randomInt(STAT_SHARDS)
   private readonly creates = new GroupCommit<PendingCreate, CreateResult>((items) => this.createBatch(items))
-  private listener: PgListener | null = null
+  private readonly listener: PgListener
 
-  private constructor (private readonly pool: pg.Pool, private readonly connectionString: string) {}
+  private constructor (private readonly pool: pg.Pool, connectionString: string) {
+    this.listener = new PgListener(connectionString, CHANNEL, (payload) => this.listeners.emit(Number(payload)))
+  }
 
   static async open (connectionString: string): Promise<PgStore> {
     const pool = new pg.Pool({ connectionString, types, max: 10 })
     // An idle client that loses its connection must not crash the process; the next query reconnects.
     pool.on('error', () => {})
     await migrate(pool)
-    return new PgStore(pool, connectionString)
+    const store = new PgStore(pool, connectionString)
+    await store.listener.ready
+    return store
   }
 
   private async transaction<T> (fn: (tx: Tx, delta: StatsDelta) => Promise<T>): Promise<T> {
@@ -289,12 +293,12 @@ export class PgStore implements OrderStore {
   }
 
   onWork (listener: WorkListener): () => void {
-    this.listener ??= new PgListener(this.connectionString, CHANNEL, (payload) => this.listeners.emit(Number(payload)))
     return this.listeners.add(listener)
   }
 
   async close (): Promise<void> {
-    await this.listener?.close()
+    if (this.pool.ended) return
+    await this.listener.close()
     await this.pool.end()
   }
 }

@@ -40,7 +40,7 @@ export interface OrderStats {
   totalMs: number
 }
 
-/** Called after new work became claimable, with the time it becomes claimable. */
+/** Called after new work became claimable, with the time it becomes claimable; maybe a little later, from another process. */
 export type WorkListener = (availableAt: number) => void
 
 /**

@@ -33,6 +33,16 @@ export class ServerProcess {
     this.child.stderr?.on('data', (chunk) => { this.output += chunk })
   }
 
+  /** A worker process (`npm run worker`), ready once it says it is processing orders. */
+  static async startWorker (env: Record<string, string>): Promise<ServerProcess> {
+    const worker = new ServerProcess('', { LOG_LEVEL: 'info', ...env }, 'src/worker.ts')
+    await waitFor(() => {
+      if (worker.child.exitCode !== null) throw new Error(`worker exited: ${worker.output}`)
+      return worker.output.includes('worker processing orders')
+    }, 'the worker to start', 30_000)
+    return worker
+  }
+
   static async start (env: Record<string, string>, entry = 'src/server.ts', cpu?: number): Promise<ServerProcess> {
     const port = await freePort()
     const server = new ServerProcess(`http://127.0.0.1:${port}`, { ...env, PORT: String(port) }, entry, cpu)
