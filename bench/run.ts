@@ -5,6 +5,7 @@ import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
 import { ServerProcess } from '../test/server-process.ts'
 import { waitFor } from '../test/helper.ts'
+import { createDatabase } from '../test/pg-database.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -14,11 +15,14 @@ const { values: args } = parseArgs({
   }
 })
 
+/** PostgreSQL scenarios make a database of their own on this server. */
+const POSTGRES_SERVER = process.env.DATABASE_URL?.startsWith('postgres') ? process.env.DATABASE_URL : 'postgres://postgres@127.0.0.1:5432/postgres'
+
 const QUICK = args.quick
 const ROUNDS = Number(args.rounds ?? (QUICK ? 1 : 3))
 const DURATION_S = QUICK ? 3 : 8
 const CONNECTIONS = 100
-const SCENARIOS = ['post', 'get', 'metrics', 'throughput', 'delays', 'populate'] as const
+const SCENARIOS = ['post', 'get', 'metrics', 'throughput', 'delays', 'populate', 'pg-post', 'pg-metrics', 'pg-workers'] as const
 type Scenario = typeof SCENARIOS[number]
 const selected = new Set((args.only?.split(',') ?? SCENARIOS) as Scenario[])
 for (const name of selected) if (!SCENARIOS.includes(name)) throw new Error(`unknown scenario ${name}; pick from ${SCENARIOS.join(', ')}`)
@@ -33,6 +37,16 @@ const rows: Row[] = []
 
 function tempDatabase (): string {
   return `sqlite:${join(mkdtempSync(join(tmpdir(), 'orders-bench-')), 'orders.db')}`
+}
+
+/** A fresh PostgreSQL database for one scenario, dropped afterwards. */
+async function withPostgres (run: (url: string) => Promise<void>): Promise<void> {
+  const database = await createDatabase(POSTGRES_SERVER)
+  try {
+    await run(database.url)
+  } finally {
+    await database.drop()
+  }
 }
 
 function median (values: number[]): number {
@@ -58,7 +72,7 @@ async function load (url: string, { path = '', ...options }: Load): Promise<numb
 
 /** Alternates baseline and service rounds so both see the same machine, and returns the medians. */
 async function compare (
-  name: string, target: number, service: ServerProcess, baseline: ServerProcess,
+  name: string, target: number | null, service: ServerProcess, baseline: ServerProcess,
   options: (round: number) => Load
 ): Promise<void> {
   const ours: number[] = []
@@ -75,7 +89,10 @@ async function compare (
   const ratio = median(ours) / median(theirs)
   rows.push({ scenario: name, figure: 'service req/s', value: Math.round(median(ours)), target: '', pass: null })
   rows.push({ scenario: name, figure: 'baseline req/s', value: Math.round(median(theirs)), target: '', pass: null })
-  rows.push({ scenario: name, figure: 'ratio', value: Math.round(ratio * 100) / 100, target: `>= ${target}`, pass: ratio >= target })
+  rows.push({
+    scenario: name, figure: 'ratio', value: Math.round(ratio * 100) / 100,
+    target: target === null ? '' : `>= ${target}`, pass: target === null ? null : ratio >= target
+  })
 }
 
 async function populate (server: ServerProcess, total: number, batchId: string): Promise<number> {
@@ -164,6 +181,50 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
       })
     } finally {
       await service.stop('SIGKILL')
+    }
+  },
+
+  async 'pg-post' () {
+    await withPostgres((url) => withServers({ ...ZERO_DELAY, DATABASE_URL: url }, (service, baseline) =>
+      compare('7. PostgreSQL: POST /orders (processing on)', null, service, baseline, (round) => ({
+        method: 'POST',
+        path: '/orders',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ user_id: 7, order_id: `pg${round + 1}-[<id>]`, item_ids: [1, 2, 3], total_amount: 59.99 }),
+        idReplacement: true
+      }))))
+  },
+
+  async 'pg-metrics' () {
+    const stored = QUICK ? 200_000 : 1_000_000
+    await withPostgres((url) => withServers({ ...ZERO_DELAY, DATABASE_URL: url, PROCESSOR: 'off' }, async (service, baseline) => {
+      const seconds = await populate(service, stored, 'metrics')
+      rows.push({ scenario: `8. PostgreSQL: populate ${stored.toLocaleString('en')}`, figure: 'seconds to answer', value: Math.round(seconds * 10) / 10, target: '', pass: null })
+      await compare(`8. PostgreSQL: GET /orders/metrics (${stored.toLocaleString('en')} stored)`, null, service, baseline, () => ({ path: '/orders/metrics' }))
+    }))
+  },
+
+  async 'pg-workers' () {
+    const total = QUICK ? 20_000 : 50_000
+    for (const workers of [1, 2, 4]) {
+      await withPostgres(async (url) => {
+        const env = { ...ZERO_DELAY, DATABASE_URL: url }
+        const api = await ServerProcess.start({ ...env, PROCESSOR: 'off' })
+        const started: ServerProcess[] = []
+        try {
+          await populate(api, total, 'workers')
+          const t0 = performance.now()
+          started.push(...await Promise.all(Array.from({ length: workers }, () => ServerProcess.startWorker(env))))
+          await waitFor(async () => (await completedCount(api)) === total, 'all orders completed', 300_000)
+          const perSecond = total / ((performance.now() - t0) / 1000)
+          rows.push({
+            scenario: `9. PostgreSQL: ${total.toLocaleString('en')} orders, ${workers} worker process${workers > 1 ? 'es' : ''}`,
+            figure: 'orders/s', value: Math.round(perSecond), target: '', pass: null
+          })
+        } finally {
+          await Promise.all([api, ...started].map((p) => p.stop('SIGKILL')))
+        }
+      })
     }
   },
 

@@ -7,18 +7,18 @@ export const POSTGRES_URL = process.env.DATABASE_URL?.startsWith('postgres') ? p
 export const SKIP_POSTGRES = POSTGRES_URL ? false : 'DATABASE_URL is not a postgres:// URL: PostgreSQL tests skipped'
 
 /** Creates an empty database of its own for one test; `drop` removes it. */
-export async function createDatabase (): Promise<{ url: string, drop: () => Promise<void> }> {
+export async function createDatabase (server = POSTGRES_URL): Promise<{ url: string, drop: () => Promise<void> }> {
   const name = `orders_test_${randomBytes(6).toString('hex')}`
-  const admin = new pg.Client({ connectionString: POSTGRES_URL })
+  const admin = new pg.Client({ connectionString: server })
   await admin.connect()
   await admin.query(`CREATE DATABASE ${name}`)
   await admin.end()
-  const url = new URL(POSTGRES_URL as string)
+  const url = new URL(server as string)
   url.pathname = `/${name}`
   return {
     url: url.toString(),
     drop: async () => {
-      const client = new pg.Client({ connectionString: POSTGRES_URL })
+      const client = new pg.Client({ connectionString: server })
       await client.connect()
       await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)
       await client.end()
