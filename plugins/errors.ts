@@ -1,6 +1,10 @@
 import fp from 'fastify-plugin'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import { Type } from '@sinclair/typebox'
+import { isStoreUnavailable } from '../src/store-errors.ts'
+
+/** Seconds a client is told to wait when the store cannot be reached. */
+const STORE_RETRY_AFTER_S = 2
 
 export const ErrorSchema = Type.Object({ error: Type.String({ description: 'what went wrong, for a person to act on' }) })
 
@@ -11,7 +15,7 @@ const DESCRIPTIONS: Record<number, string> = {
   413: 'Body larger than 1 MiB',
   415: 'Body is not JSON',
   500: 'Unexpected failure; nothing about it is disclosed',
-  503: 'Temporarily unavailable'
+  503: 'Overloaded, or the store is unreachable: retry after Retry-After seconds'
 }
 
 /** Documented error responses, all `{"error": "..."}`, with a default description per status. */
@@ -21,11 +25,16 @@ export function errorResponses<const S extends readonly number[]> (...statuses: 
 }
 
 /** The error responses every route with a JSON body can send besides its own. */
-export const BODY_ERRORS = [400, 413, 415, 500] as const
+export const BODY_ERRORS = [400, 413, 415, 500, 503] as const
 
 /** Every error a client sees is `{"error": "..."}` JSON; a 5xx never carries internals. */
 export function sendError (err: FastifyError, request: FastifyRequest, reply: FastifyReply): FastifyReply {
   const status = err.statusCode !== undefined && err.statusCode >= 400 ? err.statusCode : 500
+  if (status === 500 && isStoreUnavailable(err)) {
+    request.log.warn({ err }, 'store unavailable')
+    return reply.code(503).header('retry-after', STORE_RETRY_AFTER_S).send({ error: 'Store unavailable: retry later' })
+  }
+  if (status === 503) return reply.code(503).send({ error: err.message }) // overload: said on purpose
   if (status >= 500) {
     request.log.error({ err }, 'request failed')
     return reply.code(status).send({ error: 'Internal server error' })

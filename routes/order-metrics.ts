@@ -52,7 +52,7 @@ const metrics: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'Order counts, average stage times and HTTP timings',
       description: 'Read from running aggregates: its cost does not grow with the number of orders.',
       querystring: MetricsQuery,
-      response: { 200: Metrics, ...errorResponses(400, 500) }
+      response: { 200: Metrics, ...errorResponses(400, 500, 503) }
     }
   }, async (request) => {
     const { getOrderIds, limit } = request.query

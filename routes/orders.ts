@@ -63,7 +63,7 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'List orders, oldest first',
       description: 'Keyset pagination: stable while orders are being added.',
       querystring: ListQuery,
-      response: { 200: OrderList, ...errorResponses(400, 500) }
+      response: { 200: OrderList, ...errorResponses(400, 500, 503) }
     }
   }, async (request, reply) => {
     const { status, user_id: userId, limit, cursor } = request.query
@@ -81,7 +81,7 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['orders'],
       summary: 'Get an order with its status and timings',
       params: OrderIdParams,
-      response: { 200: OrderSchema, ...errorResponses(400, 404, 500) }
+      response: { 200: OrderSchema, ...errorResponses(400, 404, 500, 503) }
     }
   }, async (request, reply) => {
     const record = await store.get(request.params.order_id)
@@ -95,7 +95,7 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
       params: OrderIdParams,
       response: {
         200: OrderSchema,
-        ...errorResponses(400, 404, 500),
+        ...errorResponses(400, 404, 500, 503),
         409: { ...ErrorSchema, description: 'The order is no longer Pending' }
       }
     }

@@ -5,6 +5,8 @@ import configPlugin from '../plugins/config.ts'
 import validationPlugin from '../plugins/validation.ts'
 import errorsPlugin, { sendError } from '../plugins/errors.ts'
 import httpTimingsPlugin from '../plugins/http-timings.ts'
+import apiKeyPlugin from '../plugins/api-key.ts'
+import overloadPlugin from '../plugins/overload.ts'
 import docsPlugin from '../plugins/docs.ts'
 import storePlugin from '../plugins/store.ts'
 import processorPlugin from '../plugins/processor.ts'
@@ -26,12 +28,15 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
     // Errors raised before routing (a malformed or over-long URL) get the same JSON shape.
     frameworkErrors: sendError,
     // Keep-alive connections that sit idle are closed at shutdown instead of holding it open.
-    forceCloseConnections: 'idle'
+    forceCloseConnections: 'idle',
+    requestTimeout: config.REQUEST_TIMEOUT_MS
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   await app.register(configPlugin, { config })
   await app.register(validationPlugin)
   await app.register(errorsPlugin)
+  await app.register(overloadPlugin)
+  await app.register(apiKeyPlugin)
   await app.register(httpTimingsPlugin)
   await app.register(docsPlugin)
   await app.register(storePlugin)

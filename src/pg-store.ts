@@ -56,6 +56,10 @@ export class PgStore implements OrderStore {
   private async transaction<T> (fn: (tx: Tx, delta: StatsDelta) => Promise<T>): Promise<T> {
     const tx = await this.pool.connect()
     let failure: Error | undefined
+    // A connection lost between two queries is emitted as an event: without a listener it would
+    // crash the process. The next query fails with it instead, and the client is discarded.
+    const onLost = (err: Error) => { failure = err }
+    tx.on('error', onLost)
     try {
       await tx.query('BEGIN')
       const delta = new StatsDelta()
@@ -68,6 +72,7 @@ export class PgStore implements OrderStore {
       await tx.query('ROLLBACK').catch(() => {})
       throw err
     } finally {
+      tx.off('error', onLost)
       tx.release(failure)
     }
   }

@@ -3,11 +3,11 @@ import { Validator } from '@seriousme/openapi-schema-validator'
 import { build } from './helper.ts'
 
 const ROUTES: Record<string, Record<string, string[]>> = {
-  '/orders': { post: ['200', '201', '400', '409', '413', '415', '500'], get: ['200', '400', '500'] },
-  '/orders/{order_id}': { get: ['200', '400', '404', '500'] },
-  '/orders/{order_id}/cancel': { post: ['200', '400', '404', '409', '500'] },
-  '/orders/metrics': { get: ['200', '400', '500'] },
-  '/orders/populate': { post: ['201', '400', '409', '413', '415', '500'] },
+  '/orders': { post: ['200', '201', '400', '409', '413', '415', '500', '503'], get: ['200', '400', '500', '503'] },
+  '/orders/{order_id}': { get: ['200', '400', '404', '500', '503'] },
+  '/orders/{order_id}/cancel': { post: ['200', '400', '404', '409', '500', '503'] },
+  '/orders/metrics': { get: ['200', '400', '500', '503'] },
+  '/orders/populate': { post: ['201', '400', '409', '413', '415', '500', '503'] },
   '/health': { get: ['200'] },
   '/ready': { get: ['200', '503'] }
 }

@@ -1,0 +1,15 @@
+import fp from 'fastify-plugin'
+import { bearerMatches } from '../src/api-key.ts'
+
+/** Paths anyone may read: probes and the API's documentation. */
+const OPEN = /^\/(health|ready|docs)(\/|$|\?)/
+
+/** With API_KEY set, every other route needs `Authorization: Bearer <API_KEY>`. */
+export default fp(async (app) => {
+  const key = app.config.API_KEY
+  if (!key) return
+  app.addHook('onRequest', (request, reply, done) => {
+    if (OPEN.test(request.url) || bearerMatches(request.headers.authorization, key)) return done()
+    reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'Missing or wrong API key: send Authorization: Bearer <API_KEY>' })
+  })
+}, { name: 'api-key', dependencies: ['config'] })

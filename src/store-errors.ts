@@ -1,0 +1,12 @@
+/** SQLite result codes of a store that cannot write now but may later: locked, read-only, disk full or failing. */
+const SQLITE_UNAVAILABLE = /^SQLITE_(BUSY|LOCKED|READONLY|IOERR|FULL|CANTOPEN)/
+/** Socket errors, and PostgreSQL's connection (08xxx) and shutdown (57P0x) classes. */
+const CONNECTION_CODES = /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH|08...|57P0.)$/
+const CONNECTION_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error/
+
+/** True for an error that means the store is unreachable or refuses writes for now (a 503), not a bug (a 500). */
+export function isStoreUnavailable (err: unknown): boolean {
+  const { code, message } = (err ?? {}) as { code?: unknown, message?: unknown }
+  return (typeof code === 'string' && (SQLITE_UNAVAILABLE.test(code) || CONNECTION_CODES.test(code))) ||
+    (typeof message === 'string' && CONNECTION_MESSAGES.test(message))
+}

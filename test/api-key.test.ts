@@ -1,0 +1,42 @@
+import t from 'tap'
+import { bearerMatches } from '../src/api-key.ts'
+import { anOrder, build } from './helper.ts'
+
+const KEY = 'a-long-enough-secret-key'
+
+t.test('with API_KEY set, every route but /health, /ready and /docs needs the key', async (t) => {
+  const app = await build(t, { API_KEY: KEY, PROCESSOR: 'off' })
+  for (const url of ['/health', '/ready', '/docs/json', '/docs']) {
+    t.ok((await app.inject({ url })).statusCode < 400, `${url} is open`)
+  }
+  const requests = [
+    { method: 'POST' as const, url: '/orders', payload: anOrder('K1') },
+    { method: 'GET' as const, url: '/orders' },
+    { method: 'GET' as const, url: '/orders/K1' },
+    { method: 'GET' as const, url: '/orders/metrics' },
+    { method: 'POST' as const, url: '/orders/populate', payload: { total_entries: 1 } },
+    { method: 'POST' as const, url: '/orders/K1/cancel' },
+    { method: 'GET' as const, url: '/healthz' }
+  ]
+  for (const request of requests) {
+    for (const authorization of [undefined, 'Bearer wrong', `Basic ${KEY}`, 'Bearer ', KEY]) {
+      const res = await app.inject({ ...request, headers: authorization === undefined ? {} : { authorization } })
+      t.equal(res.statusCode, 401, `${request.method} ${request.url} with ${authorization}`)
+      t.match(res.json(), { error: /API key/ })
+    }
+  }
+  t.equal((await app.store.stats()).counts.Pending, 0, 'nothing was created')
+  const ok = await app.inject({ method: 'POST', url: '/orders', payload: anOrder('K1'), headers: { authorization: `Bearer ${KEY}` } })
+  t.equal(ok.statusCode, 201)
+})
+
+t.test('without API_KEY nothing needs a key', async (t) => {
+  const app = await build(t, { PROCESSOR: 'off' })
+  t.equal((await app.inject({ url: '/orders' })).statusCode, 200)
+})
+
+t.test('bearerMatches', async (t) => {
+  t.equal(bearerMatches(`Bearer ${KEY}`, KEY), true)
+  t.equal(bearerMatches(`Bearer ${KEY}x`, KEY), false)
+  t.equal(bearerMatches(undefined, KEY), false)
+})
