@@ -70,3 +70,38 @@ t.test('SIGTERM finishes in-flight orders and exits 0; nothing is left Processin
   t.ok(m.completed.count > 0)
   t.equal(await after.stop('SIGINT'), 0, 'SIGINT exits 0 too')
 })
+
+t.test('SIGTERM under load: every request answered 201 is kept, and the process exits 0 in time', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'orders-load-'))
+  const server = await ServerProcess.start({ ...env(dir), SHUTDOWN_GRACE_MS: '3000' })
+  t.teardown(() => { server.child.kill('SIGKILL') })
+  // 20 clients send orders one after another until the server stops answering.
+  const answers: Array<{ id: string, status: number }> = []
+  let next = 0
+  const client = async () => {
+    for (;;) {
+      const id = `load-${next++}`
+      const status = await server.request('/orders', anOrder(id)).then((res) => res.status, () => 0)
+      answers.push({ id, status })
+      if (status !== 201) return
+    }
+  }
+  const clients = Promise.all(Array.from({ length: 20 }, client))
+  await waitFor(() => answers.length >= 200, 'load under way')
+  const started = Date.now()
+  const code = await server.stop('SIGTERM')
+  t.equal(code, 0, 'exit code 0')
+  t.ok(Date.now() - started < 3000 + 5000, 'within the grace period')
+  await clients
+  const created = answers.filter((a) => a.status === 201).map((a) => a.id)
+  t.ok(answers.every((a) => a.status === 201 || a.status === 0 || a.status === 503), 'each request was answered 201 or refused')
+
+  const after = await ServerProcess.start({ ...env(dir), PROCESSOR: 'off' })
+  t.teardown(() => { after.child.kill('SIGKILL') })
+  for (const id of created) {
+    const res = await after.request(`/orders/${id}`)
+    if (res.status !== 200) t.fail(`${id} was answered 201 but is gone`)
+  }
+  t.pass(`${created.length} of ${answers.length} requests were answered 201, and all of those orders are kept`)
+  t.equal(await after.stop('SIGTERM'), 0)
+})
