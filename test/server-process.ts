@@ -35,7 +35,8 @@ export class ServerProcess {
 
   /** A worker process (`npm run worker`), ready once it says it is processing orders. */
   static async startWorker (env: Record<string, string>): Promise<ServerProcess> {
-    const worker = new ServerProcess('', { LOG_LEVEL: 'info', ...env }, 'src/worker.ts')
+    // Its readiness is read from its info log.
+    const worker = new ServerProcess('', { ...env, LOG_LEVEL: 'info' }, 'src/worker.ts')
     await waitFor(() => {
       if (worker.child.exitCode !== null) throw new Error(`worker exited: ${worker.output}`)
       return worker.output.includes('worker processing orders')
