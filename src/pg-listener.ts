@@ -3,7 +3,7 @@ import pg from 'pg'
 /** Waits before reconnecting a lost LISTEN connection; meanwhile workers still claim on their timer. */
 const RECONNECT_MS = 1000
 
-/** A dedicated connection that LISTENs on one channel, and reconnects when the connection is lost. */
+/** A dedicated connection that LISTENs on some channels, and reconnects when the connection is lost. */
 export class PgListener {
   private client: pg.Client | null = null
   private closed = false
@@ -14,8 +14,7 @@ export class PgListener {
 
   constructor (
     private readonly connectionString: string,
-    private readonly channel: string,
-    private readonly onPayload: (payload: string) => void
+    private readonly channels: Record<string, (payload: string) => void>
   ) {
     this.ready = new Promise((resolve) => { this.listening = resolve })
     void this.connect()
@@ -23,13 +22,15 @@ export class PgListener {
 
   private async connect (): Promise<void> {
     const client = new pg.Client({ connectionString: this.connectionString })
-    client.on('notification', (message) => { if (message.payload !== undefined) this.onPayload(message.payload) })
+    client.on('notification', (message) => {
+      if (message.payload !== undefined) this.channels[message.channel]?.(message.payload)
+    })
     client.on('error', () => this.reconnect(client))
     client.on('end', () => this.reconnect(client))
     this.client = client
     try {
       await client.connect()
-      await client.query(`LISTEN ${pg.escapeIdentifier(this.channel)}`)
+      for (const channel of Object.keys(this.channels)) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`)
       this.listening()
     } catch {
       this.reconnect(client)

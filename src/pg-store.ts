@@ -7,11 +7,18 @@ import { migrate } from './pg-migrations.ts'
 import { PgListener } from './pg-listener.ts'
 import { StatsDelta, statsFromRows } from './stats-delta.ts'
 import type {
-  CancelResult, Claim, CreateResult, ListQuery, OrderPage, OrderStats, OrderStore, Outcome, WorkListener
+  CancelResult, ChangeListener, Claim, CreateResult, ListQuery, OrderChange, OrderPage, OrderStats, OrderStore, Outcome, WorkListener
 } from './store.ts'
-import { WorkListeners } from './work-listeners.ts'
+import { Listeners } from './listeners.ts'
+import { ChangeLog } from './change-log.ts'
 
 const CHANNEL = 'orders_available'
+const CHANGES_CHANNEL = 'order_changes'
+/** Changes per NOTIFY: a payload must stay under PostgreSQL's 8000 bytes. */
+const CHANGES_PER_NOTIFY = 80
+/** What a status change reports about the order it changed. */
+const CHANGED_COLUMNS = 'o.order_id, o.attempts, o.created_at, o.processing_started_at'
+type ChangedRow = Omit<OrderChange, 'status' | 'at'>
 /** Counter shards: each process writes one, picked at random, so that no single row is hot. */
 const STAT_SHARDS = 64
 
@@ -34,13 +41,17 @@ type Tx = pg.PoolClient
  * announced with NOTIFY, so idle workers wake without polling.
  */
 export class PgStore implements OrderStore {
-  private readonly listeners = new WorkListeners()
+  private readonly workListeners = new Listeners<number>()
+  private readonly changeListeners = new Listeners<OrderChange[]>()
   private readonly shard = randomInt(STAT_SHARDS)
   private readonly creates = new GroupCommit<PendingCreate, CreateResult>((items) => this.createBatch(items))
   private readonly listener: PgListener
 
   private constructor (private readonly pool: pg.Pool, connectionString: string) {
-    this.listener = new PgListener(connectionString, CHANNEL, (payload) => this.listeners.emit(Number(payload)))
+    this.listener = new PgListener(connectionString, {
+      [CHANNEL]: (payload) => this.workListeners.emit(Number(payload)),
+      [CHANGES_CHANNEL]: (payload) => this.changeListeners.emit(decodeChanges(payload))
+    })
   }
 
   static async open (connectionString: string): Promise<PgStore> {
@@ -53,7 +64,7 @@ export class PgStore implements OrderStore {
     return store
   }
 
-  private async transaction<T> (fn: (tx: Tx, delta: StatsDelta) => Promise<T>): Promise<T> {
+  private async transaction<T> (fn: (tx: Tx, delta: StatsDelta, log: ChangeLog) => Promise<T>): Promise<T> {
     const tx = await this.pool.connect()
     let failure: Error | undefined
     // A connection lost between two queries is emitted as an event: without a listener it would
@@ -63,8 +74,11 @@ export class PgStore implements OrderStore {
     try {
       await tx.query('BEGIN')
       const delta = new StatsDelta()
-      const result = await fn(tx, delta)
+      // Every process may stream changes, so they are always announced (on commit, in commit order).
+      const log = new ChangeLog(true)
+      const result = await fn(tx, delta, log)
       await this.apply(tx, delta)
+      await this.announce(tx, log.changes)
       await tx.query('COMMIT')
       return result
     } catch (err) {
@@ -85,6 +99,13 @@ export class PgStore implements OrderStore {
       SELECT name, $1, value FROM unnest($2::text[], $3::bigint[]) AS d (name, value)
       ON CONFLICT (name, shard) DO UPDATE SET value = order_stats.value + EXCLUDED.value`,
     [this.shard, entries.map(([name]) => name), entries.map(([, value]) => value)])
+  }
+
+  private async announce (tx: Tx, changes: OrderChange[]): Promise<void> {
+    if (changes.length === 0) return
+    const payloads: string[] = []
+    for (let i = 0; i < changes.length; i += CHANGES_PER_NOTIFY) payloads.push(encodeChanges(changes.slice(i, i + CHANGES_PER_NOTIFY)))
+    await tx.query('SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload', [CHANGES_CHANNEL, payloads])
   }
 
   private async notify (tx: Tx, availableAt: number): Promise<void> {
@@ -111,9 +132,12 @@ export class PgStore implements OrderStore {
   }
 
   private async createBatch (items: PendingCreate[]): Promise<Array<Settled<CreateResult>>> {
-    return this.transaction(async (tx, delta) => {
+    return this.transaction(async (tx, delta, log) => {
       const inserted = await this.insert(tx, items)
       delta.add('Pending', inserted.size)
+      for (const { order, now } of items) {
+        if (inserted.has(order.order_id)) log.add({ order_id: order.order_id, attempts: 0, created_at: now, processing_started_at: null }, 'Pending', now)
+      }
       const others = items.filter((item) => !inserted.delete(item.order.order_id))
       const existing = new Map((await this.select(tx, 'order_id = ANY($1)', [others.map((o) => o.order.order_id)]))
         .map((record) => [record.order_id, record]))
@@ -132,9 +156,10 @@ export class PgStore implements OrderStore {
   }
 
   async createMany (orders: NewOrder[], now: number, availableAt: number): Promise<string[]> {
-    return this.transaction(async (tx, delta) => {
+    return this.transaction(async (tx, delta, log) => {
       const inserted = await this.insert(tx, orders.map((order) => ({ order, now, availableAt })))
       delta.add('Pending', inserted.size)
+      for (const id of inserted) log.add({ order_id: id, attempts: 0, created_at: now, processing_started_at: null }, 'Pending', now)
       if (inserted.size > 0) await this.notify(tx, availableAt)
       return orders.map((o) => o.order_id).filter((id) => !inserted.has(id))
     })
@@ -160,11 +185,12 @@ export class PgStore implements OrderStore {
   }
 
   async cancel (orderId: string, now: number): Promise<CancelResult> {
-    return this.transaction(async (tx, delta): Promise<CancelResult> => {
+    return this.transaction(async (tx, delta, log): Promise<CancelResult> => {
       const { rows } = await tx.query<OrderRecord>(`UPDATE orders SET status = 'Cancelled', updated_at = $1
         WHERE order_id = $2 AND status = 'Pending' RETURNING ${ORDER_COLUMNS}`, [now, orderId])
       if (rows[0]) {
         delta.move('Pending', 'Cancelled')
+        log.add(rows[0], 'Cancelled', now)
         return { cancelled: true, order: rows[0] }
       }
       return { cancelled: false, order: (await this.select(tx, 'order_id = $1', [orderId]))[0] }
@@ -173,7 +199,7 @@ export class PgStore implements OrderStore {
 
   async claim (limit: number, now: number, leaseUntil: number): Promise<Claim[]> {
     const token = randomUUID()
-    return this.transaction(async (tx, delta) => {
+    return this.transaction(async (tx, delta, log) => {
       const { rows } = await tx.query<{ order_id: string, attempts: number, created_at: number, processing_started_at: number }>(`
         UPDATE orders o SET status = 'Processing', claim_token = $1, lease_until = $2, attempts = o.attempts + 1,
           processing_started_at = COALESCE(o.processing_started_at, $3), updated_at = $3
@@ -182,7 +208,10 @@ export class PgStore implements OrderStore {
         WHERE o.seq = picked.seq
         RETURNING o.order_id, o.attempts, o.created_at, o.processing_started_at`, [token, leaseUntil, now, limit])
       delta.move('Pending', 'Processing', rows.length)
-      for (const row of rows) if (row.attempts === 1) delta.started(row.created_at, row.processing_started_at)
+      for (const row of rows) {
+        if (row.attempts === 1) delta.started(row.created_at, row.processing_started_at)
+        log.add(row, 'Processing', now)
+      }
       return rows.map((row) => ({ order_id: row.order_id, token, attempts: row.attempts }))
     })
   }
@@ -193,46 +222,53 @@ export class PgStore implements OrderStore {
     const failures = outcomes.filter((o): o is Extract<Outcome, { ok: false }> => !o.ok && o.retryAt === null)
     const ids = (list: Outcome[]) => list.map((o) => o.claim.order_id)
     const tokens = (list: Outcome[]) => list.map((o) => o.claim.token)
-    return this.transaction(async (tx, delta) => {
+    return this.transaction(async (tx, delta, log) => {
       let applied = 0
       if (done.length > 0) {
-        const { rows } = await tx.query<Pick<OrderRecord, 'created_at' | 'processing_started_at' | 'completed_at'>>(`
+        const { rows } = await tx.query<ChangedRow>(`
           UPDATE orders o SET status = 'Completed', completed_at = $1, updated_at = $1,
             claim_token = NULL, lease_until = NULL, last_error = NULL
           FROM unnest($2::text[], $3::text[]) AS c (order_id, token)
           WHERE o.order_id = c.order_id AND o.claim_token = c.token AND o.status = 'Processing'
-          RETURNING o.created_at, o.processing_started_at, o.completed_at`, [now, ids(done), tokens(done)])
-        for (const row of rows) delta.completed(row)
+          RETURNING ${CHANGED_COLUMNS}`, [now, ids(done), tokens(done)])
+        for (const row of rows) {
+          delta.completed({ ...row, completed_at: now })
+          log.add(row, 'Completed', now)
+        }
         applied += rows.length
       }
       if (retries.length > 0) {
-        const { rowCount } = await tx.query(`
+        const { rows } = await tx.query<ChangedRow>(`
           UPDATE orders o SET status = 'Pending', available_at = r.retry_at, updated_at = $1, last_error = r.error,
             claim_token = NULL, lease_until = NULL
           FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[]) AS r (order_id, token, retry_at, error)
-          WHERE o.order_id = r.order_id AND o.claim_token = r.token AND o.status = 'Processing'`,
+          WHERE o.order_id = r.order_id AND o.claim_token = r.token AND o.status = 'Processing'
+          RETURNING ${CHANGED_COLUMNS}`,
         [now, ids(retries), tokens(retries), retries.map((o) => o.retryAt), retries.map((o) => o.error)])
-        delta.move('Processing', 'Pending', rowCount ?? 0)
-        applied += rowCount ?? 0
-        if (rowCount) await this.notify(tx, Math.min(...retries.map((o) => o.retryAt as number)))
+        delta.move('Processing', 'Pending', rows.length)
+        for (const row of rows) log.add(row, 'Pending', now)
+        applied += rows.length
+        if (rows.length > 0) await this.notify(tx, Math.min(...retries.map((o) => o.retryAt as number)))
       }
       if (failures.length > 0) {
-        const { rowCount } = await tx.query(`
+        const { rows } = await tx.query<ChangedRow>(`
           UPDATE orders o SET status = 'Failed', updated_at = $1, last_error = f.error, claim_token = NULL, lease_until = NULL
           FROM unnest($2::text[], $3::text[], $4::text[]) AS f (order_id, token, error)
-          WHERE o.order_id = f.order_id AND o.claim_token = f.token AND o.status = 'Processing'`,
+          WHERE o.order_id = f.order_id AND o.claim_token = f.token AND o.status = 'Processing'
+          RETURNING ${CHANGED_COLUMNS}`,
         [now, ids(failures), tokens(failures), failures.map((o) => o.error)])
-        delta.move('Processing', 'Failed', rowCount ?? 0)
-        applied += rowCount ?? 0
+        delta.move('Processing', 'Failed', rows.length)
+        for (const row of rows) log.add(row, 'Failed', now)
+        applied += rows.length
       }
       return applied
     })
   }
 
   async release (claims: Claim[], now: number): Promise<number> {
-    return this.transaction(async (tx, delta) => {
+    return this.transaction(async (tx, delta, log) => {
       // A handed-back claim was no attempt: it is undone, and the first one un-starts the order.
-      const { rows } = await tx.query<{ created_at: number, processing_started_at: number, attempts: number }>(`
+      const { rows } = await tx.query<{ order_id: string, created_at: number, processing_started_at: number, attempts: number }>(`
         WITH held AS (
           SELECT o.order_id, o.created_at, o.processing_started_at, o.attempts FROM orders o
           JOIN unnest($2::text[], $3::text[]) AS c (order_id, token) ON o.order_id = c.order_id AND o.claim_token = c.token
@@ -242,26 +278,31 @@ export class PgStore implements OrderStore {
           attempts = o.attempts - 1,
           processing_started_at = CASE WHEN o.attempts = 1 THEN NULL ELSE o.processing_started_at END
         FROM held WHERE o.order_id = held.order_id
-        RETURNING held.created_at, held.processing_started_at, held.attempts`,
+        RETURNING held.order_id, held.created_at, held.processing_started_at, held.attempts`,
       [now, claims.map((c) => c.order_id), claims.map((c) => c.token)])
       delta.move('Processing', 'Pending', rows.length)
-      for (const row of rows) if (row.attempts === 1) delta.unstarted(row.created_at, row.processing_started_at)
+      for (const row of rows) {
+        if (row.attempts === 1) delta.unstarted(row.created_at, row.processing_started_at)
+        log.add({ ...row, attempts: row.attempts - 1, processing_started_at: row.attempts === 1 ? null : row.processing_started_at }, 'Pending', now)
+      }
       if (rows.length > 0) await this.notify(tx, now)
       return rows.length
     })
   }
 
   async recoverExpired (now: number, maxAttempts: number): Promise<number> {
-    return this.transaction(async (tx, delta) => {
-      const failed = (await tx.query(`UPDATE orders SET status = 'Failed', updated_at = $1,
+    return this.transaction(async (tx, delta, log) => {
+      const failed = (await tx.query<ChangedRow>(`UPDATE orders o SET status = 'Failed', updated_at = $1,
           last_error = 'lease expired on the last attempt', claim_token = NULL, lease_until = NULL
-        WHERE status = 'Processing' AND lease_until < $1 AND attempts >= $2`, [now, maxAttempts])).rowCount ?? 0
-      const retried = (await tx.query(`UPDATE orders SET status = 'Pending', available_at = $1, updated_at = $1,
+        WHERE status = 'Processing' AND lease_until < $1 AND attempts >= $2 RETURNING ${CHANGED_COLUMNS}`, [now, maxAttempts])).rows
+      const retried = (await tx.query<ChangedRow>(`UPDATE orders o SET status = 'Pending', available_at = $1, updated_at = $1,
           last_error = 'lease expired', claim_token = NULL, lease_until = NULL
-        WHERE status = 'Processing' AND lease_until < $1`, [now])).rowCount ?? 0
-      delta.move('Processing', 'Failed', failed).move('Processing', 'Pending', retried)
-      if (retried > 0) await this.notify(tx, now)
-      return failed + retried
+        WHERE status = 'Processing' AND lease_until < $1 RETURNING ${CHANGED_COLUMNS}`, [now])).rows
+      delta.move('Processing', 'Failed', failed.length).move('Processing', 'Pending', retried.length)
+      for (const row of failed) log.add(row, 'Failed', now)
+      for (const row of retried) log.add(row, 'Pending', now)
+      if (retried.length > 0) await this.notify(tx, now)
+      return failed.length + retried.length
     })
   }
 
@@ -298,7 +339,11 @@ export class PgStore implements OrderStore {
   }
 
   onWork (listener: WorkListener): () => void {
-    return this.listeners.add(listener)
+    return this.workListeners.add(listener)
+  }
+
+  onChanges (listener: ChangeListener): () => void {
+    return this.changeListeners.add(listener)
   }
 
   async close (): Promise<void> {
@@ -306,4 +351,15 @@ export class PgStore implements OrderStore {
     await this.listener.close()
     await this.pool.end()
   }
+}
+
+/** Compact rows keep a NOTIFY payload small: [order_id, status, at, attempts, created_at, processing_started_at]. */
+function encodeChanges (changes: OrderChange[]): string {
+  return JSON.stringify(changes.map((c) => [c.order_id, c.status, c.at, c.attempts, c.created_at, c.processing_started_at]))
+}
+
+function decodeChanges (payload: string): OrderChange[] {
+  return (JSON.parse(payload) as Array<[string, OrderStatus, number, number, number, number | null]>)
+    .map(([orderId, status, at, attempts, createdAt, startedAt]) =>
+      ({ order_id: orderId, status, at, attempts, created_at: createdAt, processing_started_at: startedAt }))
 }

@@ -9,16 +9,21 @@ import { Checkpointer } from './sqlite-checkpointer.ts'
 import { migrate } from './sqlite-migrations.ts'
 import { StatsDelta, statsFromRows } from './stats-delta.ts'
 import type {
-  CancelResult, Claim, CreateResult, ListQuery, OrderPage, OrderStats, OrderStore, Outcome, WorkListener
+  CancelResult, ChangeListener, Claim, CreateResult, ListQuery, OrderChange, OrderPage, OrderStats, OrderStore, Outcome, WorkListener
 } from './store.ts'
-import { WorkListeners } from './work-listeners.ts'
+import { Listeners } from './listeners.ts'
+import { ChangeLog } from './change-log.ts'
 
 const CHECKPOINT_INTERVAL_MS = 100
 
 /** One write; its changes to the aggregates go into the batch's StatsDelta. */
-type Write<O> = (delta: StatsDelta) => O
+type Write<O> = (delta: StatsDelta, log: ChangeLog) => O
 
 interface OrderRow extends Omit<OrderRecord, 'item_ids'> { item_ids: string }
+
+/** What a status change reports about the order it changed. */
+const CHANGED_COLUMNS = 'order_id, attempts, created_at, processing_started_at'
+type ChangedRow = Omit<OrderChange, 'status' | 'at'>
 
 const ORDER_COLUMNS = `seq, order_id, user_id, item_ids, total_cents, status, created_at,
   processing_started_at, completed_at, updated_at, attempts, last_error`
@@ -30,7 +35,8 @@ function toRecord (row: OrderRow): OrderRecord {
 /** The embedded store: one SQLite file (WAL) or `:memory:`, used by one process. */
 export class SqliteStore implements OrderStore {
   private readonly db: Database.Database
-  private readonly listeners = new WorkListeners()
+  private readonly workListeners = new Listeners<number>()
+  private readonly changeListeners = new Listeners<OrderChange[]>()
   private readonly sql
   private readonly writes: GroupCommit<Write<unknown>, unknown>
   private readonly listStatements = new Map<string, Database.Statement>()
@@ -69,13 +75,15 @@ export class SqliteStore implements OrderStore {
       complete: db.prepare(`UPDATE orders SET status = 'Completed', completed_at = ?, updated_at = ?,
           claim_token = NULL, lease_until = NULL, last_error = NULL
         WHERE order_id = ? AND claim_token = ? AND status = 'Processing'
-        RETURNING created_at, processing_started_at, completed_at`),
+        RETURNING ${CHANGED_COLUMNS}`),
       retry: db.prepare(`UPDATE orders SET status = 'Pending', available_at = ?, updated_at = ?,
           last_error = ?, claim_token = NULL, lease_until = NULL
-        WHERE order_id = ? AND claim_token = ? AND status = 'Processing'`),
+        WHERE order_id = ? AND claim_token = ? AND status = 'Processing'
+        RETURNING ${CHANGED_COLUMNS}`),
       fail: db.prepare(`UPDATE orders SET status = 'Failed', updated_at = ?, last_error = ?,
           claim_token = NULL, lease_until = NULL
-        WHERE order_id = ? AND claim_token = ? AND status = 'Processing'`),
+        WHERE order_id = ? AND claim_token = ? AND status = 'Processing'
+        RETURNING ${CHANGED_COLUMNS}`),
       claimed: db.prepare(`SELECT created_at, processing_started_at, attempts FROM orders
         WHERE order_id = ? AND claim_token = ? AND status = 'Processing'`),
       // A handed-back claim was no attempt: it is undone, and the first one un-starts the order.
@@ -85,10 +93,12 @@ export class SqliteStore implements OrderStore {
         WHERE order_id = ? AND claim_token = ? AND status = 'Processing'`),
       failExpired: db.prepare(`UPDATE orders SET status = 'Failed', updated_at = ?,
           last_error = 'lease expired on the last attempt', claim_token = NULL, lease_until = NULL
-        WHERE status = 'Processing' AND lease_until < ? AND attempts >= ?`),
+        WHERE status = 'Processing' AND lease_until < ? AND attempts >= ?
+        RETURNING ${CHANGED_COLUMNS}`),
       retryExpired: db.prepare(`UPDATE orders SET status = 'Pending', available_at = ?, updated_at = ?,
           last_error = 'lease expired', claim_token = NULL, lease_until = NULL
-        WHERE status = 'Processing' AND lease_until < ?`),
+        WHERE status = 'Processing' AND lease_until < ?
+        RETURNING ${CHANGED_COLUMNS}`),
       nextAvailable: db.prepare("SELECT MIN(available_at) AS at FROM orders WHERE status = 'Pending'").pluck(),
       idsByStatus: db.prepare('SELECT order_id FROM orders WHERE status = ? ORDER BY seq LIMIT ?').pluck(),
       reserveBatch: db.prepare(`INSERT INTO populate_batches (batch_id, total_entries, created_at)
@@ -96,7 +106,13 @@ export class SqliteStore implements OrderStore {
       cursorKey: db.prepare("SELECT value FROM service_keys WHERE name = 'cursor'").pluck(),
       ping: db.prepare('SELECT 1').pluck()
     }
-    this.writes = new GroupCommit(db.transaction(this.writeBatch.bind(this)))
+    const writeTx = db.transaction(this.writeBatch.bind(this))
+    this.writes = new GroupCommit((writes) => {
+      const log = new ChangeLog(this.changeListeners.size > 0)
+      const results = writeTx(writes, log)
+      if (log.changes.length > 0) this.changeListeners.emit(log.changes)
+      return results
+    })
   }
 
   private apply (delta: StatsDelta): void {
@@ -108,9 +124,9 @@ export class SqliteStore implements OrderStore {
     return this.writes.submit(fn as Write<unknown>) as Promise<O>
   }
 
-  private writeBatch (writes: Array<Write<unknown>>): Array<Settled<unknown>> {
+  private writeBatch (writes: Array<Write<unknown>>, log: ChangeLog): Array<Settled<unknown>> {
     const delta = new StatsDelta()
-    const results = writes.map((fn) => attempt(() => fn(delta)))
+    const results = writes.map((fn) => attempt(() => fn(delta, log)))
     this.apply(delta)
     return results
   }
@@ -121,24 +137,29 @@ export class SqliteStore implements OrderStore {
   }
 
   async create (order: NewOrder, now: number, availableAt: number): Promise<CreateResult> {
-    const result = await this.write((delta): CreateResult => {
+    const result = await this.write((delta, log): CreateResult => {
       if (this.insert(order, now, availableAt)) {
         delta.add('Pending', 1)
+        log.add({ order_id: order.order_id, attempts: 0, created_at: now, processing_started_at: null }, 'Pending', now)
         return 'created'
       }
       return sameOrder(this.getSync(order.order_id) as OrderRecord, order) ? 'exists' : 'conflict'
     })
-    if (result === 'created') this.listeners.emit(availableAt)
+    if (result === 'created') this.workListeners.emit(availableAt)
     return result
   }
 
   async createMany (orders: NewOrder[], now: number, availableAt: number): Promise<string[]> {
-    const existing = await this.write((delta) => {
-      const existing = orders.filter((order) => !this.insert(order, now, availableAt)).map((order) => order.order_id)
+    const existing = await this.write((delta, log) => {
+      const existing: string[] = []
+      for (const order of orders) {
+        if (this.insert(order, now, availableAt)) log.add({ order_id: order.order_id, attempts: 0, created_at: now, processing_started_at: null }, 'Pending', now)
+        else existing.push(order.order_id)
+      }
       delta.add('Pending', orders.length - existing.length)
       return existing
     })
-    if (existing.length < orders.length) this.listeners.emit(availableAt)
+    if (existing.length < orders.length) this.workListeners.emit(availableAt)
     return existing
   }
 
@@ -173,16 +194,17 @@ export class SqliteStore implements OrderStore {
   }
 
   async cancel (orderId: string, now: number): Promise<CancelResult> {
-    return this.write((delta): CancelResult => {
+    return this.write((delta, log): CancelResult => {
       const row = this.sql.cancel.get(now, orderId) as OrderRow | undefined
       if (!row) return { cancelled: false, order: this.getSync(orderId) }
       delta.move('Pending', 'Cancelled')
+      log.add(row, 'Cancelled', now)
       return { cancelled: true, order: toRecord(row) }
     })
   }
 
   async claim (limit: number, now: number, leaseUntil: number): Promise<Claim[]> {
-    return this.write((delta) => {
+    return this.write((delta, log) => {
       const token = randomUUID()
       const rows = this.sql.claim.all(token, leaseUntil, now, now, now, limit) as Array<{
         order_id: string, attempts: number, created_at: number, processing_started_at: number
@@ -190,36 +212,37 @@ export class SqliteStore implements OrderStore {
       delta.move('Pending', 'Processing', rows.length)
       for (const row of rows) {
         if (row.attempts === 1) delta.started(row.created_at, row.processing_started_at)
+        log.add(row, 'Processing', now)
       }
       return rows.map((row) => ({ order_id: row.order_id, token, attempts: row.attempts }))
     })
   }
 
   async settle (outcomes: Outcome[], now: number): Promise<number> {
-    const applied = await this.write((delta) => {
+    const applied = await this.write((delta, log) => {
       let applied = 0
       for (const outcome of outcomes) {
         const { order_id: orderId, token } = outcome.claim
         if (outcome.ok) {
-          const done = this.sql.complete.get(now, now, orderId, token) as OrderRecord | undefined
-          if (done) { delta.completed(done); applied++ }
+          const done = this.sql.complete.get(now, now, orderId, token) as ChangedRow | undefined
+          if (done) { delta.completed({ ...done, completed_at: now }); log.add(done, 'Completed', now); applied++ }
         } else if (outcome.retryAt !== null) {
-          if (this.sql.retry.run(outcome.retryAt, now, outcome.error, orderId, token).changes === 1) {
-            delta.move('Processing', 'Pending'); applied++
-          }
-        } else if (this.sql.fail.run(now, outcome.error, orderId, token).changes === 1) {
-          delta.move('Processing', 'Failed'); applied++
+          const retried = this.sql.retry.get(outcome.retryAt, now, outcome.error, orderId, token) as ChangedRow | undefined
+          if (retried) { delta.move('Processing', 'Pending'); log.add(retried, 'Pending', now); applied++ }
+        } else {
+          const failed = this.sql.fail.get(now, outcome.error, orderId, token) as ChangedRow | undefined
+          if (failed) { delta.move('Processing', 'Failed'); log.add(failed, 'Failed', now); applied++ }
         }
       }
       return applied
     })
     const retryAt = outcomes.reduce((at, o) => (!o.ok && o.retryAt !== null ? Math.min(at, o.retryAt) : at), Infinity)
-    if (retryAt !== Infinity) this.listeners.emit(retryAt)
+    if (retryAt !== Infinity) this.workListeners.emit(retryAt)
     return applied
   }
 
   async release (claims: Claim[], now: number): Promise<number> {
-    const released = await this.write((delta) => {
+    const released = await this.write((delta, log) => {
       let released = 0
       for (const { order_id: orderId, token } of claims) {
         const held = this.sql.claimed.get(orderId, token) as Pick<OrderRecord, 'created_at' | 'processing_started_at' | 'attempts'> | undefined
@@ -227,22 +250,26 @@ export class SqliteStore implements OrderStore {
         this.sql.release.run(now, now, orderId, token)
         delta.move('Processing', 'Pending')
         if (held.attempts === 1) delta.unstarted(held.created_at, held.processing_started_at as number)
+        log.add({ order_id: orderId, created_at: held.created_at, attempts: held.attempts - 1,
+          processing_started_at: held.attempts === 1 ? null : held.processing_started_at }, 'Pending', now)
         released++
       }
       return released
     })
-    if (released > 0) this.listeners.emit(now)
+    if (released > 0) this.workListeners.emit(now)
     return released
   }
 
   async recoverExpired (now: number, maxAttempts: number): Promise<number> {
-    const recovered = await this.write((delta) => {
-      const failed = this.sql.failExpired.run(now, now, maxAttempts).changes
-      const retried = this.sql.retryExpired.run(now, now, now).changes
-      delta.move('Processing', 'Failed', failed).move('Processing', 'Pending', retried)
-      return failed + retried
+    const recovered = await this.write((delta, log) => {
+      const failed = this.sql.failExpired.all(now, now, maxAttempts) as ChangedRow[]
+      const retried = this.sql.retryExpired.all(now, now, now) as ChangedRow[]
+      delta.move('Processing', 'Failed', failed.length).move('Processing', 'Pending', retried.length)
+      for (const row of failed) log.add(row, 'Failed', now)
+      for (const row of retried) log.add(row, 'Pending', now)
+      return failed.length + retried.length
     })
-    if (recovered > 0) this.listeners.emit(now)
+    if (recovered > 0) this.workListeners.emit(now)
     return recovered
   }
 
@@ -271,7 +298,11 @@ export class SqliteStore implements OrderStore {
   }
 
   onWork (listener: WorkListener): () => void {
-    return this.listeners.add(listener)
+    return this.workListeners.add(listener)
+  }
+
+  onChanges (listener: ChangeListener): () => void {
+    return this.changeListeners.add(listener)
   }
 
   async close (): Promise<void> {

@@ -40,6 +40,20 @@ export interface OrderStats {
   totalMs: number
 }
 
+/** One status change of one order, with what a consumer needs to time its stages. */
+export interface OrderChange {
+  order_id: string
+  status: OrderStatus
+  /** When the change was made (epoch ms). */
+  at: number
+  attempts: number
+  created_at: number
+  processing_started_at: number | null
+}
+
+/** Called after each committed transaction that changed the status of orders, in commit order. */
+export type ChangeListener = (changes: OrderChange[]) => void
+
 /** Called after new work became claimable, with the time it becomes claimable; maybe a little later, from another process. */
 export type WorkListener = (availableAt: number) => void
 
@@ -73,5 +87,6 @@ export interface OrderStore {
   cursorKey (): Promise<string>
   ping (): Promise<void>
   onWork (listener: WorkListener): () => void
+  onChanges (listener: ChangeListener): () => void
   close (): Promise<void>
 }

@@ -224,6 +224,24 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
     t.same(await store.stats(), await recount(store))
   })
 
+  t.test('every status change is announced after it commits, in order', async (t) => {
+    const store = await fresh(t)
+    const seen: string[] = []
+    store.onChanges((changes) => { for (const c of changes) seen.push(`${c.order_id}:${c.status}:${c.attempts}`) })
+    await store.create(anOrder('A'), T0, T0)
+    await store.createMany([anOrder('B'), anOrder('C')], T0, T0)
+    const claims = await store.claim(2, T0 + 1, T0 + LEASE)
+    await store.settle([{ claim: claims[0]!, ok: true }, { claim: claims[1]!, ok: false, error: 'x', retryAt: T0 + 5 }], T0 + 2)
+    await store.cancel('C', T0 + 3)
+    const [again] = await store.claim(1, T0 + 5, T0 + 10)
+    await store.recoverExpired(T0 + 11, 2)
+    await waitFor(() => seen.length === 10, 'ten changes')
+    t.same(seen, [
+      'A:Pending:0', 'B:Pending:0', 'C:Pending:0', 'A:Processing:1', 'B:Processing:1',
+      'A:Completed:1', 'B:Pending:1', 'C:Cancelled:0', 'B:Processing:2', `${again!.order_id}:Failed:2`
+    ])
+  })
+
   t.test('a cursor key is made once per database', async (t) => {
     const store = await fresh(t)
     const key = await store.cursorKey()
