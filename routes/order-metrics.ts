@@ -1,6 +1,6 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { errorResponses } from '../plugins/errors.ts'
-import { STAGES } from '../src/http-timings.ts'
+import { HTTP_SUMMARY_MAX_AGE_MS, STAGES } from '../src/http-timings.ts'
 import { ORDER_STATUSES, type OrderStatus } from '../src/order.ts'
 
 export const MetricsQuery = Type.Object({
@@ -35,9 +35,6 @@ export const Metrics = Type.Object({
   cancelled: StatusGroup,
   http: Type.Record(Type.String(), RouteTimings, { description: 'per route ("POST /orders"): requests answered, and lifecycle stage timings refreshed at most once a second' })
 })
-
-/** Stage percentiles are refreshed at most this often; request counts are always exact. */
-const HTTP_SUMMARY_MAX_AGE_MS = 1000
 
 const groupName = (status: OrderStatus) => status.toLowerCase() as Lowercase<OrderStatus>
 

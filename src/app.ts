@@ -10,10 +10,13 @@ import overloadPlugin from '../plugins/overload.ts'
 import docsPlugin from '../plugins/docs.ts'
 import storePlugin from '../plugins/store.ts'
 import processorPlugin from '../plugins/processor.ts'
+import prometheusPlugin from '../plugins/prometheus.ts'
 import healthRoutes from '../routes/health.ts'
 import orderRoutes from '../routes/orders.ts'
+import orderStreamRoutes from '../routes/order-stream.ts'
 import orderMetricsRoutes from '../routes/order-metrics.ts'
 import populateRoutes from '../routes/populate.ts'
+import prometheusRoutes from '../routes/prometheus.ts'
 
 export interface AppOptions {
   /** Pino logger options, or false for none (tests). */
@@ -41,10 +44,13 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
   await app.register(docsPlugin)
   await app.register(storePlugin)
   await app.register(processorPlugin)
+  await app.register(prometheusPlugin)
 
   await app.register(healthRoutes)
+  await app.register(orderStreamRoutes)
   await app.register(orderRoutes)
   await app.register(orderMetricsRoutes)
   await app.register(populateRoutes)
+  await app.register(prometheusRoutes)
   return app
 }

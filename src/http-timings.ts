@@ -1,5 +1,8 @@
 import { build, type Histogram } from 'hdr-histogram-js'
 
+/** Stage percentiles are refreshed at most this often for readers that poll; counts are always exact. */
+export const HTTP_SUMMARY_MAX_AGE_MS = 1000
+
 export const STAGES = ['parsing', 'validation', 'handler', 'serialization', 'send', 'total'] as const
 export type Stage = typeof STAGES[number]
 

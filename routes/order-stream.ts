@@ -1,0 +1,60 @@
+import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { errorResponses } from '../plugins/errors.ts'
+import { OrderIdSchema, OrderStatusSchema } from '../src/order.ts'
+import type { OrderChange } from '../src/store.ts'
+
+/** A comment line this often keeps proxies from closing an idle stream. */
+const HEARTBEAT_MS = 15_000
+/** A client this far behind is disconnected rather than buffered for without end. */
+const MAX_BUFFERED_BYTES = 4 * 1024 * 1024
+
+const StatusEvent = Type.Object({
+  order_id: Type.String(),
+  status: OrderStatusSchema,
+  at: Type.String({ format: 'date-time' }),
+  attempts: Type.Integer()
+}, { description: 'Sent as `event: status` with this JSON as `data`' })
+
+function toEvent (change: OrderChange): string {
+  const data = { order_id: change.order_id, status: change.status, at: new Date(change.at).toISOString(), attempts: change.attempts }
+  return `event: status\ndata: ${JSON.stringify(data)}\n\n`
+}
+
+const orderStream: FastifyPluginAsyncTypebox = async (app) => {
+  const open = new Set<() => void>()
+  // Streams never end by themselves: end them so that shutdown does not wait for them.
+  app.addHook('preClose', async () => { for (const close of open) close() })
+
+  app.get('/orders/stream', {
+    schema: {
+      tags: ['orders'],
+      summary: 'Server-Sent Events of order status changes',
+      description: 'Every status change of every order, or of one order_id, in the order they were committed; a comment line every 15 s.',
+      querystring: Type.Object({ order_id: Type.Optional(OrderIdSchema) }, { additionalProperties: false }),
+      produces: ['text/event-stream'],
+      response: { 200: StatusEvent, ...errorResponses(400, 503) }
+    }
+  }, (request, reply) => {
+    const only = request.query.order_id
+    reply.hijack()
+    const res = reply.raw
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' })
+    res.write(': connected\n\n')
+    const close = () => {
+      if (!open.delete(close)) return
+      clearInterval(heartbeat)
+      unsubscribe()
+      res.end()
+    }
+    const unsubscribe = app.store.onChanges((changes) => {
+      const events = (only === undefined ? changes : changes.filter((c) => c.order_id === only)).map(toEvent).join('')
+      if (events) res.write(events)
+      if (res.writableLength > MAX_BUFFERED_BYTES) close()
+    })
+    const heartbeat = setInterval(() => res.write(': heartbeat\n\n'), HEARTBEAT_MS)
+    open.add(close)
+    request.raw.on('close', close)
+  })
+}
+
+export default orderStream

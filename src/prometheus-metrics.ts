@@ -1,0 +1,68 @@
+import { collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+import { HTTP_SUMMARY_MAX_AGE_MS, type HttpTimings } from './http-timings.ts'
+import { ORDER_STATUSES } from './order.ts'
+import type { OrderStore } from './store.ts'
+
+/** Buckets for order stage durations, in seconds: from 1 ms to the original's 2 s + 7 s and beyond. */
+const STAGE_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 3, 5, 7, 10, 30, 60, 300]
+
+/**
+ * The Prometheus view of the service: process metrics, orders by status (the store's running
+ * aggregates), order stage durations (from the store's status changes), and the HTTP lifecycle
+ * stage timings, read from the same histograms that feed /orders/metrics.
+ */
+export function prometheusMetrics (store: OrderStore, httpTimings: HttpTimings): { registry: Registry, stop: () => void } {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry })
+
+  new Gauge({
+    name: 'orders',
+    help: 'Orders by status',
+    labelNames: ['status'],
+    registers: [registry],
+    async collect () {
+      const { counts } = await store.stats()
+      for (const status of ORDER_STATUSES) this.set({ status }, counts[status])
+    }
+  })
+
+  const stage = (name: string, help: string) =>
+    new Histogram({ name, help, buckets: STAGE_BUCKETS, registers: [registry] })
+  const pending = stage('order_pending_seconds', 'Time from creation to the start of processing')
+  const processing = stage('order_processing_seconds', 'Time from the start of processing to completion')
+  const total = stage('order_total_seconds', 'Time from creation to completion')
+  const stop = store.onChanges((changes) => {
+    for (const change of changes) {
+      const started = change.processing_started_at
+      if (change.status === 'Processing' && change.attempts === 1 && started !== null) pending.observe((started - change.created_at) / 1000)
+      if (change.status === 'Completed' && started !== null) {
+        processing.observe((change.at - started) / 1000)
+        total.observe((change.at - change.created_at) / 1000)
+      }
+    }
+  })
+
+  new Gauge({
+    name: 'http_requests',
+    help: 'Requests answered, per route',
+    labelNames: ['route'],
+    registers: [registry],
+    collect () {
+      for (const [route, timings] of Object.entries(httpTimings.summary(HTTP_SUMMARY_MAX_AGE_MS))) this.set({ route }, timings.count)
+    }
+  })
+  new Gauge({
+    name: 'http_request_stage_milliseconds',
+    help: 'Request lifecycle stage timings per route (the figures of /orders/metrics)',
+    labelNames: ['route', 'stage', 'statistic'],
+    registers: [registry],
+    collect () {
+      for (const [route, timings] of Object.entries(httpTimings.summary(HTTP_SUMMARY_MAX_AGE_MS))) {
+        for (const [stageName, summary] of Object.entries(timings.stages)) {
+          for (const [statistic, value] of Object.entries(summary)) this.set({ route, stage: stageName, statistic }, value)
+        }
+      }
+    }
+  })
+  return { registry, stop }
+}
