@@ -53,7 +53,7 @@ export default fp(async (app) => {
       send: span(m.send, end),
       total: end - m.request
     }
-    timings.record(`${request.method} ${request.routeOptions.url ?? '(no route)'}`, stages)
+    timings.record(`${request.method} ${request.routeOptions.url ?? '(not found)'}`, stages)
     done()
   })
 }, { name: 'http-timings' })

@@ -17,6 +17,7 @@ import orderStreamRoutes from '../routes/order-stream.ts'
 import orderMetricsRoutes from '../routes/order-metrics.ts'
 import populateRoutes from '../routes/populate.ts'
 import prometheusRoutes from '../routes/prometheus.ts'
+import dashboardRoutes from '../routes/dashboard.ts'
 
 export interface AppOptions {
   /** Pino logger options, or false for none (tests). */
@@ -52,5 +53,6 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
   await app.register(orderMetricsRoutes)
   await app.register(populateRoutes)
   await app.register(prometheusRoutes)
+  await app.register(dashboardRoutes)
   return app
 }

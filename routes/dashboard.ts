@@ -1,0 +1,30 @@
+import { readFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+
+const PUBLIC = fileURLToPath(new URL('../public/', import.meta.url))
+// Served from the npm package: the page needs no CDN and works offline.
+const CHART_JS = join(dirname(createRequire(import.meta.url).resolve('chart.js')), 'chart.umd.min.js')
+
+const assets = {
+  '/dashboard': { type: 'text/html; charset=utf-8', body: readFileSync(join(PUBLIC, 'dashboard.html'), 'utf8') },
+  '/dashboard/app.js': { type: 'text/javascript; charset=utf-8', body: readFileSync(join(PUBLIC, 'dashboard.js'), 'utf8') },
+  '/dashboard/chart.js': { type: 'text/javascript; charset=utf-8', body: readFileSync(CHART_JS, 'utf8') }
+}
+
+const dashboard: FastifyPluginAsyncTypebox = async (app) => {
+  for (const [url, asset] of Object.entries(assets)) {
+    app.get(url, {
+      schema: {
+        tags: ['operations'],
+        summary: url === '/dashboard' ? 'A live page: counts, completions per second, stage times, p99 per route' : 'Dashboard asset',
+        produces: [asset.type.split(';')[0] as string],
+        response: { 200: Type.String() }
+      }
+    }, async (_request, reply) => reply.type(asset.type).header('cache-control', 'no-cache').send(asset.body))
+  }
+}
+
+export default dashboard
