@@ -8,6 +8,9 @@ const ROUTES: Record<string, Record<string, string[]>> = {
   '/orders/{order_id}/cancel': { post: ['200', '400', '404', '409', '500', '503'] },
   '/orders/metrics': { get: ['200', '400', '500', '503'] },
   '/orders/populate': { post: ['201', '400', '409', '413', '415', '500', '503'] },
+  '/orders/stream': { get: ['200', '400', '503'] },
+  '/metrics': { get: ['200', '500', '503'] },
+  '/dashboard': { get: ['200'] },
   '/health': { get: ['200'] },
   '/ready': { get: ['200', '503'] }
 }
