@@ -9,7 +9,7 @@ declare module 'fastify' {
 }
 
 export default fp(async (app) => {
-  const store = await openStore(app.config.DATABASE_URL)
+  const store = await openStore(app.config)
   app.decorate('store', store)
   app.addHook('onClose', async () => { await store.close() })
 }, { name: 'store', dependencies: ['config'] })

@@ -1,17 +1,46 @@
-import type { OrderStatus } from './order.ts'
-import type { OrderChange } from './store.ts'
+import { ORDER_STATUSES, type OrderStatus } from './order.ts'
+import type { ChangeListener, OrderChange } from './store.ts'
+
+const ALL: ReadonlySet<OrderStatus> = new Set(ORDER_STATUSES)
 
 /** The status changes one transaction made, announced once it has committed. */
 export class ChangeLog {
   readonly changes: OrderChange[] = []
 
-  /** Disabled when nobody listens: the hot path then builds no objects. */
-  constructor (private readonly enabled: boolean) {}
+  /** Only changes to statuses someone listens for are kept: the hot path builds no other objects. */
+  constructor (private readonly wanted: ReadonlySet<OrderStatus> = ALL) {}
 
   add (row: Omit<OrderChange, 'status' | 'at'>, status: OrderStatus, at: number): void {
-    if (!this.enabled) return
+    if (!this.wanted.has(status)) return
     this.changes.push({
       order_id: row.order_id, status, at, attempts: row.attempts, created_at: row.created_at, processing_started_at: row.processing_started_at
     })
+  }
+}
+
+/** Listeners of status changes, each for some statuses. */
+export class ChangeListeners {
+  private readonly listeners = new Map<ChangeListener, ReadonlySet<OrderStatus>>()
+  private union: ReadonlySet<OrderStatus> = new Set()
+
+  add (listener: ChangeListener, statuses: readonly OrderStatus[]): () => void {
+    this.listeners.set(listener, new Set(statuses))
+    this.union = new Set([...this.listeners.values()].flatMap((s) => [...s]))
+    return () => {
+      this.listeners.delete(listener)
+      this.union = new Set([...this.listeners.values()].flatMap((s) => [...s]))
+    }
+  }
+
+  /** The statuses at least one listener wants. */
+  get wanted (): ReadonlySet<OrderStatus> {
+    return this.union
+  }
+
+  emit (changes: OrderChange[]): void {
+    for (const [listener, statuses] of this.listeners) {
+      const relevant = statuses.size === ALL.size ? changes : changes.filter((c) => statuses.has(c.status))
+      if (relevant.length > 0) listener(relevant)
+    }
   }
 }

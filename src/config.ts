@@ -13,6 +13,7 @@ export const EnvSchema = Type.Object({
     pattern: '^(sqlite:.+|postgres(ql)?://.+)$',
     description: 'sqlite:<path>, sqlite::memory: or postgres://...'
   }),
+  SQLITE_BUSY_TIMEOUT_MS: Type.Integer({ default: 1000, minimum: 0, maximum: 60_000, description: 'how long a SQLite write waits for a lock another program holds' }),
   PROCESSOR: StringEnum(['on', 'off'], { default: 'on', description: 'off: an API-only process' }),
   PROCESSOR_CONCURRENCY: Type.Integer({ default: 1000, minimum: 1, maximum: 100000 }),
   PENDING_DELAY_MS: Type.Integer({ default: 2000, minimum: 0, maximum: 86_400_000 }),

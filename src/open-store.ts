@@ -1,9 +1,11 @@
+import type { Config } from './config.ts'
 import type { OrderStore } from './store.ts'
 import { PgStore } from './pg-store.ts'
 import { SqliteStore } from './sqlite-store.ts'
 
 /** Picks the store named by DATABASE_URL (its form is checked with the rest of the configuration). */
-export async function openStore (databaseUrl: string): Promise<OrderStore> {
-  if (databaseUrl.startsWith('sqlite:')) return new SqliteStore(databaseUrl.slice('sqlite:'.length))
-  return PgStore.open(databaseUrl)
+export async function openStore (config: Pick<Config, 'DATABASE_URL' | 'SQLITE_BUSY_TIMEOUT_MS'>): Promise<OrderStore> {
+  const url = config.DATABASE_URL
+  if (url.startsWith('sqlite:')) return new SqliteStore(url.slice('sqlite:'.length), config.SQLITE_BUSY_TIMEOUT_MS)
+  return PgStore.open(url)
 }

@@ -1,7 +1,7 @@
 import { randomInt, randomUUID } from 'node:crypto'
 import pg from 'pg'
 import type { NewOrder, OrderRecord, OrderStatus } from './order.ts'
-import { sameOrder, toCents } from './order.ts'
+import { ORDER_STATUSES, sameOrder, toCents } from './order.ts'
 import { GroupCommit, type Settled } from './group-commit.ts'
 import { migrate } from './pg-migrations.ts'
 import { PgListener } from './pg-listener.ts'
@@ -10,7 +10,7 @@ import type {
   CancelResult, ChangeListener, Claim, CreateResult, ListQuery, OrderChange, OrderPage, OrderStats, OrderStore, Outcome, WorkListener
 } from './store.ts'
 import { Listeners } from './listeners.ts'
-import { ChangeLog } from './change-log.ts'
+import { ChangeListeners, ChangeLog } from './change-log.ts'
 
 const CHANNEL = 'orders_available'
 const CHANGES_CHANNEL = 'order_changes'
@@ -42,7 +42,7 @@ type Tx = pg.PoolClient
  */
 export class PgStore implements OrderStore {
   private readonly workListeners = new Listeners<number>()
-  private readonly changeListeners = new Listeners<OrderChange[]>()
+  private readonly changeListeners = new ChangeListeners()
   private readonly shard = randomInt(STAT_SHARDS)
   private readonly creates = new GroupCommit<PendingCreate, CreateResult>((items) => this.createBatch(items))
   private readonly listener: PgListener
@@ -75,7 +75,7 @@ export class PgStore implements OrderStore {
       await tx.query('BEGIN')
       const delta = new StatsDelta()
       // Every process may stream changes, so they are always announced (on commit, in commit order).
-      const log = new ChangeLog(true)
+      const log = new ChangeLog()
       const result = await fn(tx, delta, log)
       await this.apply(tx, delta)
       await this.announce(tx, log.changes)
@@ -342,8 +342,8 @@ export class PgStore implements OrderStore {
     return this.workListeners.add(listener)
   }
 
-  onChanges (listener: ChangeListener): () => void {
-    return this.changeListeners.add(listener)
+  onChanges (listener: ChangeListener, statuses: readonly OrderStatus[] = ORDER_STATUSES): () => void {
+    return this.changeListeners.add(listener, statuses)
   }
 
   async close (): Promise<void> {

@@ -40,7 +40,7 @@ export function prometheusMetrics (store: OrderStore, httpTimings: HttpTimings):
         total.observe((change.at - change.created_at) / 1000)
       }
     }
-  })
+  }, ['Processing', 'Completed'])
 
   new Gauge({
     name: 'http_requests',

@@ -87,6 +87,7 @@ export interface OrderStore {
   cursorKey (): Promise<string>
   ping (): Promise<void>
   onWork (listener: WorkListener): () => void
-  onChanges (listener: ChangeListener): () => void
+  /** Listens for changes to some statuses (all by default). */
+  onChanges (listener: ChangeListener, statuses?: readonly OrderStatus[]): () => void
   close (): Promise<void>
 }

@@ -17,7 +17,7 @@ const log = pino({ level: config.LOG_LEVEL })
 
 let store: OrderStore
 try {
-  store = await openStore(config.DATABASE_URL)
+  store = await openStore(config)
 } catch (err) {
   console.error(`Could not start: ${(err as Error).message}`)
   process.exit(1)

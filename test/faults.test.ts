@@ -1,3 +1,7 @@
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import Database from 'better-sqlite3'
 import t from 'tap'
 import { anOrder, build, waitFor } from './helper.ts'
 import { createDatabase, SKIP_POSTGRES } from './pg-database.ts'
@@ -18,6 +22,27 @@ t.test('a lagging event loop gets 503 + Retry-After, then service resumes', asyn
   t.equal(await app.store.get(refused.orderId), undefined, 'the refused order was not created')
   await waitFor(async () => (await app.inject({ method: 'POST', url: '/orders', payload: anOrder('later') })).statusCode === 201,
     'service to resume once the loop is idle')
+})
+
+t.test('SQLite locked by another program: 503 JSON meanwhile, recovery by itself, nothing lost', async (t) => {
+  const path = join(mkdtempSync(join(tmpdir(), 'orders-locked-')), 'orders.db')
+  const app = await build(t, { DATABASE_URL: `sqlite:${path}`, SQLITE_BUSY_TIMEOUT_MS: '20', PROCESSOR: 'off' })
+  t.equal((await app.inject({ method: 'POST', url: '/orders', payload: anOrder('before') })).statusCode, 201)
+
+  const other = new Database(path)
+  other.exec('BEGIN EXCLUSIVE')
+  const refused = await app.inject({ method: 'POST', url: '/orders', payload: anOrder('during') })
+  t.equal(refused.statusCode, 503)
+  t.same(refused.json(), { error: 'Store unavailable: retry later' })
+  t.ok(refused.headers['retry-after'])
+  t.equal((await app.inject({ url: '/ready' })).statusCode, 503, '/ready says it cannot write')
+  t.equal((await app.inject({ url: '/orders/before' })).json().status, 'Pending', 'reads still work')
+
+  other.exec('ROLLBACK')
+  other.close()
+  t.equal((await app.inject({ url: '/ready' })).statusCode, 200)
+  t.equal((await app.inject({ method: 'POST', url: '/orders', payload: anOrder('during') })).statusCode, 201, 'the retry succeeds')
+  t.equal((await app.store.stats()).counts.Pending, 2)
 })
 
 t.test('PostgreSQL cut off and back: 503 JSON meanwhile, recovery by itself, nothing lost', { skip: SKIP_POSTGRES }, async (t) => {
