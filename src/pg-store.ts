@@ -11,6 +11,7 @@ import type {
 } from './store.ts'
 import { Listeners } from './listeners.ts'
 import { ChangeListeners, ChangeLog } from './change-log.ts'
+import { recordClaims, type ClaimedRow } from './claimed-rows.ts'
 
 const CHANNEL = 'orders_available'
 const CHANGES_CHANNEL = 'order_changes'
@@ -200,19 +201,14 @@ export class PgStore implements OrderStore {
   async claim (limit: number, now: number, leaseUntil: number): Promise<Claim[]> {
     const token = randomUUID()
     return this.transaction(async (tx, delta, log) => {
-      const { rows } = await tx.query<{ order_id: string, attempts: number, created_at: number, processing_started_at: number }>(`
+      const { rows } = await tx.query<ClaimedRow>(`
         UPDATE orders o SET status = 'Processing', claim_token = $1, lease_until = $2, attempts = o.attempts + 1,
           processing_started_at = COALESCE(o.processing_started_at, $3), updated_at = $3
         FROM (SELECT seq FROM orders WHERE status = 'Pending' AND available_at <= $3
               ORDER BY available_at, seq LIMIT $4 FOR UPDATE SKIP LOCKED) picked
         WHERE o.seq = picked.seq
         RETURNING o.order_id, o.attempts, o.created_at, o.processing_started_at`, [token, leaseUntil, now, limit])
-      delta.move('Pending', 'Processing', rows.length)
-      for (const row of rows) {
-        if (row.attempts === 1) delta.started(row.created_at, row.processing_started_at)
-        log.add(row, 'Processing', now)
-      }
-      return rows.map((row) => ({ order_id: row.order_id, token, attempts: row.attempts }))
+      return recordClaims(rows, token, now, delta, log)
     })
   }
 

@@ -13,6 +13,7 @@ import type {
 } from './store.ts'
 import { Listeners } from './listeners.ts'
 import { ChangeListeners, ChangeLog } from './change-log.ts'
+import { recordClaims, type ClaimedRow } from './claimed-rows.ts'
 
 const CHECKPOINT_INTERVAL_MS = 100
 
@@ -209,15 +210,7 @@ export class SqliteStore implements OrderStore {
   async claim (limit: number, now: number, leaseUntil: number): Promise<Claim[]> {
     return this.write((delta, log) => {
       const token = randomUUID()
-      const rows = this.sql.claim.all(token, leaseUntil, now, now, now, limit) as Array<{
-        order_id: string, attempts: number, created_at: number, processing_started_at: number
-      }>
-      delta.move('Pending', 'Processing', rows.length)
-      for (const row of rows) {
-        if (row.attempts === 1) delta.started(row.created_at, row.processing_started_at)
-        log.add(row, 'Processing', now)
-      }
-      return rows.map((row) => ({ order_id: row.order_id, token, attempts: row.attempts }))
+      return recordClaims(this.sql.claim.all(token, leaseUntil, now, now, now, limit) as ClaimedRow[], token, now, delta, log)
     })
   }
 

@@ -1,0 +1,21 @@
+import type { ChangeLog } from './change-log.ts'
+import type { StatsDelta } from './stats-delta.ts'
+import type { Claim } from './store.ts'
+
+/** A row a claim statement changed to Processing, as every store's claim returns it. */
+export interface ClaimedRow {
+  order_id: string
+  attempts: number
+  created_at: number
+  processing_started_at: number
+}
+
+/** Records the effects of a claim on the aggregates and the change log, and returns the claims. */
+export function recordClaims (rows: ClaimedRow[], token: string, now: number, delta: StatsDelta, log: ChangeLog): Claim[] {
+  delta.move('Pending', 'Processing', rows.length)
+  for (const row of rows) {
+    if (row.attempts === 1) delta.started(row.created_at, row.processing_started_at)
+    log.add(row, 'Processing', now)
+  }
+  return rows.map((row) => ({ order_id: row.order_id, token, attempts: row.attempts }))
+}
