@@ -8,23 +8,30 @@ interface Waiting<I, O> {
 
 /**
  * Collects the items submitted during one turn of the event loop and writes them in one batch:
- * one commit for many concurrent requests instead of one each. Each caller still learns its own
- * outcome, and one item's failure does not fail the others.
+ * one commit for many concurrent requests instead of one each. While a batch is being written
+ * (an asynchronous store), the next one keeps growing, so batches get larger as load rises.
+ * Each caller still learns its own outcome, and one item's failure does not fail the others.
  */
 export class GroupCommit<I, O> {
   private waiting: Array<Waiting<I, O>> = []
+  private writing = false
 
   constructor (private readonly writeBatch: (items: I[]) => Promise<Array<Settled<O>>> | Array<Settled<O>>) {}
 
   submit (item: I): Promise<O> {
     return new Promise<O>((resolve, reject) => {
-      if (this.waiting.push({ item, resolve, reject }) === 1) setImmediate(() => { void this.flush() })
+      if (this.waiting.push({ item, resolve, reject }) === 1 && !this.writing) this.schedule()
     })
+  }
+
+  private schedule (): void {
+    setImmediate(() => { void this.flush() })
   }
 
   private async flush (): Promise<void> {
     const batch = this.waiting
     this.waiting = []
+    this.writing = true
     try {
       const results = await this.writeBatch(batch.map((w) => w.item))
       batch.forEach((w, i) => {
@@ -34,6 +41,9 @@ export class GroupCommit<I, O> {
       })
     } catch (error) {
       for (const w of batch) w.reject(error)
+    } finally {
+      this.writing = false
+      if (this.waiting.length > 0) this.schedule()
     }
   }
 }

@@ -140,8 +140,10 @@ export class PgStore implements OrderStore {
         if (inserted.has(order.order_id)) log.add({ order_id: order.order_id, attempts: 0, created_at: now, processing_started_at: null }, 'Pending', now)
       }
       const others = items.filter((item) => !inserted.delete(item.order.order_id))
-      const existing = new Map((await this.select(tx, 'order_id = ANY($1)', [others.map((o) => o.order.order_id)]))
-        .map((record) => [record.order_id, record]))
+      // Only ids that were not inserted need their stored order compared (a retry or a conflict).
+      const existing = new Map(others.length === 0
+        ? []
+        : (await this.select(tx, 'order_id = ANY($1)', [others.map((o) => o.order.order_id)])).map((record) => [record.order_id, record]))
       const results = items.map((item): Settled<CreateResult> => {
         const record = others.includes(item) ? existing.get(item.order.order_id) : undefined
         if (!record) return { ok: true, value: 'created' }
