@@ -3,6 +3,9 @@ import type { ChangeListener, OrderChange } from './store.ts'
 
 const ALL: ReadonlySet<OrderStatus> = new Set(ORDER_STATUSES)
 
+/** What a statement that changed an order's status returns about it. */
+export type ChangedRow = Omit<OrderChange, 'status' | 'at'>
+
 /** The status changes one transaction made, announced once it has committed. */
 export class ChangeLog {
   readonly changes: OrderChange[] = []
@@ -10,7 +13,7 @@ export class ChangeLog {
   /** Only changes to statuses someone listens for are kept: the hot path builds no other objects. */
   constructor (private readonly wanted: ReadonlySet<OrderStatus> = ALL) {}
 
-  add (row: Omit<OrderChange, 'status' | 'at'>, status: OrderStatus, at: number): void {
+  add (row: ChangedRow, status: OrderStatus, at: number): void {
     if (!this.wanted.has(status)) return
     this.changes.push({
       order_id: row.order_id, status, at, attempts: row.attempts, created_at: row.created_at, processing_started_at: row.processing_started_at

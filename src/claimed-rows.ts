@@ -1,14 +1,9 @@
-import type { ChangeLog } from './change-log.ts'
+import type { ChangedRow, ChangeLog } from './change-log.ts'
 import type { StatsDelta } from './stats-delta.ts'
 import type { Claim } from './store.ts'
 
-/** A row a claim statement changed to Processing, as every store's claim returns it. */
-export interface ClaimedRow {
-  order_id: string
-  attempts: number
-  created_at: number
-  processing_started_at: number
-}
+/** A row a claim statement changed to Processing: it has started by then. */
+export type ClaimedRow = ChangedRow & { processing_started_at: number }
 
 /** Records the effects of a claim on the aggregates and the change log, and returns the claims. */
 export function recordClaims (rows: ClaimedRow[], token: string, now: number, delta: StatsDelta, log: ChangeLog): Claim[] {

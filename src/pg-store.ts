@@ -10,16 +10,15 @@ import type {
   CancelResult, ChangeListener, Claim, CreateResult, ListQuery, OrderChange, OrderPage, OrderStats, OrderStore, Outcome, WorkListener
 } from './store.ts'
 import { Listeners } from './listeners.ts'
-import { ChangeListeners, ChangeLog } from './change-log.ts'
+import { ChangeListeners, ChangeLog, type ChangedRow } from './change-log.ts'
 import { recordClaims, type ClaimedRow } from './claimed-rows.ts'
 
 const CHANNEL = 'orders_available'
 const CHANGES_CHANNEL = 'order_changes'
 /** Changes per NOTIFY: a payload must stay under PostgreSQL's 8000 bytes. */
 const CHANGES_PER_NOTIFY = 80
-/** What a status change reports about the order it changed. */
+/** The columns of a ChangedRow, returned by every statement that changes a status. */
 const CHANGED_COLUMNS = 'o.order_id, o.attempts, o.created_at, o.processing_started_at'
-type ChangedRow = Omit<OrderChange, 'status' | 'at'>
 /** Counter shards: each process writes one, picked at random, so that no single row is hot. */
 const STAT_SHARDS = 64
 

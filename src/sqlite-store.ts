@@ -9,10 +9,10 @@ import { Checkpointer } from './sqlite-checkpointer.ts'
 import { migrate } from './sqlite-migrations.ts'
 import { StatsDelta, statsFromRows } from './stats-delta.ts'
 import type {
-  CancelResult, ChangeListener, Claim, CreateResult, ListQuery, OrderChange, OrderPage, OrderStats, OrderStore, Outcome, WorkListener
+  CancelResult, ChangeListener, Claim, CreateResult, ListQuery, OrderPage, OrderStats, OrderStore, Outcome, WorkListener
 } from './store.ts'
 import { Listeners } from './listeners.ts'
-import { ChangeListeners, ChangeLog } from './change-log.ts'
+import { ChangeListeners, ChangeLog, type ChangedRow } from './change-log.ts'
 import { recordClaims, type ClaimedRow } from './claimed-rows.ts'
 
 const CHECKPOINT_INTERVAL_MS = 100
@@ -22,9 +22,8 @@ type Write<O> = (delta: StatsDelta, log: ChangeLog) => O
 
 interface OrderRow extends Omit<OrderRecord, 'item_ids'> { item_ids: string }
 
-/** What a status change reports about the order it changed. */
+/** The columns of a ChangedRow, returned by every statement that changes a status. */
 const CHANGED_COLUMNS = 'order_id, attempts, created_at, processing_started_at'
-type ChangedRow = Omit<OrderChange, 'status' | 'at'>
 
 const ORDER_COLUMNS = `seq, order_id, user_id, item_ids, total_cents, status, created_at,
   processing_started_at, completed_at, updated_at, attempts, last_error`
