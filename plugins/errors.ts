@@ -39,7 +39,9 @@ export function sendError (err: FastifyError, request: FastifyRequest, reply: Fa
     request.log.error({ err }, 'request failed')
     return reply.code(status).send({ error: 'Internal server error' })
   }
-  return reply.code(status).send({ error: err.message })
+  // Fastify's own message says only "Unsupported Media Type": say what to send instead.
+  const message = err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? 'Unsupported Media Type: send the body as application/json' : err.message
+  return reply.code(status).send({ error: message })
 }
 
 export default fp(async (app) => {
