@@ -11,16 +11,16 @@ const health: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/ready', {
     schema: {
       tags: ['operations'],
-      summary: 'The store is reachable',
+      summary: 'The store is reachable and takes writes',
       response: { 200: Status, ...errorResponses(503) }
     }
   }, async (request, reply) => {
     try {
-      await app.store.ping()
+      await app.store.ping(Date.now())
       return { status: 'ready' }
     } catch (err) {
-      request.log.warn({ err }, 'store not reachable')
-      return reply.code(503).send({ error: 'Store not reachable' })
+      request.log.warn({ err }, 'store not ready')
+      return reply.code(503).send({ error: 'Store unavailable: it does not take writes now' })
     }
   })
 }

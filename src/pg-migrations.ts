@@ -40,6 +40,10 @@ const MIGRATIONS: string[] = [
   );
   CREATE TABLE service_keys (name TEXT PRIMARY KEY, value TEXT NOT NULL);
   INSERT INTO service_keys (name, value) VALUES ('cursor', md5(random()::text || clock_timestamp()::text) || md5(random()::text));
+  `,
+  `
+  CREATE TABLE readiness_checks (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at BIGINT NOT NULL);
+  INSERT INTO readiness_checks (id, checked_at) VALUES (1, 0);
   `
 ]
 

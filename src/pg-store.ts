@@ -331,8 +331,9 @@ export class PgStore implements OrderStore {
     return (rows[0] as { value: string }).value
   }
 
-  async ping (): Promise<void> {
-    await this.pool.query('SELECT 1')
+  // A write, not SELECT 1: a server that is reachable but read-only (a standby, a full disk) is not ready.
+  async ping (now: number): Promise<void> {
+    await this.pool.query('UPDATE readiness_checks SET checked_at = $1 WHERE id = 1', [now])
   }
 
   onWork (listener: WorkListener): () => void {

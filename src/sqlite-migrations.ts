@@ -36,6 +36,10 @@ const MIGRATIONS: string[] = [
   `
   CREATE TABLE service_keys (name TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
   INSERT INTO service_keys (name, value) VALUES ('cursor', lower(hex(randomblob(32))));
+  `,
+  `
+  CREATE TABLE readiness_checks (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at INTEGER NOT NULL);
+  INSERT INTO readiness_checks (id, checked_at) VALUES (1, 0);
   `
 ]
 

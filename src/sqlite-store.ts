@@ -105,9 +105,7 @@ export class SqliteStore implements OrderStore {
       reserveBatch: db.prepare(`INSERT INTO populate_batches (batch_id, total_entries, created_at)
         VALUES (?, ?, ?) ON CONFLICT (batch_id) DO NOTHING`),
       cursorKey: db.prepare("SELECT value FROM service_keys WHERE name = 'cursor'").pluck(),
-      // Ready means writable: taking the write lock fails while another connection holds it.
-      beginWrite: db.prepare('BEGIN IMMEDIATE'),
-      rollback: db.prepare('ROLLBACK')
+      readinessCheck: db.prepare('UPDATE readiness_checks SET checked_at = ? WHERE id = 1')
     }
     const writeTx = db.transaction(this.writeBatch.bind(this))
     this.writes = new GroupCommit((writes) => {
@@ -288,9 +286,9 @@ export class SqliteStore implements OrderStore {
     return this.sql.cursorKey.get() as string
   }
 
-  async ping (): Promise<void> {
-    this.sql.beginWrite.run()
-    this.sql.rollback.run()
+  // Goes through the same commit as orders, so it fails exactly when they would: locked, read-only, disk full.
+  async ping (now: number): Promise<void> {
+    await this.write(() => this.sql.readinessCheck.run(now))
   }
 
   onWork (listener: WorkListener): () => void {

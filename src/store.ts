@@ -85,7 +85,8 @@ export interface OrderStore {
   reserveBatch (batchId: string, totalEntries: number, now: number): Promise<boolean>
   /** A secret made once per database, to sign list cursors. */
   cursorKey (): Promise<string>
-  ping (): Promise<void>
+  /** Commits a one-row write: resolves only while the store takes writes (the readiness check). */
+  ping (now: number): Promise<void>
   onWork (listener: WorkListener): () => void
   /** Listens for changes to some statuses (all by default). */
   onChanges (listener: ChangeListener, statuses?: readonly OrderStatus[]): () => void

@@ -1,11 +1,21 @@
-import { mkdtempSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
-import t from 'tap'
+import pg from 'pg'
+import type { LightMyRequestResponse } from 'fastify'
+import t, { type Test } from 'tap'
 import { anOrder, build, waitFor } from './helper.ts'
-import { createDatabase, SKIP_POSTGRES } from './pg-database.ts'
+import { createDatabase, POSTGRES_URL, SKIP_POSTGRES } from './pg-database.ts'
 import { TcpProxy } from './tcp-proxy.ts'
+
+/** The answer a request gets while the store refuses writes: 503 JSON, to be retried later. */
+function storeUnavailable (t: Test, res: LightMyRequestResponse): void {
+  t.equal(res.statusCode, 503)
+  t.same(res.json(), { error: 'Store unavailable: retry later' })
+  t.ok(res.headers['retry-after'], 'Retry-After says when')
+}
 
 t.test('a lagging event loop gets 503 + Retry-After, then service resumes', async (t) => {
   const app = await build(t, { MAX_EVENT_LOOP_DELAY_MS: '50', PROCESSOR: 'off' })
@@ -32,9 +42,7 @@ t.test('SQLite locked by another program: 503 JSON meanwhile, recovery by itself
   const other = new Database(path)
   other.exec('BEGIN EXCLUSIVE')
   const refused = await app.inject({ method: 'POST', url: '/orders', payload: anOrder('during') })
-  t.equal(refused.statusCode, 503)
-  t.same(refused.json(), { error: 'Store unavailable: retry later' })
-  t.ok(refused.headers['retry-after'])
+  storeUnavailable(t, refused)
   t.equal((await app.inject({ url: '/ready' })).statusCode, 503, '/ready says it cannot write')
   t.equal((await app.inject({ url: '/orders/before' })).json().status, 'Pending', 'reads still work')
 
@@ -43,6 +51,57 @@ t.test('SQLite locked by another program: 503 JSON meanwhile, recovery by itself
   t.equal((await app.inject({ url: '/ready' })).statusCode, 200)
   t.equal((await app.inject({ method: 'POST', url: '/orders', payload: anOrder('during') })).statusCode, 201, 'the retry succeeds')
   t.equal((await app.store.stats()).counts.Pending, 2)
+})
+
+/** A 4 MiB tmpfs of the test's own, unmounted when the test ends. */
+function smallDisk (t: Test): string {
+  const dir = mkdtempSync(join(tmpdir(), 'orders-disk-'))
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', dir])
+  t.teardown(() => { execFileSync('umount', ['-l', dir]) })
+  return dir
+}
+
+/** Writes zeros until the file system has no room left. */
+function fillUp (path: string): void {
+  const fd = openSync(path, 'w')
+  const chunk = Buffer.alloc(64 * 1024)
+  try {
+    for (;;) writeSync(fd, chunk)
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err
+  } finally {
+    closeSync(fd)
+  }
+}
+
+t.test('SQLite on a full disk: 503 JSON meanwhile, recovery by itself, nothing lost', {
+  skip: process.getuid?.() !== 0 && 'mounting a small disk needs root: run as root to test a full disk'
+}, async (t) => {
+  const dir = smallDisk(t)
+  const app = await build(t, { DATABASE_URL: `sqlite:${join(dir, 'orders.db')}`, LEASE_MS: '1000' })
+  const answered: string[] = []
+  const create = async (orderId: string) => {
+    const res = await app.inject({ method: 'POST', url: '/orders', payload: anOrder(orderId) })
+    if (res.statusCode === 201) answered.push(orderId)
+    return res
+  }
+  t.equal((await create('before')).statusCode, 201)
+
+  fillUp(join(dir, 'filler'))
+  // Commits first reuse room the write-ahead log already has; sooner or later one needs more.
+  const refused = await waitFor(async () => {
+    const res = await create(`during-${answered.length}`)
+    return res.statusCode !== 201 && res
+  }, 'a write to need room the disk does not have')
+  storeUnavailable(t, refused)
+  t.equal((await app.inject({ url: '/ready' })).statusCode, 503, '/ready says it cannot write')
+
+  rmSync(join(dir, 'filler'))
+  await waitFor(async () => (await app.inject({ url: '/ready' })).statusCode === 200, 'the store to take writes again')
+  t.equal((await create('after')).statusCode, 201)
+  await waitFor(async () => (await app.store.stats()).counts.Completed === answered.length, 'every answered order to complete')
+  for (const orderId of answered) t.equal((await app.store.get(orderId))?.status, 'Completed', `${orderId} completed`)
+  t.equal((await app.store.stats()).counts.Processing, 0, 'no order left stuck in Processing')
 })
 
 t.test('PostgreSQL cut off and back: 503 JSON meanwhile, recovery by itself, nothing lost', { skip: SKIP_POSTGRES }, async (t) => {
@@ -57,16 +116,44 @@ t.test('PostgreSQL cut off and back: 503 JSON meanwhile, recovery by itself, not
   t.equal((await app.inject({ method: 'POST', url: '/orders', payload: anOrder('before') })).statusCode, 201)
   await proxy.cut()
   const refused = await app.inject({ method: 'POST', url: '/orders', payload: anOrder('during') })
-  t.equal(refused.statusCode, 503)
-  t.same(refused.json(), { error: 'Store unavailable: retry later' })
-  t.ok(refused.headers['retry-after'])
+  storeUnavailable(t, refused)
   const ready = await app.inject({ url: '/ready' })
   t.equal(ready.statusCode, 503)
-  t.same(ready.json(), { error: 'Store not reachable' })
+  t.same(ready.json(), { error: 'Store unavailable: it does not take writes now' })
   t.equal((await app.inject({ url: '/orders/before' })).statusCode, 503, 'reads refused too, as JSON')
 
   await proxy.restore()
   await waitFor(async () => (await app.inject({ url: '/ready' })).statusCode === 200, 'the store to be reachable again')
   t.equal((await app.inject({ method: 'POST', url: '/orders', payload: anOrder('during') })).statusCode, 201, 'the retry succeeds')
   t.equal((await app.inject({ url: '/orders/before' })).json().status, 'Pending', 'the earlier order is still there')
+})
+
+t.test('PostgreSQL turned read-only, as a standby after a failover: 503 JSON meanwhile, recovery by itself', { skip: SKIP_POSTGRES }, async (t) => {
+  const database = await createDatabase()
+  const name = new URL(database.url).pathname.slice(1)
+  const admin = new pg.Client({ connectionString: POSTGRES_URL })
+  await admin.connect()
+  t.teardown(async () => { await admin.end(); await database.drop() })
+  // Sessions read the setting when they start: end them so that the service reconnects to it.
+  const setReadOnly = async (on: boolean) => {
+    await admin.query(`ALTER DATABASE ${name} SET default_transaction_read_only = ${on ? 'on' : 'off'}`)
+    await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1', [name])
+  }
+  const app = await build(t, { DATABASE_URL: database.url, PROCESSOR: 'off' })
+  t.equal((await app.inject({ method: 'POST', url: '/orders', payload: anOrder('before') })).statusCode, 201)
+
+  await setReadOnly(true)
+  const refused = await waitFor(async () => {
+    const res = await app.inject({ method: 'POST', url: '/orders', payload: anOrder('during') })
+    return res.statusCode !== 201 && res
+  }, 'a write to reach the read-only server')
+  storeUnavailable(t, refused)
+  t.equal((await app.inject({ url: '/ready' })).statusCode, 503, '/ready says it cannot write')
+  t.equal((await app.inject({ url: '/orders/before' })).json().status, 'Pending', 'reads still work')
+
+  await setReadOnly(false)
+  await waitFor(async () => (await app.inject({ method: 'POST', url: '/orders', payload: anOrder('during') })).statusCode === 201,
+    'a retry to succeed once the server takes writes')
+  t.equal((await app.inject({ url: '/ready' })).statusCode, 200)
+  t.equal((await app.store.stats()).counts.Pending, 2, 'both orders kept, once each')
 })
