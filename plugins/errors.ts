@@ -1,3 +1,5 @@
+import { STATUS_CODES } from 'node:http'
+import type { Socket } from 'node:net'
 import fp from 'fastify-plugin'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import { Type } from '@sinclair/typebox'
@@ -42,6 +44,24 @@ export function sendError (err: FastifyError, request: FastifyRequest, reply: Fa
   // Fastify's own message says only "Unsupported Media Type": say what to send instead.
   const message = err.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? 'Unsupported Media Type: send the body as application/json' : err.message
   return reply.code(status).send({ error: message })
+}
+
+/** Errors Node's HTTP parser and timers raise before any route runs, by error code. */
+const CLIENT_ERRORS: Record<string, [number, string]> = {
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout: the whole request must arrive within REQUEST_TIMEOUT_MS'],
+  HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large: at most 16 KiB of headers']
+}
+
+/** Answers a request the HTTP parser refused with the same `{"error": "..."}` JSON, then closes the connection. */
+export function answerClientError (err: Error & { code?: string }, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return
+  const [status, message] = CLIENT_ERRORS[err.code ?? ''] ?? [400, 'Bad Request: not a valid HTTP/1.1 request']
+  const body = JSON.stringify({ error: message })
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
+  }
+  socket.destroy(err)
 }
 
 export default fp(async (app) => {

@@ -3,7 +3,7 @@ import { errorResponses } from '../plugins/errors.ts'
 import { OrderIdSchema, OrderStatusSchema } from '../src/order.ts'
 import type { OrderChange } from '../src/store.ts'
 
-/** A comment line this often keeps proxies from closing an idle stream. */
+/** A comment line this often keeps proxies, and CONNECTION_TIMEOUT_MS, from closing an idle stream. */
 const HEARTBEAT_MS = 15_000
 /** A client this far behind is disconnected rather than buffered for without end. */
 const MAX_BUFFERED_BYTES = 4 * 1024 * 1024
@@ -51,7 +51,7 @@ const orderStream: FastifyPluginAsyncTypebox = async (app) => {
       if (events) res.write(events)
       if (res.writableLength > MAX_BUFFERED_BYTES) close()
     })
-    const heartbeat = setInterval(() => res.write(': heartbeat\n\n'), HEARTBEAT_MS)
+    const heartbeat = setInterval(() => res.write(': heartbeat\n\n'), Math.min(HEARTBEAT_MS, app.config.CONNECTION_TIMEOUT_MS / 2))
     open.add(close)
     request.raw.on('close', close)
   })

@@ -3,7 +3,7 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config.ts'
 import configPlugin from '../plugins/config.ts'
 import validationPlugin from '../plugins/validation.ts'
-import errorsPlugin, { sendError } from '../plugins/errors.ts'
+import errorsPlugin, { answerClientError, sendError } from '../plugins/errors.ts'
 import httpTimingsPlugin from '../plugins/http-timings.ts'
 import apiKeyPlugin from '../plugins/api-key.ts'
 import overloadPlugin from '../plugins/overload.ts'
@@ -31,9 +31,18 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
     routerOptions: { ignoreTrailingSlash: true },
     // Errors raised before routing (a malformed or over-long URL) get the same JSON shape.
     frameworkErrors: sendError,
+    // Malformed HTTP, oversized headers and timed-out requests, which never reach a route, too.
+    clientErrorHandler: answerClientError,
     // Keep-alive connections that sit idle are closed at shutdown instead of holding it open.
     forceCloseConnections: 'idle',
-    requestTimeout: config.REQUEST_TIMEOUT_MS
+    requestTimeout: config.REQUEST_TIMEOUT_MS,
+    connectionTimeout: config.CONNECTION_TIMEOUT_MS,
+    http: {
+      // Node enforces no request timeout shorter than its 60 s headers timeout: make them one.
+      headersTimeout: config.REQUEST_TIMEOUT_MS,
+      // Node checks these timeouts every 30 s by default: each second keeps the limit close.
+      connectionsCheckingInterval: 1000
+    }
   }).withTypeProvider<TypeBoxTypeProvider>()
 
   await app.register(configPlugin, { config })

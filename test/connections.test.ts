@@ -1,0 +1,91 @@
+import { get } from 'node:http'
+import { connect } from 'node:net'
+import type { FastifyInstance } from 'fastify'
+import t, { type Test } from 'tap'
+import { build, type Settings } from './helper.ts'
+
+async function listening (t: Test, settings: Settings): Promise<{ app: FastifyInstance, port: number }> {
+  const app = await build(t, { PROCESSOR: 'off', ...settings })
+  await app.listen({ host: '127.0.0.1', port: 0 })
+  const address = app.server.address()
+  if (address === null || typeof address === 'string') throw new Error('not listening on TCP')
+  return { app, port: address.port }
+}
+
+/** Opens a raw connection, sends `bytes` and collects what comes back until the server closes it. */
+async function exchange (port: number, bytes: string, deadlineMs = 10_000): Promise<{ response: string, afterMs: number }> {
+  const started = Date.now()
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => { if (bytes) socket.write(bytes) })
+    let response = ''
+    const deadline = setTimeout(() => { socket.destroy(); reject(new Error(`still open after ${deadlineMs} ms`)) }, deadlineMs)
+    socket.setEncoding('utf8')
+    socket.on('data', (chunk: string) => { response += chunk })
+    socket.on('error', () => {})
+    socket.on('close', () => { clearTimeout(deadline); resolve({ response, afterMs: Date.now() - started }) })
+  })
+}
+
+function parse (response: string): { status: number, contentType: string | undefined, body: unknown } {
+  const [head = '', body = ''] = response.split('\r\n\r\n')
+  const status = Number(/^HTTP\/1\.1 (\d{3})/.exec(head)?.[1])
+  const contentType = /^content-type: (.*)$/im.exec(head)?.[1]
+  return { status, contentType, body: JSON.parse(body) }
+}
+
+t.test('bytes that are not HTTP get a 400 JSON error, then the connection closes', async (t) => {
+  const { port } = await listening(t, {})
+  const { status, contentType, body } = parse((await exchange(port, 'HELLO THERE\r\n\r\n')).response)
+  t.equal(status, 400)
+  t.match(contentType, /^application\/json/)
+  t.same(body, { error: 'Bad Request: not a valid HTTP/1.1 request' })
+})
+
+t.test('headers over 16 KiB get a 431 JSON error', async (t) => {
+  const { port } = await listening(t, {})
+  const request = `GET /orders HTTP/1.1\r\nhost: x\r\nx-padding: ${'a'.repeat(20 * 1024)}\r\n\r\n`
+  const { status, body } = parse((await exchange(port, request)).response)
+  t.equal(status, 431)
+  t.same(body, { error: 'Request Header Fields Too Large: at most 16 KiB of headers' })
+})
+
+const stalled = {
+  'headers that stop': 'POST /orders HTTP/1.1\r\nhost: x\r\ncontent-type: appl',
+  'a body that stops': 'POST /orders HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{"user_id": 1,'
+}
+for (const [what, request] of Object.entries(stalled)) {
+  t.test(`${what} arriving: a 408 JSON error after REQUEST_TIMEOUT_MS, nothing created`, async (t) => {
+    const { app, port } = await listening(t, { REQUEST_TIMEOUT_MS: '1000' })
+    const { response, afterMs } = await exchange(port, request)
+    const { status, body } = parse(response)
+    t.equal(status, 408)
+    t.same(body, { error: 'Request Timeout: the whole request must arrive within REQUEST_TIMEOUT_MS' })
+    t.ok(afterMs >= 1000, `answered after the timeout (${afterMs} ms)`)
+    t.equal((await app.store.stats()).counts.Pending, 0, 'nothing created')
+  })
+}
+
+t.test('a connection that stays silent is closed after CONNECTION_TIMEOUT_MS', async (t) => {
+  const { port } = await listening(t, { CONNECTION_TIMEOUT_MS: '1000' })
+  const { response, afterMs } = await exchange(port, '')
+  t.equal(response, '', 'nothing to answer: no request was sent')
+  t.ok(afterMs >= 1000, `closed after the timeout (${afterMs} ms)`)
+})
+
+t.test('an idle event stream outlives CONNECTION_TIMEOUT_MS: heartbeats keep it open', async (t) => {
+  const { port } = await listening(t, { CONNECTION_TIMEOUT_MS: '1000' })
+  const started = Date.now()
+  const heartbeats = await new Promise<number>((resolve, reject) => {
+    get({ host: '127.0.0.1', port, path: '/orders/stream' }, (res) => {
+      let count = 0
+      res.setEncoding('utf8')
+      res.on('data', (chunk: string) => {
+        count += chunk.split(': heartbeat').length - 1
+        if (count === 4) { res.destroy(); resolve(count) }
+      })
+      res.on('close', () => { reject(new Error(`stream closed after ${count} heartbeats`)) })
+    }).on('error', reject)
+  })
+  t.equal(heartbeats, 4)
+  t.ok(Date.now() - started > 1500, 'open for longer than the connection timeout')
+})
