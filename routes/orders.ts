@@ -1,7 +1,7 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { BODY_ERRORS, ErrorSchema, errorResponses } from '../plugins/errors.ts'
 import { CursorCodec } from '../src/cursor.ts'
-import { NewOrderSchema, OrderIdSchema, OrderSchema, OrderStatusSchema, toOrder } from '../src/order.ts'
+import { claimableAt, NewOrderSchema, OrderIdSchema, OrderSchema, OrderStatusSchema, toOrder } from '../src/order.ts'
 
 export const OrderIdParams = Type.Object({ order_id: OrderIdSchema })
 
@@ -48,7 +48,7 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
   }, async (request, reply) => {
     const order = request.body
     const now = Date.now()
-    const result = await store.create(order, now, now + config.PENDING_DELAY_MS)
+    const result = await store.create(order, now, claimableAt(now, config.PENDING_DELAY_MS))
     if (result === 'conflict') {
       return reply.code(409).send({ error: `Order ${order.order_id} already exists with different content` })
     }

@@ -101,6 +101,11 @@ export interface OrderRecord {
   last_error: string | null
 }
 
+/** When a new order may first be claimed: PENDING_DELAY_MS after it was created. */
+export function claimableAt (createdAt: number, pendingDelayMs: number): number {
+  return createdAt + pendingDelayMs
+}
+
 export function toCents (amount: number): number {
   return Math.round(amount * 100)
 }

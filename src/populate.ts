@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto'
-import type { NewOrder } from './order.ts'
+import { claimableAt, type NewOrder } from './order.ts'
 import type { OrderStore } from './store.ts'
 
 /** Orders per bulk transaction: large enough to amortise the commit, small enough to yield often. */
@@ -46,7 +46,7 @@ export async function populate (
     const count = Math.min(CHUNK, total - first + 1)
     const orders = Array.from({ length: count }, (_, k) => simulatedOrder(batchId, first + k))
     const createdAt = now()
-    const existing = await store.createMany(orders, createdAt, createdAt + pendingDelayMs)
+    const existing = await store.createMany(orders, createdAt, claimableAt(createdAt, pendingDelayMs))
     failures += existing.length
     for (const id of existing.slice(0, MAX_LISTED_ERRORS - errors.length)) errors.push(`Order ${id} already exists`)
     await new Promise((resolve) => setImmediate(resolve))
