@@ -1,4 +1,5 @@
 import js from '@eslint/js'
+import globals from 'globals'
 import tseslint from 'typescript-eslint'
 
 export default tseslint.config(
@@ -10,7 +11,7 @@ export default tseslint.config(
     files: ['public/**/*.js'],
     languageOptions: {
       sourceType: 'script',
-      globals: { document: 'readonly', fetch: 'readonly', EventSource: 'readonly', setTimeout: 'readonly', setInterval: 'readonly', Chart: 'readonly' }
+      globals: { ...globals.browser, Chart: 'readonly' }
     }
   },
   {

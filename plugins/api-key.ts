@@ -1,8 +1,8 @@
 import fp from 'fastify-plugin'
 import { bearerMatches } from '../src/api-key.ts'
 
-/** Paths anyone may read: probes and the API's documentation. */
-const OPEN = /^\/(health|ready|docs)(\/|$|\?)/
+/** Paths anyone may read: probes, the API's documentation and the dashboard page (its data needs the key). */
+const OPEN = /^\/(health|ready|docs|dashboard)(\/|$|\?)/
 
 /** With API_KEY set, every other route needs `Authorization: Bearer <API_KEY>`. */
 export default fp(async (app) => {

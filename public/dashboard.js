@@ -1,4 +1,5 @@
 // The dashboard's only data sources: the status-change stream and /orders/metrics.
+// With API_KEY set on the service they need the key: asked for once, kept for this tab only.
 const STATUSES = ['Pending', 'Processing', 'Completed', 'Failed', 'Cancelled']
 const WINDOW_S = 300
 const text = (id, value) => { document.getElementById(id).textContent = value }
@@ -20,8 +21,38 @@ function drawThroughput () {
   chart.update()
 }
 
+const keyForm = document.getElementById('key-form')
+const authorization = () => {
+  const key = sessionStorage.getItem('apiKey')
+  return key ? { authorization: `Bearer ${key}` } : {}
+}
+let unauthorized = false
+function askForKey () {
+  unauthorized = true
+  text('live', 'needs the API key')
+  keyForm.hidden = false
+}
+keyForm.addEventListener('submit', (event) => {
+  event.preventDefault()
+  sessionStorage.setItem('apiKey', keyForm.elements.key.value)
+  keyForm.hidden = true
+  unauthorized = false
+  text('live', 'connecting…')
+  start()
+})
+
+/** GETs JSON or a stream with the key, if any; a 401 asks for the key and ends with null. */
+async function get (url) {
+  const res = await fetch(url, { headers: authorization() })
+  if (res.status === 401) { askForKey(); return null }
+  if (!res.ok) throw new Error(`${url}: ${res.status}`)
+  return res
+}
+
 async function refresh () {
-  const m = await (await fetch('/orders/metrics')).json()
+  const res = await get('/orders/metrics')
+  if (!res) return
+  const m = await res.json()
   for (const status of STATUSES) text(`count-${status}`, m[status.toLowerCase()].count.toLocaleString('en'))
   text('backlog', (m.pending.count + m.processing.count).toLocaleString('en'))
   text('avg-pending', m.average_pending_time.toFixed(3))
@@ -41,16 +72,45 @@ function refreshSoon () {
   setTimeout(() => { refreshQueued = false; refresh().catch(() => {}) }, 250)
 }
 
-const stream = new EventSource('/orders/stream')
-stream.onopen = () => text('live', 'live')
-stream.onerror = () => text('live', 'reconnecting…')
-stream.addEventListener('status', (event) => {
-  const change = JSON.parse(event.data)
+function onStatus (change) {
   if (change.status === 'Completed') perSecond.set(second(), (perSecond.get(second()) ?? 0) + 1)
   refreshSoon()
-})
+}
 
-refresh().catch(() => {})
+// fetch, not EventSource, because EventSource cannot send the Authorization header.
+async function follow () {
+  const res = await get('/orders/stream')
+  if (!res) return
+  text('live', 'live')
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader()
+  let buffered = ''
+  for (;;) {
+    const { value, done } = await reader.read()
+    if (done) throw new Error('stream ended')
+    buffered += value
+    const events = buffered.split('\n\n')
+    buffered = events.pop()
+    for (const event of events) {
+      const data = event.split('\n').find((line) => line.startsWith('data: '))
+      if (event.startsWith('event: status') && data) onStatus(JSON.parse(data.slice('data: '.length)))
+    }
+  }
+}
+
+let following = false
+function start () {
+  refresh().catch(() => {})
+  if (following) return
+  following = true
+  follow().catch(() => {}).finally(() => {
+    following = false
+    if (unauthorized) return
+    text('live', 'reconnecting…')
+    setTimeout(start, 1000)
+  })
+}
+
+start()
 setInterval(drawThroughput, 1000)
-setInterval(() => refresh().catch(() => {}), 5000)
+setInterval(() => { if (!unauthorized) refresh().catch(() => {}) }, 5000)
 drawThroughput()

@@ -4,9 +4,9 @@ import { anOrder, build } from './helper.ts'
 
 const KEY = 'a-long-enough-secret-key'
 
-t.test('with API_KEY set, every route but /health, /ready and /docs needs the key', async (t) => {
+t.test('with API_KEY set, every route but /health, /ready, /docs and the dashboard page needs the key', async (t) => {
   const app = await build(t, { API_KEY: KEY, PROCESSOR: 'off' })
-  for (const url of ['/health', '/ready', '/docs/json', '/docs']) {
+  for (const url of ['/health', '/ready', '/docs/json', '/docs', '/dashboard', '/dashboard/app.js', '/dashboard/chart.js']) {
     t.ok((await app.inject({ url })).statusCode < 400, `${url} is open`)
   }
   const requests = [
@@ -14,6 +14,9 @@ t.test('with API_KEY set, every route but /health, /ready and /docs needs the ke
     { method: 'GET' as const, url: '/orders' },
     { method: 'GET' as const, url: '/orders/K1' },
     { method: 'GET' as const, url: '/orders/metrics' },
+    { method: 'GET' as const, url: '/orders/stream' },
+    { method: 'GET' as const, url: '/metrics' },
+    { method: 'GET' as const, url: '/dashboards' },
     { method: 'POST' as const, url: '/orders/populate', payload: { total_entries: 1 } },
     { method: 'POST' as const, url: '/orders/K1/cancel' },
     { method: 'GET' as const, url: '/healthz' }
