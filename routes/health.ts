@@ -4,6 +4,10 @@ import { errorResponses } from '../plugins/errors.ts'
 const Status = Type.Object({ status: Type.String() })
 
 const health: FastifyPluginAsyncTypebox = async (app) => {
+  // /ready is open to anyone: concurrent checks share one store write, so a flood costs one at a time.
+  let check: Promise<void> | null = null
+  const ready = () => (check ??= app.store.ping(Date.now()).finally(() => { check = null }))
+
   app.get('/health', {
     schema: { tags: ['operations'], summary: 'The process is alive', response: { 200: Status } }
   }, async () => ({ status: 'ok' }))
@@ -16,7 +20,7 @@ const health: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     try {
-      await app.store.ping(Date.now())
+      await ready()
       return { status: 'ready' }
     } catch (err) {
       request.log.warn({ err }, 'store not ready')

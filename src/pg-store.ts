@@ -19,6 +19,8 @@ const CHANGES_CHANNEL = 'order_changes'
 const CHANGES_PER_NOTIFY = 80
 /** The columns of a ChangedRow, returned by every statement that changes a status. */
 const CHANGED_COLUMNS = 'o.order_id, o.attempts, o.created_at, o.processing_started_at'
+/** A readiness check slower than this fails: the store is not ready. */
+const READINESS_TIMEOUT_MS = 2000
 /** Counter shards: each process writes one, picked at random, so that no single row is hot. */
 const STAT_SHARDS = 64
 
@@ -332,8 +334,13 @@ export class PgStore implements OrderStore {
   }
 
   // A write, not SELECT 1: a server that is reachable but read-only (a standby, a full disk) is not ready.
+  // The time limit keeps a check stuck behind a lock from holding a pooled connection.
   async ping (now: number): Promise<void> {
-    await this.pool.query('UPDATE readiness_checks SET checked_at = $1 WHERE id = 1', [now])
+    await this.transaction(async (tx) => {
+      await tx.query(`SET LOCAL statement_timeout = ${READINESS_TIMEOUT_MS}`)
+      const { rowCount } = await tx.query('UPDATE readiness_checks SET checked_at = $1 WHERE id = 1', [now])
+      if (rowCount !== 1) throw new Error('readiness_checks has no row to write')
+    })
   }
 
   onWork (listener: WorkListener): () => void {

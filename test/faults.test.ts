@@ -157,3 +157,31 @@ t.test('PostgreSQL turned read-only, as a standby after a failover: 503 JSON mea
   t.equal((await app.inject({ url: '/ready' })).statusCode, 200)
   t.equal((await app.store.stats()).counts.Pending, 2, 'both orders kept, once each')
 })
+
+t.test('PostgreSQL: readiness checks stuck behind a lock fail in time and hold one connection, not the pool', { skip: SKIP_POSTGRES }, async (t) => {
+  const database = await createDatabase()
+  const locker = new pg.Client({ connectionString: database.url })
+  t.teardown(async () => { await locker.end(); await database.drop() })
+  const app = await build(t, { DATABASE_URL: database.url, PROCESSOR: 'off' })
+  await locker.connect()
+  await locker.query('BEGIN')
+  await locker.query('SELECT * FROM readiness_checks FOR UPDATE')
+
+  const observer = new pg.Client({ connectionString: database.url })
+  await observer.connect()
+  t.teardown(() => observer.end())
+  const waitingOnLocks = async () => (await observer.query<{ n: number }>(
+    "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")).rows[0]?.n
+
+  let checksDone = false
+  const checks = Promise.all(Array.from({ length: 30 }, () => app.inject({ url: '/ready' })))
+    .finally(() => { checksDone = true })
+  await waitFor(async () => (await waitingOnLocks()) === 1, 'the check to wait for the lock')
+  t.equal((await app.inject({ url: '/orders/elsewhere' })).statusCode, 404, 'other requests still get a connection')
+  t.equal(await waitingOnLocks(), 1, 'thirty checks, one query waiting')
+  t.notOk(checksDone, '...while the checks wait')
+  t.same((await checks).map((res) => res.statusCode), Array(30).fill(503), 'every check fails once the time limit passes')
+
+  await locker.query('ROLLBACK')
+  t.equal((await app.inject({ url: '/ready' })).statusCode, 200)
+})
