@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net'
 import Fastify, { type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config.ts'
@@ -18,6 +19,15 @@ import orderMetricsRoutes from '../routes/order-metrics.ts'
 import populateRoutes from '../routes/populate.ts'
 import prometheusRoutes from '../routes/prometheus.ts'
 import dashboardRoutes from '../routes/dashboard.ts'
+
+/**
+ * CONNECTION_TIMEOUT_MS passed with no traffic: close the connection if it is idle (no response
+ * under way) or its client stopped reading one; a request still being handled keeps it.
+ */
+function closeUnlessAnswering (socket: Socket & { _httpMessage?: unknown }): void {
+  // _httpMessage is Node's own record of the response under way on this socket.
+  if (!socket._httpMessage || socket.writableLength > 0) socket.destroy()
+}
 
 export interface AppOptions {
   /** Pino logger options, or false for none (tests). */
@@ -44,6 +54,8 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
       connectionsCheckingInterval: 1000
     }
   }).withTypeProvider<TypeBoxTypeProvider>()
+  // With a listener Node leaves timed-out sockets to it instead of destroying every one.
+  app.server.on('timeout', closeUnlessAnswering)
 
   await app.register(configPlugin, { config })
   await app.register(validationPlugin)
