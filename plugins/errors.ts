@@ -53,11 +53,12 @@ const CLIENT_ERRORS: Record<string, [number, string]> = {
 }
 
 /** Answers a request the HTTP parser refused with the same `{"error": "..."}` JSON, then closes the connection. */
-export function answerClientError (err: Error & { code?: string }, socket: Socket): void {
+export function answerClientError (err: Error & { code?: string }, socket: Socket & { _httpMessage?: { headersSent: boolean } }): void {
   if (err.code === 'ECONNRESET' || socket.destroyed) return
   const [status, message] = CLIENT_ERRORS[err.code ?? ''] ?? [400, 'Bad Request: not a valid HTTP/1.1 request']
   const body = JSON.stringify({ error: message })
-  if (socket.writable) {
+  // As Node does: not in the middle of a response already under way (an event stream), which would corrupt it.
+  if (socket.writable && !socket._httpMessage?.headersSent) {
     socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
       `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
   }

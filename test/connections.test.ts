@@ -44,6 +44,23 @@ t.test('bytes that are not HTTP get a 400 JSON error, then the connection closes
   t.same(body, { error: 'Bad Request: not a valid HTTP/1.1 request' })
 })
 
+t.test('bad bytes on an open event stream end it without writing an error into it', async (t) => {
+  const { port } = await listening(t, {})
+  const received = await new Promise<string>((resolve) => {
+    const socket = connect(port, '127.0.0.1', () => socket.write('GET /orders/stream HTTP/1.1\r\nhost: x\r\n\r\n'))
+    let text = ''
+    socket.setEncoding('utf8')
+    socket.on('data', (chunk: string) => {
+      text += chunk
+      if (chunk.includes(': connected')) socket.write('HELLO THERE\r\n\r\n')
+    })
+    socket.on('error', () => {})
+    socket.on('close', () => resolve(text))
+  })
+  t.match(received, /^HTTP\/1\.1 200 OK/)
+  t.notMatch(received, /HTTP\/1\.1 400/, 'no second status line inside the stream')
+})
+
 t.test('headers over 16 KiB get a 431 JSON error', async (t) => {
   const { port } = await listening(t, {})
   const request = `GET /orders HTTP/1.1\r\nhost: x\r\nx-padding: ${'a'.repeat(20 * 1024)}\r\n\r\n`

@@ -57,7 +57,7 @@ t.test('SQLite locked by another program: 503 JSON meanwhile, recovery by itself
 function smallDisk (t: Test): string {
   const dir = mkdtempSync(join(tmpdir(), 'orders-disk-'))
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', dir])
-  t.teardown(() => { execFileSync('umount', ['-l', dir]) })
+  t.teardown(() => { execFileSync('umount', ['-l', dir]); rmSync(dir, { recursive: true }) })
   return dir
 }
 
