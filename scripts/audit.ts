@@ -1,22 +1,30 @@
 import { execFileSync } from 'node:child_process'
 import { pathToFileURL } from 'node:url'
 
-/** What `npm audit --json` prints: a report, or, when the registry would not audit, the failed request. */
+/**
+ * What `npm audit --json` prints: a report; the HTTP error of a registry that serves no advisories
+ * (a mirror, a proxy); or npm's own error (no lockfile, say).
+ */
 export interface AuditOutput {
   metadata?: { vulnerabilities: Record<string, number>, dependencies?: { prod?: number } }
   vulnerabilities?: Record<string, { severity: string, range: string, via: Array<string | { title?: string, url?: string }> }>
+  statusCode?: number
   message?: string
+  error?: { code?: string, summary?: string }
 }
 
 export interface Verdict {
-  outcome: 'clean' | 'vulnerable' | 'not checked'
+  outcome: 'clean' | 'vulnerable' | 'not checked' | 'failed'
   lines: string[]
 }
 
 export function judgeAudit (output: AuditOutput): Verdict {
+  if (output.metadata === undefined && typeof output.statusCode === 'number') {
+    return { outcome: 'not checked', lines: [`npm audit: NOT CHECKED: the registry gave no advisories (${output.message ?? output.statusCode})`] }
+  }
   if (output.metadata === undefined) {
-    // npm exits 0 and prints the request it tried when the registry serves no advisories (a mirror, a proxy).
-    return { outcome: 'not checked', lines: [`npm audit: NOT CHECKED: the registry gave no advisories (${output.message ?? 'no report'})`] }
+    const reason = output.message ?? output.error?.summary ?? output.error?.code ?? JSON.stringify(output)
+    return { outcome: 'failed', lines: [`npm audit: FAILED to run: ${reason}`] }
   }
   const found = Object.entries(output.vulnerabilities ?? {})
   if (found.length === 0) {
@@ -35,19 +43,25 @@ export function judgeAudit (output: AuditOutput): Verdict {
   }
 }
 
-function runAudit (): AuditOutput {
+function runAudit (): { stdout: string, stderr: string } {
   try {
-    return JSON.parse(execFileSync('npm', ['audit', '--omit=dev', '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] })) as AuditOutput
+    return { stdout: execFileSync('npm', ['audit', '--omit=dev', '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }), stderr: '' }
   } catch (err) {
-    // npm exits non-zero when it finds vulnerabilities; its report is still on stdout.
-    const stdout = (err as { stdout?: string }).stdout
-    if (!stdout) throw err
-    return JSON.parse(stdout) as AuditOutput
+    // npm exits 1 both when it finds vulnerabilities and when it cannot audit; the JSON is on stdout either way.
+    const { stdout = '', stderr = '' } = err as { stdout?: string, stderr?: string }
+    return { stdout, stderr }
   }
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
-  const verdict = judgeAudit(runAudit())
+  const { stdout, stderr } = runAudit()
+  let verdict: Verdict
+  try {
+    verdict = judgeAudit(JSON.parse(stdout) as AuditOutput)
+  } catch {
+    verdict = { outcome: 'failed', lines: ['npm audit: FAILED: it printed no JSON report', stdout, stderr].filter(Boolean) }
+  }
   for (const line of verdict.lines) console.log(line)
-  process.exitCode = verdict.outcome === 'vulnerable' ? 1 : 0
+  if (verdict.outcome === 'failed' && stderr) console.log(stderr)
+  process.exitCode = verdict.outcome === 'vulnerable' || verdict.outcome === 'failed' ? 1 : 0
 }

@@ -62,3 +62,8 @@ t.test('a registry that serves no advisories is said loudly, not taken for a cle
   t.equal(verdict.outcome, 'not checked')
   t.match(verdict.lines[0], /^npm audit: NOT CHECKED: .*405 Method Not Allowed/)
 })
+
+t.test('npm failing to audit at all (no lockfile) is a failure, not a pass', async (t) => {
+  const verdict = judgeAudit({ message: 'This command requires an existing lockfile.', error: { code: 'ENOLOCK', summary: 'This command requires an existing lockfile.' } })
+  t.same(verdict, { outcome: 'failed', lines: ['npm audit: FAILED to run: This command requires an existing lockfile.'] })
+})
