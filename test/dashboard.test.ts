@@ -58,6 +58,12 @@ t.test('with API_KEY set, the dashboard asks for the key, then shows live data',
   await shows(page, 'live', 'needs the API key')
   t.equal(await page.textContent('#count-Completed'), '–', 'no data without the key')
 
+  await page.fill('#key-form input[name=key]', 'une-clé-pas-en-ascii')
+  await page.click('#key-form button')
+  t.equal(await page.$eval('#key-form input[name=key]', (input) => (input as HTMLInputElement).validity.valid), false,
+    'a key no HTTP header can carry is refused by the form')
+  t.ok(await page.isVisible('#key-form'))
+
   await page.fill('#key-form input[name=key]', 'a-wrong-key-of-enough-length')
   await page.click('#key-form button')
   await page.waitForSelector('#key-form', { state: 'visible' })
