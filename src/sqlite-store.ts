@@ -127,7 +127,13 @@ export class SqliteStore implements OrderStore {
 
   private writeBatch (writes: Array<Write<unknown>>, log: ChangeLog): Array<Settled<unknown>> {
     const delta = new StatsDelta()
-    const results = writes.map((fn) => attempt(() => fn(delta, log)))
+    const results = writes.map((fn) => {
+      const result = attempt(() => fn(delta, log))
+      // Some failures (a full disk while spilling the cache, I/O) make SQLite roll back the whole
+      // transaction: then the batch has failed as one, and the rest must not run outside it.
+      if (!result.ok && !this.db.inTransaction) throw result.error
+      return result
+    })
     this.apply(delta)
     return results
   }

@@ -1,5 +1,4 @@
-import { execFileSync } from 'node:child_process'
-import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from 'node:fs'
+import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
@@ -8,6 +7,7 @@ import type { LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
 import { anOrder, build, waitFor } from './helper.ts'
 import { createDatabase, POSTGRES_URL, SKIP_POSTGRES } from './pg-database.ts'
+import { fillUp, SKIP_UNLESS_ROOT, smallDisk } from './small-disk.ts'
 import { TcpProxy } from './tcp-proxy.ts'
 
 /** The answer a request gets while the store refuses writes: 503 JSON, to be retried later. */
@@ -53,30 +53,7 @@ t.test('SQLite locked by another program: 503 JSON meanwhile, recovery by itself
   t.equal((await app.store.stats()).counts.Pending, 2)
 })
 
-/** A 4 MiB tmpfs of the test's own, unmounted when the test ends. */
-function smallDisk (t: Test): string {
-  const dir = mkdtempSync(join(tmpdir(), 'orders-disk-'))
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', dir])
-  t.teardown(() => { execFileSync('umount', ['-l', dir]); rmSync(dir, { recursive: true }) })
-  return dir
-}
-
-/** Writes zeros until the file system has no room left. */
-function fillUp (path: string): void {
-  const fd = openSync(path, 'w')
-  const chunk = Buffer.alloc(64 * 1024)
-  try {
-    for (;;) writeSync(fd, chunk)
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err
-  } finally {
-    closeSync(fd)
-  }
-}
-
-t.test('SQLite on a full disk: 503 JSON meanwhile, recovery by itself, nothing lost', {
-  skip: process.getuid?.() !== 0 && 'mounting a small disk needs root: run as root to test a full disk'
-}, async (t) => {
+t.test('SQLite on a full disk: 503 JSON meanwhile, recovery by itself, nothing lost', { skip: SKIP_UNLESS_ROOT }, async (t) => {
   const dir = smallDisk(t)
   const app = await build(t, { DATABASE_URL: `sqlite:${join(dir, 'orders.db')}`, LEASE_MS: '1000' })
   const answered: string[] = []
