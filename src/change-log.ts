@@ -19,6 +19,11 @@ export class ChangeLog {
       order_id: row.order_id, status, at, attempts: row.attempts, created_at: row.created_at, processing_started_at: row.processing_started_at
     })
   }
+
+  /** A new order: Pending, never attempted. */
+  created (orderId: string, at: number): void {
+    this.add({ order_id: orderId, attempts: 0, created_at: at, processing_started_at: null }, 'Pending', at)
+  }
 }
 
 /** Listeners of status changes, each for some statuses. */

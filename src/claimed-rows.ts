@@ -14,3 +14,17 @@ export function recordClaims (rows: ClaimedRow[], token: string, now: number, de
   }
   return rows.map((row) => ({ order_id: row.order_id, token, attempts: row.attempts }))
 }
+
+/**
+ * Records claims handed back unfinished, from each row as it was while claimed: a handed-back
+ * claim was no attempt, and undoing a first one un-starts the order.
+ */
+export function recordReleases (rows: ClaimedRow[], now: number, delta: StatsDelta, log: ChangeLog): number {
+  delta.move('Processing', 'Pending', rows.length)
+  for (const row of rows) {
+    const first = row.attempts === 1
+    if (first) delta.unstarted(row.created_at, row.processing_started_at)
+    log.add({ ...row, attempts: row.attempts - 1, processing_started_at: first ? null : row.processing_started_at }, 'Pending', now)
+  }
+  return rows.length
+}

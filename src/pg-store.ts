@@ -11,7 +11,7 @@ import type {
 } from './store.ts'
 import { Listeners } from './listeners.ts'
 import { ChangeListeners, ChangeLog, type ChangedRow } from './change-log.ts'
-import { recordClaims, type ClaimedRow } from './claimed-rows.ts'
+import { recordClaims, recordReleases, type ClaimedRow } from './claimed-rows.ts'
 
 const CHANNEL = 'orders_available'
 const CHANGES_CHANNEL = 'order_changes'
@@ -138,7 +138,7 @@ export class PgStore implements OrderStore {
       const inserted = await this.insert(tx, items)
       delta.add('Pending', inserted.size)
       for (const { order, now } of items) {
-        if (inserted.has(order.order_id)) log.add({ order_id: order.order_id, attempts: 0, created_at: now, processing_started_at: null }, 'Pending', now)
+        if (inserted.has(order.order_id)) log.created(order.order_id, now)
       }
       const others = items.filter((item) => !inserted.delete(item.order.order_id))
       // Only ids that were not inserted need their stored order compared (a retry or a conflict).
@@ -163,7 +163,7 @@ export class PgStore implements OrderStore {
     return this.transaction(async (tx, delta, log) => {
       const inserted = await this.insert(tx, orders.map((order) => ({ order, now, availableAt })))
       delta.add('Pending', inserted.size)
-      for (const id of inserted) log.add({ order_id: id, attempts: 0, created_at: now, processing_started_at: null }, 'Pending', now)
+      for (const id of inserted) log.created(id, now)
       if (inserted.size > 0) await this.notify(tx, availableAt)
       return orders.map((o) => o.order_id).filter((id) => !inserted.has(id))
     })
@@ -267,7 +267,7 @@ export class PgStore implements OrderStore {
   async release (claims: Claim[], now: number): Promise<number> {
     return this.transaction(async (tx, delta, log) => {
       // A handed-back claim was no attempt: it is undone, and the first one un-starts the order.
-      const { rows } = await tx.query<{ order_id: string, created_at: number, processing_started_at: number, attempts: number }>(`
+      const { rows } = await tx.query<ClaimedRow>(`
         WITH held AS (
           SELECT o.order_id, o.created_at, o.processing_started_at, o.attempts FROM orders o
           JOIN unnest($2::text[], $3::text[]) AS c (order_id, token) ON o.order_id = c.order_id AND o.claim_token = c.token
@@ -279,13 +279,8 @@ export class PgStore implements OrderStore {
         FROM held WHERE o.order_id = held.order_id
         RETURNING held.order_id, held.created_at, held.processing_started_at, held.attempts`,
       [now, claims.map((c) => c.order_id), claims.map((c) => c.token)])
-      delta.move('Processing', 'Pending', rows.length)
-      for (const row of rows) {
-        if (row.attempts === 1) delta.unstarted(row.created_at, row.processing_started_at)
-        log.add({ ...row, attempts: row.attempts - 1, processing_started_at: row.attempts === 1 ? null : row.processing_started_at }, 'Pending', now)
-      }
       if (rows.length > 0) await this.notify(tx, now)
-      return rows.length
+      return recordReleases(rows, now, delta, log)
     })
   }
 

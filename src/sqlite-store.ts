@@ -13,7 +13,7 @@ import type {
 } from './store.ts'
 import { Listeners } from './listeners.ts'
 import { ChangeListeners, ChangeLog, type ChangedRow } from './change-log.ts'
-import { recordClaims, type ClaimedRow } from './claimed-rows.ts'
+import { recordClaims, recordReleases, type ClaimedRow } from './claimed-rows.ts'
 
 const CHECKPOINT_INTERVAL_MS = 100
 
@@ -147,7 +147,7 @@ export class SqliteStore implements OrderStore {
     const result = await this.write((delta, log): CreateResult => {
       if (this.insert(order, now, availableAt)) {
         delta.add('Pending', 1)
-        log.add({ order_id: order.order_id, attempts: 0, created_at: now, processing_started_at: null }, 'Pending', now)
+        log.created(order.order_id, now)
         return 'created'
       }
       return sameOrder(this.getSync(order.order_id) as OrderRecord, order) ? 'exists' : 'conflict'
@@ -160,7 +160,7 @@ export class SqliteStore implements OrderStore {
     const existing = await this.write((delta, log) => {
       const existing: string[] = []
       for (const order of orders) {
-        if (this.insert(order, now, availableAt)) log.add({ order_id: order.order_id, attempts: 0, created_at: now, processing_started_at: null }, 'Pending', now)
+        if (this.insert(order, now, availableAt)) log.created(order.order_id, now)
         else existing.push(order.order_id)
       }
       delta.add('Pending', orders.length - existing.length)
@@ -242,18 +242,14 @@ export class SqliteStore implements OrderStore {
 
   async release (claims: Claim[], now: number): Promise<number> {
     const released = await this.write((delta, log) => {
-      let released = 0
+      const held: ClaimedRow[] = []
       for (const { order_id: orderId, token } of claims) {
-        const held = this.sql.claimed.get(orderId, token) as Pick<OrderRecord, 'created_at' | 'processing_started_at' | 'attempts'> | undefined
-        if (!held) continue
+        const row = this.sql.claimed.get(orderId, token) as Omit<ClaimedRow, 'order_id'> | undefined
+        if (!row) continue
         this.sql.release.run(now, now, orderId, token)
-        delta.move('Processing', 'Pending')
-        if (held.attempts === 1) delta.unstarted(held.created_at, held.processing_started_at as number)
-        log.add({ order_id: orderId, created_at: held.created_at, attempts: held.attempts - 1,
-          processing_started_at: held.attempts === 1 ? null : held.processing_started_at }, 'Pending', now)
-        released++
+        held.push({ ...row, order_id: orderId })
       }
-      return released
+      return recordReleases(held, now, delta, log)
     })
     if (released > 0) this.workListeners.emit(now)
     return released
