@@ -98,10 +98,9 @@ t.test('SIGTERM under load: every request answered 201 is kept, and the process 
 
   const after = await ServerProcess.start({ ...env(dir), PROCESSOR: 'off' })
   t.teardown(() => { after.child.kill('SIGKILL') })
-  for (const id of created) {
-    const res = await after.request(`/orders/${id}`)
-    if (res.status !== 200) t.fail(`${id} was answered 201 but is gone`)
-  }
-  t.pass(`${created.length} of ${answers.length} requests were answered 201, and all of those orders are kept`)
+  t.ok(created.length > 0, `${created.length} of ${answers.length} requests were answered 201`)
+  const missing: string[] = []
+  for (const id of created) if ((await after.request(`/orders/${id}`)).status !== 200) missing.push(id)
+  t.same(missing, [], 'every order answered 201 is kept')
   t.equal(await after.stop('SIGTERM'), 0)
 })

@@ -65,7 +65,7 @@ t.test('with API_KEY set, the dashboard asks for the key, then shows live data',
   t.ok(await page.isVisible('#key-form'))
 
   await page.fill('#key-form input[name=key]', 'a-wrong-key-of-enough-length')
-  await page.click('#key-form button')
+  await Promise.all([page.waitForResponse((res) => res.status() === 401), page.click('#key-form button')])
   await page.waitForSelector('#key-form', { state: 'visible' })
   t.equal(await page.textContent('#live'), 'needs the API key', 'a wrong key is asked for again')
 
