@@ -1,3 +1,7 @@
+import { mkdtempSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import Database from 'better-sqlite3'
 import t, { type Test } from 'tap'
 import { OrderProcessor, type ProcessorOptions } from '../src/processor.ts'
 import { SqliteStore } from '../src/sqlite-store.ts'
@@ -136,8 +140,13 @@ t.test('stop lets running orders finish within the grace period', async (t) => {
   gate.openAll()
   await stopped
   t.equal(await statusOf(store, 'in-flight'), 'Completed')
+  // The stopped processor would claim the new order first, being woken by the store before the next one starts.
   await store.create(anOrder('after-stop'), Date.now(), Date.now())
-  t.equal(await statusOf(store, 'after-stop'), 'Pending', 'a stopped processor claims nothing')
+  const next = new OrderProcessor(store, { concurrency: 1, leaseMs: 30_000, maxAttempts: 3, retryBackoffMs: 0, work: async () => {} })
+  t.teardown(() => next.stop(0))
+  next.start()
+  await waitFor(async () => (await statusOf(store, 'after-stop')) === 'Completed', 'the next processor to take it')
+  t.same(gate.started.map((claim) => claim.order_id), ['in-flight'], 'the stopped processor claimed nothing more')
 })
 
 t.test('stop hands back claims still running after the grace period', async (t) => {
@@ -149,32 +158,28 @@ t.test('stop hands back claims still running after the grace period', async (t) 
   await processor.stop(20)
   t.equal(await statusOf(store, 'slow1'), 'Pending')
   t.equal(await statusOf(store, 'slow2'), 'Pending')
-  gate.openAll()
-  await new Promise((resolve) => setImmediate(resolve))
-  t.equal(await statusOf(store, 'slow1'), 'Pending', 'work that ends after the hand-back settles nothing')
+  t.equal(await store.settle([{ claim: gate.started[0]!, ok: true }], Date.now()), 0, 'a handed-back claim settles nothing')
   t.same(await store.stats(), await recount(store))
+  gate.openAll()
 })
 
 t.test('a store failure while settling leaves the order to be recovered, not lost', async (t) => {
-  const store = new SqliteStore(':memory:')
+  const path = join(mkdtempSync(join(tmpdir(), 'orders-settle-')), 'orders.db')
+  const store = new SqliteStore(path, 20)
+  // Another program holds the write lock from the moment the work runs until the settle has failed
+  // (claims tried meanwhile fail too).
+  const other = new Database(path)
   const errors: string[] = []
   const processor = new OrderProcessor(store, {
-    concurrency: 5, leaseMs: 50, maxAttempts: 3, retryBackoffMs: 0,
-    work: async () => {},
-    onError: (_err, context) => { errors.push(context) }
+    concurrency: 5, leaseMs: 200, maxAttempts: 3, retryBackoffMs: 0,
+    work: async () => { if (errors.length === 0 && !other.inTransaction) other.exec('BEGIN EXCLUSIVE') },
+    onError: (_err, context) => { errors.push(context); if (context === 'settling orders') other.exec('ROLLBACK') }
   })
-  t.teardown(async () => { await processor.stop(0); await store.close() })
-  const settle = store.settle.bind(store)
-  let failNext = true
-  // The real store, made to refuse one write, as a full disk or a lost connection would.
-  store.settle = async (outcomes, now) => {
-    if (failNext) { failNext = false; throw new Error('disk full') }
-    return settle(outcomes, now)
-  }
+  t.teardown(async () => { await processor.stop(0); other.close(); await store.close() })
   processor.start()
   await store.create(anOrder('survivor'), Date.now(), Date.now())
   await waitFor(async () => (await statusOf(store, 'survivor')) === 'Completed', 'completed after recovery')
-  t.same(errors, ['settling orders'])
+  t.equal(errors.filter((context) => context === 'settling orders').length, 1)
   t.match(await store.get('survivor'), { attempts: 2 })
 })
 
