@@ -13,7 +13,6 @@ export const ErrorSchema = Type.Object({ error: Type.String({ description: 'what
 const DESCRIPTIONS: Record<number, string> = {
   400: 'Invalid input: the message names the field',
   404: 'Not found',
-  409: 'Conflicts with the current state',
   413: 'Body larger than 1 MiB',
   415: 'Body is not JSON',
   500: 'Unexpected failure; nothing about it is disclosed',

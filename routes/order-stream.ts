@@ -29,7 +29,7 @@ const orderStream: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['orders'],
       summary: 'Server-Sent Events of order status changes',
-      description: 'Every status change of every order, or of one order_id, in the order they were committed; a comment line every 15 s.',
+      description: 'Every status change of every order, or of one order_id, in the order they were committed; a comment line every 15 s, or every CONNECTION_TIMEOUT_MS / 2 if that is shorter.',
       querystring: Type.Object({ order_id: Type.Optional(OrderIdSchema) }, { additionalProperties: false }),
       produces: ['text/event-stream'],
       response: { 200: StatusEvent, ...errorResponses(400, 503) }

@@ -13,13 +13,16 @@ export interface AuditOutput {
   error?: { code?: string, summary?: string }
 }
 
+/** What a registry answers that does not serve advisories at all; any other error is an outage, a failure. */
+const NO_ADVISORIES = [404, 405, 501]
+
 export interface Verdict {
   outcome: 'clean' | 'vulnerable' | 'not checked' | 'failed'
   lines: string[]
 }
 
 export function judgeAudit (output: AuditOutput): Verdict {
-  if (output.metadata === undefined && typeof output.statusCode === 'number') {
+  if (output.metadata === undefined && output.statusCode !== undefined && NO_ADVISORIES.includes(output.statusCode)) {
     return { outcome: 'not checked', lines: [`npm audit: NOT CHECKED: the registry gave no advisories (${output.message ?? output.statusCode})`] }
   }
   if (output.metadata === undefined) {

@@ -67,3 +67,7 @@ t.test('npm failing to audit at all (no lockfile) is a failure, not a pass', asy
   const verdict = judgeAudit({ message: 'This command requires an existing lockfile.', error: { code: 'ENOLOCK', summary: 'This command requires an existing lockfile.' } })
   t.same(verdict, { outcome: 'failed', lines: ['npm audit: FAILED to run: This command requires an existing lockfile.'] })
 })
+
+t.test('a registry error other than "no advisories here" (an outage) is a failure', async (t) => {
+  t.equal(judgeAudit({ ...refused, statusCode: 503, message: '503 Service Unavailable' }).outcome, 'failed')
+})
