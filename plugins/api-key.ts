@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import { bearerMatches } from '../src/api-key.ts'
+import { bearerChecker } from '../src/api-key.ts'
 
 /** Paths anyone may read: probes, the API's documentation and the dashboard page (its data needs the key). */
 const OPEN = /^\/(health|ready|docs|dashboard)(\/|$|\?)/
@@ -8,8 +8,9 @@ const OPEN = /^\/(health|ready|docs|dashboard)(\/|$|\?)/
 export default fp(async (app) => {
   const key = app.config.API_KEY
   if (!key) return
+  const matches = bearerChecker(key)
   app.addHook('onRequest', (request, reply, done) => {
-    if (OPEN.test(request.url) || bearerMatches(request.headers.authorization, key)) return done()
+    if (OPEN.test(request.url) || matches(request.headers.authorization)) return done()
     reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'Missing or wrong API key: send Authorization: Bearer <API_KEY>' })
   })
 }, { name: 'api-key', dependencies: ['config'] })

@@ -1,6 +1,6 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { errorResponses } from '../plugins/errors.ts'
-import { HTTP_SUMMARY_MAX_AGE_MS, STAGES } from '../src/http-timings.ts'
+import { STAGES } from '../src/http-timings.ts'
 import { ORDER_STATUSES, type OrderStatus } from '../src/order.ts'
 
 export const MetricsQuery = Type.Object({
@@ -54,12 +54,13 @@ const metrics: FastifyPluginAsyncTypebox = async (app) => {
   }, async (request) => {
     const { getOrderIds, limit } = request.query
     const stats = await app.store.stats()
-    const groups = await Promise.all(ORDER_STATUSES.map(async (status) => {
+    // One more id than the limit is read to tell whether the list was cut.
+    const ids = getOrderIds ? await Promise.all(ORDER_STATUSES.map((status) => app.store.idsByStatus(status, limit + 1))) : null
+    const groups = ORDER_STATUSES.map((status, i) => {
       const count = stats.counts[status]
-      if (!getOrderIds) return [groupName(status), { count, order_ids: [], truncated: count > 0 }] as const
-      const ids = await app.store.idsByStatus(status, limit + 1)
-      return [groupName(status), { count, order_ids: ids.slice(0, limit), truncated: ids.length > limit }] as const
-    }))
+      const listed = ids?.[i] ?? []
+      return [groupName(status), { count, order_ids: listed.slice(0, limit), truncated: ids ? listed.length > limit : count > 0 }] as const
+    })
     const completed = stats.counts.Completed
     return {
       total_orders: ORDER_STATUSES.reduce((sum, status) => sum + stats.counts[status], 0),
@@ -67,7 +68,7 @@ const metrics: FastifyPluginAsyncTypebox = async (app) => {
       average_processing_time_from_creation: average(stats.totalMs, completed),
       average_pending_time: average(stats.pendingMs, stats.started),
       ...Object.fromEntries(groups) as Record<Lowercase<OrderStatus>, { count: number, order_ids: string[], truncated: boolean }>,
-      http: app.httpTimings.summary(HTTP_SUMMARY_MAX_AGE_MS)
+      http: app.httpTimings.summary()
     }
   })
 }

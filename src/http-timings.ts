@@ -1,7 +1,7 @@
 import { build, type Histogram } from 'hdr-histogram-js'
 
 /** Stage percentiles are refreshed at most this often for readers that poll; counts are always exact. */
-export const HTTP_SUMMARY_MAX_AGE_MS = 1000
+const HTTP_SUMMARY_MAX_AGE_MS = 1000
 
 export const STAGES = ['parsing', 'validation', 'handler', 'serialization', 'send', 'total'] as const
 export type Stage = typeof STAGES[number]
@@ -60,7 +60,7 @@ export class HttpTimings {
    * Per route: the exact request count, and stage figures at most `maxAgeMs` old. Reading
    * percentiles walks histogram buckets, so a metrics endpoint polled under load reuses them.
    */
-  summary (maxAgeMs = 0): Record<string, RouteTimings> {
+  summary (maxAgeMs = HTTP_SUMMARY_MAX_AGE_MS): Record<string, RouteTimings> {
     const summary: Record<string, RouteTimings> = {}
     const now = performance.now()
     for (const [route, histograms] of this.routes) {

@@ -1,5 +1,5 @@
 import { collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
-import { HTTP_SUMMARY_MAX_AGE_MS, type HttpTimings } from './http-timings.ts'
+import type { HttpTimings } from './http-timings.ts'
 import { ORDER_STATUSES } from './order.ts'
 import type { OrderStore } from './store.ts'
 
@@ -48,7 +48,7 @@ export function prometheusMetrics (store: OrderStore, httpTimings: HttpTimings):
     labelNames: ['route'],
     registers: [registry],
     collect () {
-      for (const [route, timings] of Object.entries(httpTimings.summary(HTTP_SUMMARY_MAX_AGE_MS))) this.set({ route }, timings.count)
+      for (const [route, timings] of Object.entries(httpTimings.summary())) this.set({ route }, timings.count)
     }
   })
   new Gauge({
@@ -57,7 +57,7 @@ export function prometheusMetrics (store: OrderStore, httpTimings: HttpTimings):
     labelNames: ['route', 'stage', 'statistic'],
     registers: [registry],
     collect () {
-      for (const [route, timings] of Object.entries(httpTimings.summary(HTTP_SUMMARY_MAX_AGE_MS))) {
+      for (const [route, timings] of Object.entries(httpTimings.summary())) {
         for (const [stageName, summary] of Object.entries(timings.stages)) {
           for (const [statistic, value] of Object.entries(summary)) this.set({ route, stage: stageName, statistic }, value)
         }
