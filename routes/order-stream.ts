@@ -1,3 +1,4 @@
+import type { ServerResponse } from 'node:http'
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { errorResponses } from '../plugins/errors.ts'
 import { OrderIdSchema, OrderStatusSchema } from '../src/order.ts'
@@ -20,10 +21,26 @@ function toEvent (change: OrderChange): string {
   return `event: status\ndata: ${JSON.stringify(data)}\n\n`
 }
 
+interface Follower { only: string | undefined, res: ServerResponse, close: () => void }
+
 const orderStream: FastifyPluginAsyncTypebox = async (app) => {
-  const open = new Set<() => void>()
+  const followers = new Set<Follower>()
   // Streams never end by themselves: end them so that shutdown does not wait for them.
-  app.addHook('preClose', async () => { for (const close of open) close() })
+  app.addHook('preClose', async () => { for (const follower of followers) follower.close() })
+
+  // One subscription for every stream, held only while one is open, and each batch formatted once
+  // for all the streams that follow every order.
+  let unsubscribe: (() => void) | null = null
+  const broadcast = (changes: OrderChange[]) => {
+    let everything: string | undefined
+    for (const { only, res, close } of followers) {
+      const events = only === undefined
+        ? (everything ??= changes.map(toEvent).join(''))
+        : changes.filter((c) => c.order_id === only).map(toEvent).join('')
+      if (events) res.write(events)
+      if (res.writableLength > MAX_BUFFERED_BYTES) close()
+    }
+  }
 
   app.get('/orders/stream', {
     schema: {
@@ -41,18 +58,15 @@ const orderStream: FastifyPluginAsyncTypebox = async (app) => {
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache', connection: 'keep-alive', 'x-accel-buffering': 'no' })
     res.write(': connected\n\n')
     const close = () => {
-      if (!open.delete(close)) return
+      if (!followers.delete(follower)) return
       clearInterval(heartbeat)
-      unsubscribe()
+      if (followers.size === 0) { unsubscribe?.(); unsubscribe = null }
       res.end()
     }
-    const unsubscribe = app.store.onChanges((changes) => {
-      const events = (only === undefined ? changes : changes.filter((c) => c.order_id === only)).map(toEvent).join('')
-      if (events) res.write(events)
-      if (res.writableLength > MAX_BUFFERED_BYTES) close()
-    })
+    const follower: Follower = { only, res, close }
+    followers.add(follower)
+    unsubscribe ??= app.store.onChanges(broadcast)
     const heartbeat = setInterval(() => res.write(': heartbeat\n\n'), Math.min(HEARTBEAT_MS, app.config.CONNECTION_TIMEOUT_MS / 2))
-    open.add(close)
     request.raw.on('close', close)
   })
 }

@@ -4,10 +4,11 @@ import { anOrder, build, waitFor } from '../helper.ts'
 
 interface StatusEvent { order_id: string, status: string, at: string, attempts: number }
 
-/** Reads an SSE stream over real HTTP, collecting its status events. */
+/** Reads an SSE stream over real HTTP, collecting its status events; the app listens on first use. */
 async function subscribe (app: FastifyInstance, query = '') {
-  const address = await app.listen({ port: 0, host: '127.0.0.1' })
-  const res = await fetch(`${address}/orders/stream${query}`)
+  const address = app.server.listening ? app.listeningOrigin : await app.listen({ port: 0, host: '127.0.0.1' })
+  const leave = new AbortController()
+  const res = await fetch(`${address}/orders/stream${query}`, { signal: leave.signal })
   const events: StatusEvent[] = []
   let text = ''
   const done = (async () => {
@@ -22,8 +23,8 @@ async function subscribe (app: FastifyInstance, query = '') {
         if (data) events.push(JSON.parse(data))
       }
     }
-  })()
-  return { res, events, done }
+  })().catch((err: Error) => { if (err.name !== 'AbortError') throw err })
+  return { res, events, done, leave: () => leave.abort() }
 }
 
 t.test('GET /orders/stream delivers every transition of a populated batch, in order', async (t) => {
@@ -52,6 +53,22 @@ t.test('GET /orders/stream?order_id= follows one order', async (t) => {
   await app.inject({ method: 'POST', url: '/orders/S2/cancel' })
   await waitFor(() => events.length === 2, 'two events')
   t.same(events.map((e) => `${e.order_id}:${e.status}`), ['S2:Pending', 'S2:Cancelled'])
+})
+
+t.test('streams open at once each get their own events, and one closing leaves the others running', async (t) => {
+  const app = await build(t, { PENDING_DELAY_MS: '60000', PROCESSOR: 'off' })
+  const all = await subscribe(app)
+  const one = await subscribe(app, '?order_id=M2')
+  const leaving = await subscribe(app)
+  await app.inject({ method: 'POST', url: '/orders', payload: anOrder('M1') })
+  await waitFor(() => leaving.events.length === 1, 'the first event everywhere')
+  leaving.leave()
+  await leaving.done
+  await app.inject({ method: 'POST', url: '/orders', payload: anOrder('M2') })
+  await waitFor(() => all.events.length === 2 && one.events.length === 1, 'the second event')
+  t.same(all.events.map((e) => e.order_id), ['M1', 'M2'])
+  t.same(one.events.map((e) => e.order_id), ['M2'])
+  t.same(leaving.events.map((e) => e.order_id), ['M1'])
 })
 
 t.test('GET /orders/stream refuses a malformed order_id', async (t) => {
