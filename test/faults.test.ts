@@ -1,11 +1,10 @@
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import pg from 'pg'
 import type { LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
-import { anOrder, build, waitFor } from './helper.ts'
+import { anOrder, build, tempDir, waitFor } from './helper.ts'
 import { createDatabase, POSTGRES_URL, SKIP_POSTGRES } from './pg-database.ts'
 import { fillUp, SKIP_UNLESS_ROOT, smallDisk } from './small-disk.ts'
 import { TcpProxy } from './tcp-proxy.ts'
@@ -35,7 +34,7 @@ t.test('a lagging event loop gets 503 + Retry-After, then service resumes', asyn
 })
 
 t.test('SQLite locked by another program: 503 JSON meanwhile, recovery by itself, nothing lost', async (t) => {
-  const path = join(mkdtempSync(join(tmpdir(), 'orders-locked-')), 'orders.db')
+  const path = join(tempDir(t), 'orders.db')
   const app = await build(t, { DATABASE_URL: `sqlite:${path}`, SQLITE_BUSY_TIMEOUT_MS: '20', PROCESSOR: 'off' })
   t.equal((await app.inject({ method: 'POST', url: '/orders', payload: anOrder('before') })).statusCode, 201)
 

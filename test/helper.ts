@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import type { FastifyInstance } from 'fastify'
 import type { Test } from 'tap'
 import { buildApp } from '../src/app.ts'
@@ -51,3 +54,13 @@ export const anOrder = (orderId: string, extra: Partial<{ user_id: number, item_
   total_amount: 59.99,
   ...extra
 })
+
+/**
+ * A fresh directory, removed when the test ends. Made before what uses it, its removal comes
+ * after their teardowns (tap runs them last first); tap's own t.testdir goes before them.
+ */
+export function tempDir (t: Test): string {
+  const dir = mkdtempSync(join(tmpdir(), 'orders-test-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  return dir
+}

@@ -1,12 +1,10 @@
-import { mkdtempSync } from 'node:fs'
-import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import t, { type Test } from 'tap'
 import { OrderProcessor, type ProcessorOptions } from '../src/processor.ts'
 import { SqliteStore } from '../src/sqlite-store.ts'
 import type { Claim } from '../src/store.ts'
-import { anOrder, waitFor } from './helper.ts'
+import { anOrder, tempDir, waitFor } from './helper.ts'
 import { recount } from './store-contract.ts'
 
 function setup (t: Test, options: Partial<ProcessorOptions> = {}) {
@@ -164,7 +162,7 @@ t.test('stop hands back claims still running after the grace period', async (t) 
 })
 
 t.test('a store failure while settling leaves the order to be recovered, not lost', async (t) => {
-  const path = join(mkdtempSync(join(tmpdir(), 'orders-settle-')), 'orders.db')
+  const path = join(tempDir(t), 'orders.db')
   const store = new SqliteStore(path, 20)
   // Another program holds the write lock from the moment the work runs until the settle has failed
   // (claims tried meanwhile fail too).

@@ -1,9 +1,8 @@
-import { mkdtempSync, rmSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { SqliteStore } from '../src/sqlite-store.ts'
-import { anOrder } from './helper.ts'
+import { anOrder, tempDir } from './helper.ts'
 import { fillUp, SKIP_UNLESS_ROOT, smallDisk } from './small-disk.ts'
 import { recount, storeContract } from './store-contract.ts'
 
@@ -12,7 +11,7 @@ t.test('SQLite store in memory', async (t) => {
 })
 
 t.test('SQLite store keeps orders and aggregates in its file across reopening', async (t) => {
-  const path = join(mkdtempSync(join(tmpdir(), 'orders-')), 'nested', 'orders.db')
+  const path = join(tempDir(t), 'nested', 'orders.db')
   const first = new SqliteStore(path)
   await first.create(anOrder('kept'), 1000, 1000)
   await first.close()
