@@ -55,23 +55,18 @@ t.test('waits for an order to become available, woken by a timer rather than a p
 })
 
 t.test('never runs more than its concurrency at once, nor claims more', async (t) => {
-  let running = 0
-  let most = 0
-  let mostClaimed = 0
-  const { store, processor } = setup(t, {
-    concurrency: 3,
-    work: async () => {
-      most = Math.max(most, ++running)
-      mostClaimed = Math.max(mostClaimed, (await store.stats()).counts.Processing)
-      await new Promise((resolve) => setTimeout(resolve, 2))
-      running--
-    }
-  })
+  const gate = gatedWork()
+  const { store, processor } = setup(t, { concurrency: 3, work: gate.work })
   processor.start()
   await store.createMany(Array.from({ length: 30 }, (_, i) => anOrder(`c${i}`)), Date.now(), Date.now())
+  // A fourth order started too early would make the count pass the next multiple of three.
+  for (let round = 1; round <= 10; round++) {
+    await waitFor(() => gate.started.length === round * 3, `round ${round} to start`)
+    t.equal((await store.stats()).counts.Processing, 3, `round ${round}: three claimed`)
+    gate.openAll()
+  }
   await waitFor(async () => (await store.stats()).counts.Completed === 30, 'all completed')
-  t.equal(most, 3)
-  t.equal(mostClaimed, 3)
+  t.equal(gate.started.length, 30)
 })
 
 t.test('retries a failing order with backoff, then marks it Failed with the error', async (t) => {
@@ -112,16 +107,11 @@ t.test('a cancelled order is never processed', async (t) => {
 })
 
 t.test('orders of a worker that died are taken over when its lease ends', async (t) => {
-  const store = new SqliteStore(':memory:')
-  t.teardown(() => store.close())
+  const { store, processor } = setup(t)
   const now = Date.now()
   await store.create(anOrder('orphan'), now, now)
   // A worker claims the order and dies without settling it.
   const [dead] = await store.claim(1, now, now + 100)
-  const processor = new OrderProcessor(store, {
-    concurrency: 5, leaseMs: 30_000, maxAttempts: 3, retryBackoffMs: 0, work: async () => {}
-  })
-  t.teardown(() => processor.stop(0))
   processor.start()
   await waitFor(async () => (await statusOf(store, 'orphan')) === 'Completed', 'the orphan completed')
   t.match(await store.get('orphan'), { attempts: 2 })
