@@ -1,11 +1,10 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { writeFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
 import { ServerProcess } from '../test/server-process.ts'
 import { waitFor } from '../test/helper.ts'
 import { createDatabase } from '../test/pg-database.ts'
+import { memoryMb, tempDatabase } from './process-facts.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -35,10 +34,6 @@ const SERVER_CPU = 1
 interface Row { scenario: string, figure: string, value: number, target: string, pass: boolean | null, note?: string }
 const rows: Row[] = []
 
-function tempDatabase (): string {
-  return `sqlite:${join(mkdtempSync(join(tmpdir(), 'orders-bench-')), 'orders.db')}`
-}
-
 /** A fresh PostgreSQL database for one scenario, dropped afterwards. */
 async function withPostgres (run: (url: string) => Promise<void>): Promise<void> {
   const database = await createDatabase(POSTGRES_SERVER)
@@ -53,12 +48,6 @@ function median (values: number[]): number {
   const sorted = [...values].sort((a, b) => a - b)
   const mid = Math.floor(sorted.length / 2)
   return sorted.length % 2 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2
-}
-
-/** Peak resident set of a process (VmHWM), in MB. */
-function peakRssMb (pid: number): number {
-  const kb = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1])
-  return Math.round(kb / 1024)
 }
 
 type Load = Partial<autocannon.Options> & { path?: string }
@@ -158,7 +147,7 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
       await waitFor(async () => (await completedCount(service)) === total, 'all orders completed', 300_000)
       const seconds = (performance.now() - started) / 1000
       const perSecond = total / seconds
-      const rss = peakRssMb(service.child.pid!)
+      const rss = memoryMb(service.child.pid!, 'VmHWM')
       const name = `4. populate ${total.toLocaleString('en')}, zero delay, until all Completed`
       rows.push({ scenario: name, figure: 'orders/s end to end', value: Math.round(perSecond), target: '>= 25000', pass: perSecond >= 25_000 })
       rows.push({ scenario: name, figure: 'peak RSS MB', value: rss, target: '<= 250', pass: rss <= 250 })
@@ -237,7 +226,7 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
         scenario: '6. one populate call of 1,000,000 orders',
         figure: 'seconds to answer', value: Math.round(seconds * 100) / 100, target: '<= 5', pass: seconds <= 5
       })
-      rows.push({ scenario: '6. one populate call of 1,000,000 orders', figure: 'peak RSS MB', value: peakRssMb(service.child.pid!), target: '', pass: null })
+      rows.push({ scenario: '6. one populate call of 1,000,000 orders', figure: 'peak RSS MB', value: memoryMb(service.child.pid!, 'VmHWM'), target: '', pass: null })
     } finally {
       await service.stop('SIGKILL')
     }

@@ -1,8 +1,7 @@
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { writeFileSync } from 'node:fs'
 import autocannon from 'autocannon'
 import { ServerProcess } from '../test/server-process.ts'
+import { memoryMb, tempDatabase } from './process-facts.ts'
 
 // Mixed load for SOAK_SECONDS (default ten minutes): creates, reads, lists, metrics, and a populate
 // of 1,000 every 10 s, with the original's processing delays shortened so orders keep flowing.
@@ -10,13 +9,8 @@ const SECONDS = Number(process.env.SOAK_SECONDS ?? 600)
 const CONNECTIONS = 20
 const SAMPLE_MS = 5000
 
-function rssMb (pid: number): number {
-  const kb = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1])
-  return Math.round(kb / 1024)
-}
-
 const server = await ServerProcess.start({
-  DATABASE_URL: `sqlite:${join(mkdtempSync(join(tmpdir(), 'orders-soak-')), 'orders.db')}`,
+  DATABASE_URL: tempDatabase(),
   PENDING_DELAY_MS: '200',
   PROCESSING_TIME_MS: '100-500',
   LOG_LEVEL: 'warn'
@@ -24,7 +18,7 @@ const server = await ServerProcess.start({
 const pid = server.child.pid as number
 const samples: Array<{ second: number, rssMb: number }> = []
 const started = Date.now()
-const sampler = setInterval(() => samples.push({ second: Math.round((Date.now() - started) / 1000), rssMb: rssMb(pid) }), SAMPLE_MS)
+const sampler = setInterval(() => samples.push({ second: Math.round((Date.now() - started) / 1000), rssMb: memoryMb(pid, 'VmRSS') }), SAMPLE_MS)
 
 let populateErrors = 0
 let batch = 0
