@@ -1,9 +1,9 @@
 import { writeFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
-import { ServerProcess } from '../test/server-process.ts'
+import { ServerProcess } from '../test/support/server-process.ts'
 import { waitFor } from '../test/helper.ts'
-import { createDatabase } from '../test/pg-database.ts'
+import { createDatabase } from '../test/support/pg-database.ts'
 import { memoryMb, tempDatabase } from './process-facts.ts'
 
 const { values: args } = parseArgs({

@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs'
 import autocannon from 'autocannon'
-import { ServerProcess } from '../test/server-process.ts'
+import { ServerProcess } from '../test/support/server-process.ts'
 import { memoryMb, tempDatabase } from './process-facts.ts'
 
 // Mixed load for SOAK_SECONDS (default ten minutes): creates, reads, lists, metrics, and a populate

@@ -3,7 +3,7 @@ import type { Socket } from 'node:net'
 import fp from 'fastify-plugin'
 import type { FastifyError, FastifyReply, FastifyRequest } from 'fastify'
 import { Type } from '@sinclair/typebox'
-import { isStoreUnavailable } from '../src/store-errors.ts'
+import { isStoreUnavailable } from '../src/store/store-errors.ts'
 
 /** Seconds a client is told to wait when the store cannot be reached. */
 const STORE_RETRY_AFTER_S = 2

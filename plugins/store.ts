@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
-import { openStore } from '../src/open-store.ts'
-import type { OrderStore } from '../src/store.ts'
+import { openStore } from '../src/store/open-store.ts'
+import type { OrderStore } from '../src/store/order-store.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {

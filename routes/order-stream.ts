@@ -2,7 +2,7 @@ import type { ServerResponse } from 'node:http'
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { errorResponses } from '../plugins/errors.ts'
 import { OrderIdSchema, OrderStatusSchema } from '../src/order.ts'
-import type { OrderChange } from '../src/store.ts'
+import type { OrderChange } from '../src/store/order-store.ts'
 
 /** A comment line this often keeps proxies, and CONNECTION_TIMEOUT_MS, from closing an idle stream. */
 const HEARTBEAT_MS = 15_000

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { claimableAt, type NewOrder } from './order.ts'
-import type { OrderStore } from './store.ts'
+import type { OrderStore } from './store/order-store.ts'
 
 /** Orders per bulk transaction: large enough to amortise the commit, small enough to yield often. */
 const CHUNK = 5000

@@ -1,5 +1,5 @@
 import PQueue from 'p-queue'
-import type { Claim, OrderStore, Outcome } from './store.ts'
+import type { Claim, OrderStore, Outcome } from './store/order-store.ts'
 import type { Config } from './config.ts'
 import { simulatedWork, type Work } from './simulated-work.ts'
 

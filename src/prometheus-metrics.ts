@@ -1,7 +1,7 @@
 import { collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 import type { HttpTimings } from './http-timings.ts'
 import { ORDER_STATUSES } from './order.ts'
-import type { OrderStore } from './store.ts'
+import type { OrderStore } from './store/order-store.ts'
 
 /** Buckets for order stage durations, in seconds: from 1 ms to the original's 2 s + 7 s and beyond. */
 const STAGE_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 3, 5, 7, 10, 30, 60, 300]

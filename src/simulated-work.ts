@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { Range } from './config.ts'
-import type { Claim } from './store.ts'
+import type { Claim } from './store/order-store.ts'
 
 export type Work = (claim: Claim) => Promise<void>
 

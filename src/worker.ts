@@ -1,9 +1,9 @@
 import closeWithGrace from 'close-with-grace'
 import pino from 'pino'
 import { loadConfig, type Config } from './config.ts'
-import { openStore } from './open-store.ts'
+import { openStore } from './store/open-store.ts'
 import { configuredProcessor } from './processor.ts'
-import type { OrderStore } from './store.ts'
+import type { OrderStore } from './store/order-store.ts'
 
 // A worker process: processes orders from the shared store and serves no HTTP (`npm run worker`).
 let config: Config

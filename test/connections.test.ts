@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import pg from 'pg'
 import t, { type Test } from 'tap'
 import { anOrder, build, type Settings } from './helper.ts'
-import { createDatabase, SKIP_POSTGRES } from './pg-database.ts'
+import { createDatabase, SKIP_POSTGRES } from './support/pg-database.ts'
 
 async function listening (t: Test, settings: Settings): Promise<{ app: FastifyInstance, port: number }> {
   const app = await build(t, { PROCESSOR: 'off', ...settings })

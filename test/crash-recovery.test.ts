@@ -1,7 +1,7 @@
 import { join } from 'node:path'
 import t from 'tap'
 import { anOrder, tempDir, waitFor } from './helper.ts'
-import { ServerProcess } from './server-process.ts'
+import { ServerProcess } from './support/server-process.ts'
 
 const env = (dir: string) => ({
   DATABASE_URL: `sqlite:${join(dir, 'orders.db')}`,

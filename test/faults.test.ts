@@ -5,9 +5,9 @@ import pg from 'pg'
 import type { LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
 import { anOrder, build, tempDir, waitFor } from './helper.ts'
-import { createDatabase, POSTGRES_URL, SKIP_POSTGRES } from './pg-database.ts'
-import { fillUp, SKIP_UNLESS_ROOT, smallDisk } from './small-disk.ts'
-import { TcpProxy } from './tcp-proxy.ts'
+import { createDatabase, POSTGRES_URL, SKIP_POSTGRES } from './support/pg-database.ts'
+import { fillUp, SKIP_UNLESS_ROOT, smallDisk } from './support/small-disk.ts'
+import { TcpProxy } from './support/tcp-proxy.ts'
 
 /** The answer a request gets while the store refuses writes: 503 JSON, to be retried later. */
 function storeUnavailable (t: Test, res: LightMyRequestResponse): void {

@@ -1,5 +1,5 @@
 import t from 'tap'
-import { GroupCommit, type Settled } from '../src/group-commit.ts'
+import { GroupCommit, type Settled } from '../src/store/group-commit.ts'
 import { waitFor } from './helper.ts'
 
 t.test('while one batch is being written, the next keeps growing; outcomes reach each caller', async (t) => {

@@ -5,7 +5,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Test } from 'tap'
 import { buildApp } from '../src/app.ts'
 import { loadConfig, type Config, type Env } from '../src/config.ts'
-import { createDatabase, POSTGRES_URL } from './pg-database.ts'
+import { createDatabase, POSTGRES_URL } from './support/pg-database.ts'
 
 export type Settings = Partial<Record<keyof Env, string>>
 

@@ -1,7 +1,7 @@
 import t from 'tap'
-import { PgStore } from '../src/pg-store.ts'
-import { createDatabase, SKIP_POSTGRES } from './pg-database.ts'
-import { storeContract } from './store-contract.ts'
+import { PgStore } from '../src/store/pg/pg-store.ts'
+import { createDatabase, SKIP_POSTGRES } from './support/pg-database.ts'
+import { storeContract } from './support/store-contract.ts'
 
 t.test('PostgreSQL store', { skip: SKIP_POSTGRES }, async (t) => {
   storeContract(t, async () => {

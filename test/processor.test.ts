@@ -2,10 +2,10 @@ import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import t, { type Test } from 'tap'
 import { OrderProcessor, type ProcessorOptions } from '../src/processor.ts'
-import { SqliteStore } from '../src/sqlite-store.ts'
-import type { Claim } from '../src/store.ts'
+import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
+import type { Claim } from '../src/store/order-store.ts'
 import { anOrder, tempDir, waitFor } from './helper.ts'
-import { recount } from './store-contract.ts'
+import { recount } from './support/store-contract.ts'
 
 function setup (t: Test, options: Partial<ProcessorOptions> = {}) {
   const store = new SqliteStore(':memory:')

@@ -1,9 +1,9 @@
 import t from 'tap'
-import { PgStore } from '../src/pg-store.ts'
+import { PgStore } from '../src/store/pg/pg-store.ts'
 import { waitFor } from './helper.ts'
-import { createDatabase, SKIP_POSTGRES } from './pg-database.ts'
-import { ServerProcess } from './server-process.ts'
-import { allOrders, recount } from './store-contract.ts'
+import { createDatabase, SKIP_POSTGRES } from './support/pg-database.ts'
+import { ServerProcess } from './support/server-process.ts'
+import { allOrders, recount } from './support/store-contract.ts'
 
 const TOTAL = 3000
 

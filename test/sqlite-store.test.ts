@@ -1,10 +1,10 @@
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { SqliteStore } from '../src/sqlite-store.ts'
+import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
 import { anOrder, tempDir } from './helper.ts'
-import { fillUp, SKIP_UNLESS_ROOT, smallDisk } from './small-disk.ts'
-import { recount, storeContract } from './store-contract.ts'
+import { fillUp, SKIP_UNLESS_ROOT, smallDisk } from './support/small-disk.ts'
+import { recount, storeContract } from './support/store-contract.ts'
 
 t.test('SQLite store in memory', async (t) => {
   storeContract(t, async () => new SqliteStore(':memory:'))

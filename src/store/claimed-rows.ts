@@ -1,6 +1,6 @@
 import type { ChangedRow, ChangeLog } from './change-log.ts'
 import type { StatsDelta } from './stats-delta.ts'
-import type { Claim } from './store.ts'
+import type { Claim } from './order-store.ts'
 
 /** A row a claim statement changed to Processing: it has started by then. */
 export type ClaimedRow = ChangedRow & { processing_started_at: number }

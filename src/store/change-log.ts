@@ -1,5 +1,5 @@
-import { ORDER_STATUSES, type OrderStatus } from './order.ts'
-import type { ChangeListener, OrderChange } from './store.ts'
+import { ORDER_STATUSES, type OrderStatus } from '../order.ts'
+import type { ChangeListener, OrderChange } from './order-store.ts'
 
 const ALL: ReadonlySet<OrderStatus> = new Set(ORDER_STATUSES)
 

@@ -1,6 +1,6 @@
-import type { OrderRecord, OrderStatus } from './order.ts'
-import { ORDER_STATUSES } from './order.ts'
-import type { OrderStats } from './store.ts'
+import type { OrderRecord, OrderStatus } from '../order.ts'
+import { ORDER_STATUSES } from '../order.ts'
+import type { OrderStats } from './order-store.ts'
 
 export type StatName = OrderStatus | 'started' | 'pending_ms' | 'processing_ms' | 'total_ms'
 

@@ -1,4 +1,4 @@
-import type { NewOrder, OrderRecord, OrderStatus } from './order.ts'
+import type { NewOrder, OrderRecord, OrderStatus } from '../order.ts'
 
 export type CreateResult = 'created' | 'exists' | 'conflict'
 /** The order after the attempt (undefined when there is none), and whether it was cancelled. */

@@ -1,7 +1,7 @@
 import { execFileSync } from 'node:child_process'
 import { closeSync, openSync, writeSync } from 'node:fs'
 import type { Test } from 'tap'
-import { tempDir } from './helper.ts'
+import { tempDir } from '../helper.ts'
 
 /** Mounting a file system of a test's own needs root; elsewhere the tests that need one skip. */
 export const SKIP_UNLESS_ROOT = process.getuid?.() !== 0 && 'mounting a small disk needs root: run as root to test a full disk'

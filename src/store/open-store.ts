@@ -1,7 +1,7 @@
-import type { Config } from './config.ts'
-import type { OrderStore } from './store.ts'
-import { PgStore } from './pg-store.ts'
-import { SqliteStore } from './sqlite-store.ts'
+import type { Config } from '../config.ts'
+import type { OrderStore } from './order-store.ts'
+import { PgStore } from './pg/pg-store.ts'
+import { SqliteStore } from './sqlite/sqlite-store.ts'
 
 /** Picks the store named by DATABASE_URL (its form is checked with the rest of the configuration). */
 export async function openStore (config: Pick<Config, 'DATABASE_URL' | 'SQLITE_BUSY_TIMEOUT_MS'>): Promise<OrderStore> {

@@ -1,7 +1,7 @@
 import type { Test } from 'tap'
-import { ORDER_STATUSES, type OrderRecord, type OrderStatus } from '../src/order.ts'
-import type { OrderStats, OrderStore } from '../src/store.ts'
-import { anOrder, waitFor } from './helper.ts'
+import { ORDER_STATUSES, type OrderRecord, type OrderStatus } from '../../src/order.ts'
+import type { OrderStats, OrderStore } from '../../src/store/order-store.ts'
+import { anOrder, waitFor } from '../helper.ts'
 
 const T0 = 1_700_000_000_000
 const LEASE = 30_000

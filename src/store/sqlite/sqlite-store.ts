@@ -2,18 +2,18 @@ import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { randomUUID } from 'node:crypto'
 import Database from 'better-sqlite3'
-import type { NewOrder, OrderRecord, OrderStatus } from './order.ts'
-import { ORDER_STATUSES, sameOrder, toCents } from './order.ts'
-import { GroupCommit, attempt, type Settled } from './group-commit.ts'
-import { Checkpointer } from './sqlite-checkpointer.ts'
-import { migrate } from './sqlite-migrations.ts'
-import { StatsDelta, statsFromRows } from './stats-delta.ts'
+import type { NewOrder, OrderRecord, OrderStatus } from '../../order.ts'
+import { ORDER_STATUSES, sameOrder, toCents } from '../../order.ts'
+import { GroupCommit, attempt, type Settled } from '../group-commit.ts'
+import { Checkpointer } from './checkpointer.ts'
+import { migrate } from './migrations.ts'
+import { StatsDelta, statsFromRows } from '../stats-delta.ts'
 import type {
   CancelResult, ChangeListener, Claim, CreateResult, ListQuery, OrderPage, OrderStats, OrderStore, Outcome, WorkListener
-} from './store.ts'
-import { Listeners } from './listeners.ts'
-import { ChangeListeners, ChangeLog, type ChangedRow } from './change-log.ts'
-import { recordClaims, recordReleases, type ClaimedRow } from './claimed-rows.ts'
+} from '../order-store.ts'
+import { Listeners } from '../listeners.ts'
+import { ChangeListeners, ChangeLog, type ChangedRow } from '../change-log.ts'
+import { recordClaims, recordReleases, type ClaimedRow } from '../claimed-rows.ts'
 
 const CHECKPOINT_INTERVAL_MS = 100
 
