@@ -1,10 +1,10 @@
 import { readFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { dirname, join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { PACKAGE_ROOT } from '../src/package-root.ts'
 
-const PUBLIC = fileURLToPath(new URL('../public/', import.meta.url))
+const PUBLIC = join(PACKAGE_ROOT, 'public')
 // Served from the npm package: the page needs no CDN and works offline.
 const CHART_JS = join(dirname(createRequire(import.meta.url).resolve('chart.js')), 'chart.umd.min.js')
 

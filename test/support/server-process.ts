@@ -1,10 +1,8 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { createServer } from 'node:net'
-import { fileURLToPath } from 'node:url'
+import { PACKAGE_ROOT as ROOT } from '../../src/package-root.ts'
 import { waitFor } from '../helper.ts'
-
-const ROOT = fileURLToPath(new URL('../..', import.meta.url))
 
 export async function freePort (): Promise<number> {
   const server = createServer().listen(0, '127.0.0.1')
