@@ -2,6 +2,21 @@ import fp from 'fastify-plugin'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 
+type JsonSchema = { [key: string]: unknown, properties?: Record<string, JsonSchema>, required?: string[], default?: unknown }
+
+/**
+ * The same object schema with every property the server defaults left out of `required`. A
+ * TypeBox property with a default is required for the handler (Ajv fills it in before the
+ * handler runs), but a client may leave it out: the document must say it is optional, or
+ * clients generated from it (openapi-typescript) demand every defaulted parameter.
+ */
+function defaultsOptional (schema: JsonSchema): JsonSchema {
+  if (schema.properties === undefined) return schema
+  const properties = Object.fromEntries(Object.entries(schema.properties).map(([name, property]) => [name, defaultsOptional(property)]))
+  const required = schema.required?.filter((name) => schema.properties?.[name]?.default === undefined)
+  return { ...schema, properties, required }
+}
+
 /** OpenAPI document generated from the route schemas, at /docs/json, and Swagger UI at /docs. */
 export default fp(async (app) => {
   await app.register(swagger, {
@@ -18,7 +33,16 @@ export default fp(async (app) => {
         { name: 'simulation', description: 'Load simulation' },
         { name: 'operations', description: 'Liveness and readiness' }
       ]
-    }
+    },
+    // Only the document changes: validation keeps the route's own schemas.
+    transform: ({ schema, url }) => ({
+      url,
+      schema: schema && {
+        ...schema,
+        ...(schema.querystring !== undefined && { querystring: defaultsOptional(schema.querystring as JsonSchema) }),
+        ...(schema.body !== undefined && { body: defaultsOptional(schema.body as JsonSchema) })
+      }
+    })
   })
   await app.register(swaggerUi, { routePrefix: '/docs' })
 }, { name: 'docs' })
