@@ -1,7 +1,24 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { PgStore } from '../src/store/pg/pg-store.ts'
+import { anOrder, waitFor } from './helper.ts'
 import { createDatabase, SKIP_POSTGRES } from './support/pg-database.ts'
 import { storeContract } from './support/store-contract.ts'
+
+const T0 = 1_700_000_000_000
+const LEASE = 30_000
+
+/** A database of its own for one test, dropped when it ends (after the stores opened on it close). */
+async function database (t: Test): Promise<string> {
+  const { url, drop } = await createDatabase()
+  t.teardown(drop)
+  return url
+}
+
+async function openStore (t: Test, url: string) {
+  const store = await PgStore.open(url)
+  t.teardown(() => store.close())
+  return store
+}
 
 t.test('PostgreSQL store', { skip: SKIP_POSTGRES }, async (t) => {
   storeContract(t, async () => {
@@ -11,4 +28,63 @@ t.test('PostgreSQL store', { skip: SKIP_POSTGRES }, async (t) => {
     store.close = async () => { await close(); await database.drop() }
     return store
   })
+})
+
+t.test('PostgreSQL: hundreds of changes of orders with 64-character ids in one transaction reach every process', { skip: SKIP_POSTGRES }, async (t) => {
+  const url = await database(t)
+  const store = await openStore(t, url)
+  // Another process's view: it hears the changes only through NOTIFY.
+  const other = await openStore(t, url)
+  const heard: string[] = []
+  other.onChanges((changes) => { for (const c of changes) heard.push(`${c.order_id} ${c.status}`) })
+  const expected: string[] = []
+  const expect = async (what: string, changes: string[]) => {
+    expected.push(...changes)
+    await waitFor(() => heard.length >= expected.length, `${what}: ${changes.length} changes heard`)
+    // Rows changed by one statement come in no particular order.
+    t.same(heard.slice(expected.length - changes.length).sort(), changes.sort(), what)
+  }
+  const as = (status: string, ids: string[]) => ids.map((id) => `${id} ${status}`)
+  const id = (i: number) => `order-${String(i).padStart(4, '0')}-`.padEnd(64, 'x')
+  const ids = (from: number, count: number) => Array.from({ length: count }, (_, i) => id(from + i))
+  t.equal(id(0).length, 64)
+
+  const bulk = ids(0, 300)
+  t.same(await store.createMany(bulk.map((orderId) => anOrder(orderId)), T0, T0), [], 'createMany')
+  await expect('createMany', as('Pending', bulk))
+
+  const single = ids(300, 300)
+  const results = await Promise.all(single.map((orderId) => store.create(anOrder(orderId), T0, T0)))
+  t.same(new Set(results), new Set(['created']), 'creates, committed together')
+  await expect('group-committed creates', as('Pending', single))
+
+  const claims = await store.claim(600, T0, T0 + LEASE)
+  t.equal(claims.length, 600)
+  await expect('claim', as('Processing', [...bulk, ...single]))
+
+  const [done, retried, failed] = [claims.slice(0, 200), claims.slice(200, 400), claims.slice(400)]
+  t.equal(await store.settle([
+    ...done.map((claim) => ({ claim, ok: true as const })),
+    ...retried.map((claim) => ({ claim, ok: false as const, error: 'again', retryAt: T0 + 10 })),
+    ...failed.map((claim) => ({ claim, ok: false as const, error: 'no', retryAt: null }))
+  ], T0 + 5), 600)
+  const orderIds = (list: typeof claims) => list.map((claim) => claim.order_id)
+  await expect('settle', [...as('Completed', orderIds(done)), ...as('Pending', orderIds(retried)), ...as('Failed', orderIds(failed))])
+
+  const again = await store.claim(600, T0 + 10, T0 + 10 + LEASE)
+  t.equal(again.length, 200)
+  await expect('claim again', as('Processing', orderIds(retried)))
+  t.equal(await store.release(again, T0 + 11), 200)
+  await expect('release', as('Pending', orderIds(retried)))
+
+  t.equal((await store.claim(600, T0 + 12, T0 + 20)).length, 200)
+  await expect('claim with a short lease', as('Processing', orderIds(retried)))
+  t.equal(await store.recoverExpired(T0 + 21, 3), 200)
+  await expect('recoverExpired', as('Pending', orderIds(retried)))
+
+  t.equal((await store.cancel(id(200), T0 + 22)).cancelled, true)
+  await expect('cancel', as('Cancelled', [id(200)]))
+
+  t.equal(await store.create(anOrder(id(999)), T0 + 23, T0 + 23), 'created')
+  t.equal((await store.claim(600, T0 + 23, T0 + LEASE)).length, 200, 'processing goes on: later orders are claimed')
 })

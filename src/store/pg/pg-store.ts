@@ -5,6 +5,7 @@ import { ORDER_STATUSES, sameOrder, toCents } from '../../order.ts'
 import { GroupCommit, type Settled } from '../group-commit.ts'
 import { migrate } from './migrations.ts'
 import { PgListener } from './listener.ts'
+import { decodeChanges, encodeChanges } from './notifications.ts'
 import { StatsDelta, statsFromRows } from '../stats-delta.ts'
 import type {
   CancelResult, ChangeListener, Claim, CreateResult, ListQuery, OrderChange, OrderPage, OrderStats, OrderStore, Outcome, WorkListener
@@ -15,8 +16,6 @@ import { recordClaims, recordReleases, type ClaimedRow } from '../claimed-rows.t
 
 const CHANNEL = 'orders_available'
 const CHANGES_CHANNEL = 'order_changes'
-/** Changes per NOTIFY: a payload must stay under PostgreSQL's 8000 bytes. */
-const CHANGES_PER_NOTIFY = 80
 /** The columns of a ChangedRow, returned by every statement that changes a status. */
 const CHANGED_COLUMNS = 'o.order_id, o.attempts, o.created_at, o.processing_started_at'
 /** A readiness check slower than this fails: the store is not ready. */
@@ -105,9 +104,7 @@ export class PgStore implements OrderStore {
 
   private async announce (tx: Tx, changes: OrderChange[]): Promise<void> {
     if (changes.length === 0) return
-    const payloads: string[] = []
-    for (let i = 0; i < changes.length; i += CHANGES_PER_NOTIFY) payloads.push(encodeChanges(changes.slice(i, i + CHANGES_PER_NOTIFY)))
-    await tx.query('SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload', [CHANGES_CHANNEL, payloads])
+    await tx.query('SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload', [CHANGES_CHANNEL, encodeChanges(changes)])
   }
 
   private async notify (tx: Tx, availableAt: number): Promise<void> {
@@ -351,15 +348,4 @@ export class PgStore implements OrderStore {
     await this.listener.close()
     await this.pool.end()
   }
-}
-
-/** Compact rows keep a NOTIFY payload small: [order_id, status, at, attempts, created_at, processing_started_at]. */
-function encodeChanges (changes: OrderChange[]): string {
-  return JSON.stringify(changes.map((c) => [c.order_id, c.status, c.at, c.attempts, c.created_at, c.processing_started_at]))
-}
-
-function decodeChanges (payload: string): OrderChange[] {
-  return (JSON.parse(payload) as Array<[string, OrderStatus, number, number, number, number | null]>)
-    .map(([orderId, status, at, attempts, createdAt, startedAt]) =>
-      ({ order_id: orderId, status, at, attempts, created_at: createdAt, processing_started_at: startedAt }))
 }
