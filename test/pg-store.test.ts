@@ -2,7 +2,9 @@ import t, { type Test } from 'tap'
 import { PgStore } from '../src/store/pg/pg-store.ts'
 import { anOrder, waitFor } from './helper.ts'
 import { createDatabase, SKIP_POSTGRES } from './support/pg-database.ts'
+import { recordingLog } from './support/recording-log.ts'
 import { storeContract } from './support/store-contract.ts'
+import { TcpProxy } from './support/tcp-proxy.ts'
 
 const T0 = 1_700_000_000_000
 const LEASE = 30_000
@@ -14,16 +16,17 @@ async function database (t: Test): Promise<string> {
   return url
 }
 
-async function openStore (t: Test, url: string) {
-  const store = await PgStore.open(url)
+async function openStore (t: Test, url: string, timeoutMs = 5000) {
+  const log = recordingLog()
+  const store = await PgStore.open(url, { timeoutMs, log })
   t.teardown(() => store.close())
-  return store
+  return { store, log }
 }
 
 t.test('PostgreSQL store', { skip: SKIP_POSTGRES }, async (t) => {
   storeContract(t, async () => {
     const database = await createDatabase()
-    const store = await PgStore.open(database.url)
+    const store = await PgStore.open(database.url, { timeoutMs: 5000, log: recordingLog() })
     const close = store.close.bind(store)
     store.close = async () => { await close(); await database.drop() }
     return store
@@ -32,9 +35,9 @@ t.test('PostgreSQL store', { skip: SKIP_POSTGRES }, async (t) => {
 
 t.test('PostgreSQL: hundreds of changes of orders with 64-character ids in one transaction reach every process', { skip: SKIP_POSTGRES }, async (t) => {
   const url = await database(t)
-  const store = await openStore(t, url)
+  const { store, log } = await openStore(t, url)
   // Another process's view: it hears the changes only through NOTIFY.
-  const other = await openStore(t, url)
+  const { store: other } = await openStore(t, url)
   const heard: string[] = []
   other.onChanges((changes) => { for (const c of changes) heard.push(`${c.order_id} ${c.status}`) })
   const expected: string[] = []
@@ -87,4 +90,26 @@ t.test('PostgreSQL: hundreds of changes of orders with 64-character ids in one t
 
   t.equal(await store.create(anOrder(id(999)), T0 + 23, T0 + 23), 'created')
   t.equal((await store.claim(600, T0 + 23, T0 + LEASE)).length, 200, 'processing goes on: later orders are claimed')
+  t.same(log.entries, [], 'nothing went wrong')
+})
+
+t.test('PostgreSQL: the listener notices a connection that stops answering, and reconnects', { skip: SKIP_POSTGRES }, async (t) => {
+  const { proxy, url } = await TcpProxy.inFrontOf(await database(t))
+  t.teardown(() => proxy.cut())
+  const timeoutMs = 500
+  const { store, log } = await openStore(t, url, timeoutMs)
+  const work: number[] = []
+  store.onWork((at) => work.push(at))
+
+  const started = Date.now()
+  proxy.blackHole()
+  await waitFor(() => log.entries.some((e) => e.message.includes('lost its connection')), 'the listener to notice')
+  const noticedMs = Date.now() - started
+  t.ok(noticedMs < timeoutMs * 2 + 2000, `noticed after ${noticedMs} ms (checks every ${timeoutMs} ms, each with a deadline of ${timeoutMs} ms)`)
+
+  await proxy.restore()
+  await waitFor(() => log.entries.some((e) => e.message === 'notification listener connected again'), 'the listener to reconnect')
+  t.equal(work.length, 1, 'reconnected, it wakes the workers: work announced meanwhile was missed')
+  t.equal(await store.create(anOrder('after'), T0, T0), 'created')
+  await waitFor(() => work.includes(T0), 'the new connection to hear announcements')
 })
