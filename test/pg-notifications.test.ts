@@ -1,6 +1,6 @@
 import t from 'tap'
 import type { OrderChange } from '../src/store/order-store.ts'
-import { decodeChanges, encodeChanges, MAX_PAYLOAD_BYTES } from '../src/store/pg/notifications.ts'
+import { decodeAvailableAt, decodeChanges, encodeChanges, MAX_PAYLOAD_BYTES } from '../src/store/pg/notifications.ts'
 
 const T0 = 1_700_000_000_000
 
@@ -23,4 +23,12 @@ t.test('changes are packed into payloads PostgreSQL accepts, each as full as it 
     t.same(payloads.flatMap(decodeChanges), changes, 'read back in order, unchanged')
   }
   t.same(encodeChanges([]), [])
+})
+
+t.test('payloads this service did not send are refused', async (t) => {
+  for (const payload of ['not json', '{}', 'null', '[1]', '[["A", "Shipped", 1, 0, 1, null]]', '[["A", "Pending", 1.5, 0, 1, null]]', '[["A", "Pending", 1, -1, 1, null]]']) {
+    t.throws(() => decodeChanges(payload), `${payload} refused`)
+  }
+  for (const payload of ['', 'soon', '1.5', '1e400']) t.throws(() => decodeAvailableAt(payload), `"${payload}" refused`)
+  t.equal(decodeAvailableAt(String(T0)), T0)
 })

@@ -1,4 +1,6 @@
+import pg from 'pg'
 import t, { type Test } from 'tap'
+import type { OrderChange } from '../src/store/order-store.ts'
 import { PgStore } from '../src/store/pg/pg-store.ts'
 import { anOrder, waitFor } from './helper.ts'
 import { createDatabase, SKIP_POSTGRES } from './support/pg-database.ts'
@@ -91,6 +93,39 @@ t.test('PostgreSQL: hundreds of changes of orders with 64-character ids in one t
   t.equal(await store.create(anOrder(id(999)), T0 + 23, T0 + 23), 'created')
   t.equal((await store.claim(600, T0 + 23, T0 + LEASE)).length, 200, 'processing goes on: later orders are claimed')
   t.same(log.entries, [], 'nothing went wrong')
+})
+
+t.test('PostgreSQL: a notification this service did not send is logged and ignored', { skip: SKIP_POSTGRES }, async (t) => {
+  const url = await database(t)
+  const { store, log } = await openStore(t, url)
+  const changes: OrderChange[] = []
+  const work: number[] = []
+  store.onChanges((batch) => changes.push(...batch))
+  store.onWork((at) => work.push(at))
+
+  // Any user of the database may send these.
+  const stranger = new pg.Client({ connectionString: url })
+  await stranger.connect()
+  t.teardown(() => stranger.end())
+  const foreign: Array<[string, string]> = [
+    ['order_changes', 'not json'],
+    ['order_changes', '{"order_id": "A"}'],
+    ['order_changes', 'null'],
+    ['order_changes', '[["A", "Shipped", 1, 0, 1, null]]'],
+    ['order_changes', '[["A", "Pending", "1", 0, 1, null]]'],
+    ['order_changes', '[["A", "Pending", 1, 0, 1]]'],
+    ['orders_available', 'soon'],
+    ['orders_available', ''],
+    ['orders_available', '1.5']
+  ]
+  for (const [channel, payload] of foreign) await stranger.query('SELECT pg_notify($1, $2)', [channel, payload])
+
+  t.equal(await store.create(anOrder('after'), T0, T0), 'created')
+  await waitFor(() => changes.length > 0 && work.length > 0, 'the next changes to be heard')
+  t.same(changes.map((c) => `${c.order_id} ${c.status}`), ['after Pending'], 'only the real change was delivered')
+  t.same(work, [T0])
+  t.same(log.entries.map((e) => [e.level, e.message, (e.details as { payload: string }).payload]),
+    foreign.map(([, payload]) => ['warn', 'ignored a notification this service did not send', payload]), 'each logged once')
 })
 
 t.test('PostgreSQL: the listener notices a connection that stops answering, and reconnects', { skip: SKIP_POSTGRES }, async (t) => {

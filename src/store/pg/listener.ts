@@ -3,6 +3,12 @@ import type { StoreLog } from '../store-log.ts'
 
 /** Waits before reconnecting a lost LISTEN connection. */
 const RECONNECT_MS = 1000
+/**
+ * PostgreSQL keeps every notification until the slowest listening session has read it; once its
+ * queue is full every NOTIFY fails, and with it every write of this service. Past half full a
+ * session somewhere is not reading (stuck, or listening inside a long transaction).
+ */
+const QUEUE_USAGE_WARNING = 0.5
 
 export interface ListenerOptions {
   /** How to connect, with the deadlines (connectionTimeoutMillis, query_timeout) the checks rely on. */
@@ -17,7 +23,8 @@ export interface ListenerOptions {
 
 /**
  * A dedicated connection that LISTENs on some channels. It reconnects when the connection is
- * lost, or stops answering without closing: a periodic query with a deadline notices that.
+ * lost, or stops answering without closing: a periodic query with a deadline notices that, and
+ * also reports how full PostgreSQL's notification queue is.
  */
 export class PgListener {
   private client: pg.Client | null = null
@@ -58,11 +65,16 @@ export class PgListener {
   }
 
   private async check (client: pg.Client): Promise<void> {
+    let usage: number
     try {
-      await client.query('SELECT 1')
+      const { rows } = await client.query<{ usage: number }>('SELECT pg_notification_queue_usage() AS usage')
+      usage = (rows[0] as { usage: number }).usage
     } catch (err) {
       this.reconnect(client, err as Error)
       return
+    }
+    if (usage > QUEUE_USAGE_WARNING) {
+      this.options.log.warn({ usage }, 'PostgreSQL notification queue more than half full: a listening session is not reading; when full, every write fails')
     }
     if (this.client === client) this.schedule(() => this.check(client), this.options.checkEveryMs)
   }

@@ -5,7 +5,7 @@ import { ORDER_STATUSES, sameOrder, toCents } from '../../order.ts'
 import { GroupCommit, type Settled } from '../group-commit.ts'
 import { migrate } from './migrations.ts'
 import { PgListener } from './listener.ts'
-import { decodeChanges, encodeChanges } from './notifications.ts'
+import { decodeAvailableAt, decodeChanges, encodeChanges } from './notifications.ts'
 import { StatsDelta, statsFromRows } from '../stats-delta.ts'
 import type {
   CancelResult, ChangeListener, Claim, CreateResult, ListQuery, OrderChange, OrderPage, OrderStats, OrderStore, Outcome, WorkListener
@@ -63,15 +63,17 @@ export class PgStore implements OrderStore {
   private readonly creates = new GroupCommit<PendingCreate, CreateResult>((items) => this.createBatch(items), MAX_WAITING_CREATES)
   private readonly listener: PgListener
   private readonly timeoutMs: number
+  private readonly log: StoreLog
 
   private constructor (private readonly pool: pg.Pool, connection: pg.ClientConfig, { timeoutMs, log }: PgStoreOptions) {
     this.timeoutMs = timeoutMs
+    this.log = log
     this.listener = new PgListener({
       connection: { ...connection, query_timeout: timeoutMs },
       checkEveryMs: timeoutMs,
       channels: {
-        [CHANNEL]: (payload) => this.workListeners.emit(Number(payload)),
-        [CHANGES_CHANNEL]: (payload) => this.changeListeners.emit(decodeChanges(payload))
+        [CHANNEL]: this.receive(decodeAvailableAt, (at) => this.workListeners.emit(at)),
+        [CHANGES_CHANNEL]: this.receive(decodeChanges, (changes) => this.changeListeners.emit(changes))
       },
       // Work announced while the listener was away would wait for the next announcement.
       onReconnected: () => this.workListeners.emit(Date.now()),
@@ -106,6 +108,20 @@ export class PgStore implements OrderStore {
     const store = new PgStore(pool, connection, options)
     await store.listener.ready
     return store
+  }
+
+  /** A notification handler: a payload this service did not send (any database user may NOTIFY) is logged and ignored. */
+  private receive<T> (decode: (payload: string) => T, deliver: (value: T) => void): (payload: string) => void {
+    return (payload) => {
+      let value: T
+      try {
+        value = decode(payload)
+      } catch (err) {
+        this.log.warn({ err, payload: payload.slice(0, 200) }, 'ignored a notification this service did not send')
+        return
+      }
+      deliver(value)
+    }
   }
 
   private deadlinePassed (): StoreUnavailableError {
@@ -416,6 +432,11 @@ export class PgStore implements OrderStore {
       const { rowCount } = await tx.query('UPDATE readiness_checks SET checked_at = $1 WHERE id = 1', [now])
       if (rowCount !== 1) throw new Error('readiness_checks has no row to write')
     })
+  }
+
+  async notificationQueueUsage (): Promise<number> {
+    const { rows } = await this.pool.query<{ usage: number }>('SELECT pg_notification_queue_usage() AS usage')
+    return (rows[0] as { usage: number }).usage
   }
 
   onWork (listener: WorkListener): () => void {
