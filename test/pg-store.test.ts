@@ -148,3 +148,16 @@ t.test('PostgreSQL: the listener notices a connection that stops answering, and 
   t.equal(await store.create(anOrder('after'), T0, T0), 'created')
   await waitFor(() => work.includes(T0), 'the new connection to hear announcements')
 })
+
+t.test('PostgreSQL: closing the store while the server does not answer takes at most the deadline', { skip: SKIP_POSTGRES }, async (t) => {
+  const { proxy, url } = await TcpProxy.inFrontOf(await database(t))
+  t.teardown(() => proxy.cut())
+  const timeoutMs = 500
+  const store = await PgStore.open(url, { timeoutMs, log: recordingLog() })
+  await store.stats() // a pooled connection, idle from now on
+  proxy.blackHole()
+  const started = Date.now()
+  await store.close()
+  const closedMs = Date.now() - started
+  t.ok(closedMs < timeoutMs + 2000, `closed after ${closedMs} ms`)
+})

@@ -1,4 +1,5 @@
 import { randomInt, randomUUID } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
 import type { NewOrder, OrderRecord, OrderStatus } from '../../order.ts'
 import { ORDER_STATUSES, sameOrder, toCents } from '../../order.ts'
@@ -448,8 +449,12 @@ export class PgStore implements OrderStore {
   }
 
   async close (): Promise<void> {
-    if (this.pool.ended) return
-    await this.listener.close()
-    await this.pool.end()
+    if (this.pool.ending) return
+    // Closing waits for the server to see each connection end; one that stops answering never
+    // does, and would hold a shutdown up: past the deadline the process may exit regardless.
+    await Promise.race([
+      Promise.all([this.listener.close(), this.pool.end()]),
+      sleep(this.timeoutMs, undefined, { ref: false })
+    ])
   }
 }
