@@ -9,7 +9,7 @@ declare module 'fastify' {
 }
 
 export default fp(async (app) => {
-  const store = await openStore(app.config)
+  const store = await openStore(app.config, app.log)
   app.decorate('store', store)
   app.addHook('onClose', async () => { await store.close() })
 }, { name: 'store', dependencies: ['config'] })

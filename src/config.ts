@@ -13,6 +13,12 @@ export const EnvSchema = Type.Object({
     pattern: '^(sqlite:.+|postgres(ql)?://.+)$',
     description: 'sqlite:<path>, sqlite::memory: or postgres://...'
   }),
+  DATABASE_TIMEOUT_MS: Type.Integer({
+    default: 5000,
+    minimum: 100,
+    maximum: 600_000,
+    description: 'PostgreSQL: the longest a store call (its queries, a connection attempt, a wait for a pooled connection) may take; then 503'
+  }),
   SQLITE_BUSY_TIMEOUT_MS: Type.Integer({ default: 1000, minimum: 0, maximum: 60_000, description: 'how long a SQLite write waits for a lock another program holds' }),
   PROCESSOR: StringEnum(['on', 'off'], { default: 'on', description: 'off: an API-only process' }),
   PROCESSOR_CONCURRENCY: Type.Integer({ default: 1000, minimum: 1, maximum: 100000 }),

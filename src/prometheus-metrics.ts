@@ -8,8 +8,9 @@ const STAGE_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 3, 5, 7, 10, 30
 
 /**
  * The Prometheus view of the service: process metrics, orders by status (the store's running
- * aggregates), order stage durations (from the store's status changes), and the HTTP lifecycle
- * stage timings, read from the same histograms that feed /orders/metrics.
+ * aggregates), order stage durations (from the store's status changes), the HTTP lifecycle
+ * stage timings, read from the same histograms that feed /orders/metrics, and on PostgreSQL how
+ * full its notification queue is.
  */
 export function prometheusMetrics (store: OrderStore, httpTimings: HttpTimings): { registry: Registry, stop: () => void } {
   const registry = new Registry()
@@ -25,6 +26,16 @@ export function prometheusMetrics (store: OrderStore, httpTimings: HttpTimings):
       for (const status of ORDER_STATUSES) this.set({ status }, counts[status])
     }
   })
+
+  const queueUsage = store.notificationQueueUsage?.bind(store)
+  if (queueUsage) {
+    new Gauge({
+      name: 'notification_queue_usage_ratio',
+      help: "Fraction of PostgreSQL's notification queue in use: when full, every write fails; past 0.5 a listening session is not reading",
+      registers: [registry],
+      async collect () { this.set(await queueUsage()) }
+    })
+  }
 
   const stage = (name: string, help: string) =>
     new Histogram({ name, help, buckets: STAGE_BUCKETS, registers: [registry] })

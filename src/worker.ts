@@ -17,7 +17,7 @@ const log = pino({ level: config.LOG_LEVEL })
 
 let store: OrderStore
 try {
-  store = await openStore(config)
+  store = await openStore(config, log)
 } catch (err) {
   console.error(`Could not start: ${(err as Error).message}`)
   process.exit(1)

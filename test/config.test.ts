@@ -33,7 +33,8 @@ const bad: Array<[Record<string, string>, RegExp]> = [
   [{ PROCESSING_TIME_MS: '7000-3000' }, /^PROCESSING_TIME_MS must be "min-max" with min <= max/],
   [{ LEASE_MS: '5000' }, /^LEASE_MS \(5000\) must be longer than the longest PROCESSING_TIME_MS \(7000\)$/],
   [{ POPULATE_ENABLED: 'perhaps' }, /^POPULATE_ENABLED must be boolean$/],
-  [{ MAX_ATTEMPTS: '0' }, /^MAX_ATTEMPTS must be >= 1$/]
+  [{ MAX_ATTEMPTS: '0' }, /^MAX_ATTEMPTS must be >= 1$/],
+  [{ DATABASE_TIMEOUT_MS: '10' }, /^DATABASE_TIMEOUT_MS must be >= 100$/]
 ]
 
 for (const [env, message] of bad) {

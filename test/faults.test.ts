@@ -2,18 +2,30 @@ import { rmSync } from 'node:fs'
 import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import pg from 'pg'
-import type { LightMyRequestResponse } from 'fastify'
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
 import { anOrder, build, tempDir, waitFor } from './helper.ts'
 import { createDatabase, POSTGRES_URL, SKIP_POSTGRES } from './support/pg-database.ts'
 import { fillUp, SKIP_UNLESS_ROOT, smallDisk } from './support/small-disk.ts'
 import { TcpProxy } from './support/tcp-proxy.ts'
+import { MAX_WAITING_CREATES } from '../src/store/pg/pg-store.ts'
 
 /** The answer a request gets while the store refuses writes: 503 JSON, to be retried later. */
 function storeUnavailable (t: Test, res: LightMyRequestResponse): void {
   t.equal(res.statusCode, 503)
   t.same(res.json(), { error: 'Store unavailable: retry later' })
   t.ok(res.headers['retry-after'], 'Retry-After says when')
+}
+
+/** Creates orders through the API, keeping the ids answered 201. */
+function creator (app: FastifyInstance) {
+  const answered: string[] = []
+  const create = async (orderId: string) => {
+    const res = await app.inject({ method: 'POST', url: '/orders', payload: anOrder(orderId) })
+    if (res.statusCode === 201) answered.push(orderId)
+    return res
+  }
+  return { answered, create }
 }
 
 t.test('a lagging event loop gets 503 + Retry-After, then service resumes', async (t) => {
@@ -55,12 +67,7 @@ t.test('SQLite locked by another program: 503 JSON meanwhile, recovery by itself
 t.test('SQLite on a full disk: 503 JSON meanwhile, recovery by itself, nothing lost', { skip: SKIP_UNLESS_ROOT }, async (t) => {
   const dir = smallDisk(t)
   const app = await build(t, { DATABASE_URL: `sqlite:${join(dir, 'orders.db')}`, LEASE_MS: '1000' })
-  const answered: string[] = []
-  const create = async (orderId: string) => {
-    const res = await app.inject({ method: 'POST', url: '/orders', payload: anOrder(orderId) })
-    if (res.statusCode === 201) answered.push(orderId)
-    return res
-  }
+  const { answered, create } = creator(app)
   t.equal((await create('before')).statusCode, 201)
 
   fillUp(join(dir, 'filler'))
@@ -82,12 +89,9 @@ t.test('SQLite on a full disk: 503 JSON meanwhile, recovery by itself, nothing l
 
 t.test('PostgreSQL cut off and back: 503 JSON meanwhile, recovery by itself, nothing lost', { skip: SKIP_POSTGRES }, async (t) => {
   const database = await createDatabase()
-  const url = new URL(database.url)
-  const proxy = new TcpProxy(url.hostname, Number(url.port || 5432))
-  await proxy.start()
-  url.port = String(proxy.port)
+  const { proxy, url } = await TcpProxy.inFrontOf(database.url)
   t.teardown(async () => { await proxy.cut(); await database.drop() })
-  const app = await build(t, { DATABASE_URL: url.toString(), PROCESSOR: 'off' })
+  const app = await build(t, { DATABASE_URL: url, PROCESSOR: 'off' })
 
   t.equal((await app.inject({ method: 'POST', url: '/orders', payload: anOrder('before') })).statusCode, 201)
   await proxy.cut()
@@ -138,7 +142,7 @@ t.test('PostgreSQL: readiness checks stuck behind a lock fail in time and hold o
   const database = await createDatabase()
   const locker = new pg.Client({ connectionString: database.url })
   t.teardown(async () => { await locker.end(); await database.drop() })
-  const app = await build(t, { DATABASE_URL: database.url, PROCESSOR: 'off' })
+  const app = await build(t, { DATABASE_URL: database.url, PROCESSOR: 'off', DATABASE_TIMEOUT_MS: '1000' })
   await locker.connect()
   await locker.query('BEGIN')
   await locker.query('SELECT * FROM readiness_checks FOR UPDATE')
@@ -160,4 +164,89 @@ t.test('PostgreSQL: readiness checks stuck behind a lock fail in time and hold o
 
   await locker.query('ROLLBACK')
   t.equal((await app.inject({ url: '/ready' })).statusCode, 200)
+})
+
+/** A request and how long its answer took. */
+async function timed<T> (request: () => Promise<T>): Promise<{ res: T, ms: number }> {
+  const started = Date.now()
+  const res = await request()
+  return { res, ms: Date.now() - started }
+}
+
+/** DATABASE_TIMEOUT_MS in the tests below; an answer may take longer on a loaded machine, but not forever. */
+const DEADLINE_MS = 1000
+const LATE_MS = DEADLINE_MS + 4000
+
+t.test('PostgreSQL table locked by another session: 503 within DATABASE_TIMEOUT_MS, waiting creates bounded, recovery by itself', { skip: SKIP_POSTGRES }, async (t) => {
+  const database = await createDatabase()
+  const locker = new pg.Client({ connectionString: database.url })
+  const observer = new pg.Client({ connectionString: database.url })
+  t.teardown(async () => { await locker.end(); await observer.end(); await database.drop() })
+  const app = await build(t, { DATABASE_URL: database.url, PROCESSOR: 'off', DATABASE_TIMEOUT_MS: String(DEADLINE_MS) })
+  const { answered, create } = creator(app)
+  t.equal((await create('before')).statusCode, 201)
+  await Promise.all([locker.connect(), observer.connect()])
+  await locker.query('BEGIN')
+  await locker.query('LOCK TABLE orders')
+
+  const refused = await timed(() => create('during'))
+  storeUnavailable(t, refused.res)
+  t.ok(refused.ms < LATE_MS, `POST /orders answered 503 after ${refused.ms} ms (DATABASE_TIMEOUT_MS ${DEADLINE_MS})`)
+  const ready = await timed(() => app.inject({ url: '/ready' }))
+  t.equal(ready.res.statusCode, 503, '/ready: a write would wait')
+  t.ok(ready.ms < LATE_MS, `GET /ready answered 503 after ${ready.ms} ms`)
+
+  // One create waits for the lock; the next ones wait for its commit, up to the bound.
+  let firstAnswered = false
+  const first = timed(() => create('first')).finally(() => { firstAnswered = true })
+  await waitFor(async () => (await observer.query<{ n: number }>(`SELECT count(*)::int AS n FROM pg_stat_activity
+    WHERE datname = current_database() AND wait_event_type = 'Lock' AND query LIKE 'INSERT INTO orders%'`)).rows[0]?.n === 1,
+  'the first create to wait for the lock')
+  const extra = 50
+  let refusedAtOnce = 0
+  const flood = await Promise.all(Array.from({ length: MAX_WAITING_CREATES + extra }, async (_, i) => {
+    const answer = await timed(() => create(`flood-${i}`))
+    if (!firstAnswered) refusedAtOnce++
+    return answer
+  }))
+  const { ms: firstMs } = await first
+  t.equal(refusedAtOnce, extra, `beyond ${MAX_WAITING_CREATES} waiting, creates were refused without waiting ` +
+    `(in ${Math.max(...flood.slice(-extra).map((answer) => answer.ms))} ms at most, while the first took ${firstMs} ms)`)
+  const waited = Math.max(...flood.map((answer) => answer.ms))
+  t.ok(waited < LATE_MS, `the creates that waited for its commit answered after ${waited} ms at most`)
+  t.same(flood.filter(({ res }) => res.statusCode !== 503 || res.headers['retry-after'] === undefined), [], 'all 503 with Retry-After')
+
+  await locker.query('ROLLBACK')
+  await waitFor(async () => (await app.inject({ url: '/ready' })).statusCode === 200, 'the store to take writes again')
+  t.equal((await create('after')).statusCode, 201)
+  t.same(answered, ['before', 'after'])
+  for (const orderId of answered) t.equal((await app.inject({ url: `/orders/${orderId}` })).statusCode, 200, `${orderId} exists`)
+  t.equal((await app.store.stats()).counts.Pending, 2, 'no refused create was written')
+})
+
+t.test('PostgreSQL stops answering without closing: 503 within DATABASE_TIMEOUT_MS, recovery by itself', { skip: SKIP_POSTGRES }, async (t) => {
+  const database = await createDatabase()
+  const { proxy, url } = await TcpProxy.inFrontOf(database.url)
+  t.teardown(async () => { await proxy.cut(); await database.drop() })
+  const app = await build(t, { DATABASE_URL: url, DATABASE_TIMEOUT_MS: String(DEADLINE_MS) })
+  const completed = (orderId: string) => waitFor(async () =>
+    (await app.inject({ url: `/orders/${orderId}` })).json().status === 'Completed', `${orderId} to be processed`)
+  t.equal((await app.inject({ method: 'POST', url: '/orders', payload: anOrder('before') })).statusCode, 201)
+  await completed('before')
+
+  proxy.blackHole()
+  const refused = await timed(() => app.inject({ method: 'POST', url: '/orders', payload: anOrder('during') }))
+  storeUnavailable(t, refused.res)
+  t.ok(refused.ms < LATE_MS, `POST /orders answered 503 after ${refused.ms} ms`)
+  const read = await timed(() => app.inject({ url: '/orders/before' }))
+  storeUnavailable(t, read.res)
+  t.ok(read.ms < LATE_MS, `GET /orders/:id answered 503 after ${read.ms} ms`)
+  const ready = await timed(() => app.inject({ url: '/ready' }))
+  t.equal(ready.res.statusCode, 503)
+  t.ok(ready.ms < LATE_MS, `GET /ready answered 503 after ${ready.ms} ms`)
+
+  await proxy.restore()
+  await waitFor(async () => (await app.inject({ url: '/ready' })).statusCode === 200, 'the store to answer again')
+  t.equal((await app.inject({ method: 'POST', url: '/orders', payload: anOrder('after') })).statusCode, 201)
+  await completed('after')
 })

@@ -1,14 +1,163 @@
-import t from 'tap'
+import pg from 'pg'
+import t, { type Test } from 'tap'
+import type { OrderChange } from '../src/store/order-store.ts'
 import { PgStore } from '../src/store/pg/pg-store.ts'
+import { anOrder, waitFor } from './helper.ts'
 import { createDatabase, SKIP_POSTGRES } from './support/pg-database.ts'
+import { recordingLog } from './support/recording-log.ts'
 import { storeContract } from './support/store-contract.ts'
+import { TcpProxy } from './support/tcp-proxy.ts'
+
+const T0 = 1_700_000_000_000
+const LEASE = 30_000
+
+/** A database of its own for one test, dropped when it ends (after the stores opened on it close). */
+async function database (t: Test): Promise<string> {
+  const { url, drop } = await createDatabase()
+  t.teardown(drop)
+  return url
+}
+
+async function openStore (t: Test, url: string, timeoutMs = 5000) {
+  const log = recordingLog()
+  const store = await PgStore.open(url, { timeoutMs, log })
+  t.teardown(() => store.close())
+  return { store, log }
+}
 
 t.test('PostgreSQL store', { skip: SKIP_POSTGRES }, async (t) => {
   storeContract(t, async () => {
     const database = await createDatabase()
-    const store = await PgStore.open(database.url)
+    const store = await PgStore.open(database.url, { timeoutMs: 5000, log: recordingLog() })
     const close = store.close.bind(store)
     store.close = async () => { await close(); await database.drop() }
     return store
   })
+})
+
+t.test('PostgreSQL: hundreds of changes of orders with 64-character ids in one transaction reach every process', { skip: SKIP_POSTGRES }, async (t) => {
+  const url = await database(t)
+  const { store, log } = await openStore(t, url)
+  // Another process's view: it hears the changes only through NOTIFY.
+  const { store: other } = await openStore(t, url)
+  const heard: string[] = []
+  other.onChanges((changes) => { for (const c of changes) heard.push(`${c.order_id} ${c.status}`) })
+  const expected: string[] = []
+  const expect = async (what: string, changes: string[]) => {
+    expected.push(...changes)
+    await waitFor(() => heard.length >= expected.length, `${what}: ${changes.length} changes heard`)
+    // Rows changed by one statement come in no particular order.
+    t.same(heard.slice(expected.length - changes.length).sort(), changes.sort(), what)
+  }
+  const as = (status: string, ids: string[]) => ids.map((id) => `${id} ${status}`)
+  const id = (i: number) => `order-${String(i).padStart(4, '0')}-`.padEnd(64, 'x')
+  const ids = (from: number, count: number) => Array.from({ length: count }, (_, i) => id(from + i))
+  t.equal(id(0).length, 64)
+
+  const bulk = ids(0, 300)
+  t.same(await store.createMany(bulk.map((orderId) => anOrder(orderId)), T0, T0), [], 'createMany')
+  await expect('createMany', as('Pending', bulk))
+
+  const single = ids(300, 300)
+  const results = await Promise.all(single.map((orderId) => store.create(anOrder(orderId), T0, T0)))
+  t.same(new Set(results), new Set(['created']), 'creates, committed together')
+  await expect('group-committed creates', as('Pending', single))
+
+  const claims = await store.claim(600, T0, T0 + LEASE)
+  t.equal(claims.length, 600)
+  await expect('claim', as('Processing', [...bulk, ...single]))
+
+  const [done, retried, failed] = [claims.slice(0, 200), claims.slice(200, 400), claims.slice(400)]
+  t.equal(await store.settle([
+    ...done.map((claim) => ({ claim, ok: true as const })),
+    ...retried.map((claim) => ({ claim, ok: false as const, error: 'again', retryAt: T0 + 10 })),
+    ...failed.map((claim) => ({ claim, ok: false as const, error: 'no', retryAt: null }))
+  ], T0 + 5), 600)
+  const orderIds = (list: typeof claims) => list.map((claim) => claim.order_id)
+  await expect('settle', [...as('Completed', orderIds(done)), ...as('Pending', orderIds(retried)), ...as('Failed', orderIds(failed))])
+
+  const again = await store.claim(600, T0 + 10, T0 + 10 + LEASE)
+  t.equal(again.length, 200)
+  await expect('claim again', as('Processing', orderIds(retried)))
+  t.equal(await store.release(again, T0 + 11), 200)
+  await expect('release', as('Pending', orderIds(retried)))
+
+  t.equal((await store.claim(600, T0 + 12, T0 + 20)).length, 200)
+  await expect('claim with a short lease', as('Processing', orderIds(retried)))
+  t.equal(await store.recoverExpired(T0 + 21, 3), 200)
+  await expect('recoverExpired', as('Pending', orderIds(retried)))
+
+  t.equal((await store.cancel(id(200), T0 + 22)).cancelled, true)
+  await expect('cancel', as('Cancelled', [id(200)]))
+
+  t.equal(await store.create(anOrder(id(999)), T0 + 23, T0 + 23), 'created')
+  t.equal((await store.claim(600, T0 + 23, T0 + LEASE)).length, 200, 'processing goes on: later orders are claimed')
+  t.same(log.entries, [], 'nothing went wrong')
+})
+
+t.test('PostgreSQL: a notification this service did not send is logged and ignored', { skip: SKIP_POSTGRES }, async (t) => {
+  const url = await database(t)
+  const { store, log } = await openStore(t, url)
+  const changes: OrderChange[] = []
+  const work: number[] = []
+  store.onChanges((batch) => changes.push(...batch))
+  store.onWork((at) => work.push(at))
+
+  // Any user of the database may send these.
+  const stranger = new pg.Client({ connectionString: url })
+  await stranger.connect()
+  t.teardown(() => stranger.end())
+  const foreign: Array<[string, string]> = [
+    ['order_changes', 'not json'],
+    ['order_changes', '{"order_id": "A"}'],
+    ['order_changes', 'null'],
+    ['order_changes', '[["A", "Shipped", 1, 0, 1, null]]'],
+    ['order_changes', '[["A", "Pending", "1", 0, 1, null]]'],
+    ['order_changes', '[["A", "Pending", 1, 0, 1]]'],
+    ['orders_available', 'soon'],
+    ['orders_available', ''],
+    ['orders_available', '1.5']
+  ]
+  for (const [channel, payload] of foreign) await stranger.query('SELECT pg_notify($1, $2)', [channel, payload])
+
+  t.equal(await store.create(anOrder('after'), T0, T0), 'created')
+  await waitFor(() => changes.length > 0 && work.length > 0, 'the next changes to be heard')
+  t.same(changes.map((c) => `${c.order_id} ${c.status}`), ['after Pending'], 'only the real change was delivered')
+  t.same(work, [T0])
+  t.same(log.entries.map((e) => [e.level, e.message, (e.details as { payload: string }).payload]),
+    foreign.map(([, payload]) => ['warn', 'ignored a notification this service did not send', payload]), 'each logged once')
+})
+
+t.test('PostgreSQL: the listener notices a connection that stops answering, and reconnects', { skip: SKIP_POSTGRES }, async (t) => {
+  const { proxy, url } = await TcpProxy.inFrontOf(await database(t))
+  t.teardown(() => proxy.cut())
+  const timeoutMs = 500
+  const { store, log } = await openStore(t, url, timeoutMs)
+  const work: number[] = []
+  store.onWork((at) => work.push(at))
+
+  const started = Date.now()
+  proxy.blackHole()
+  await waitFor(() => log.entries.some((e) => e.message.includes('lost its connection')), 'the listener to notice')
+  const noticedMs = Date.now() - started
+  t.ok(noticedMs < timeoutMs * 2 + 2000, `noticed after ${noticedMs} ms (checks every ${timeoutMs} ms, each with a deadline of ${timeoutMs} ms)`)
+
+  await proxy.restore()
+  await waitFor(() => log.entries.some((e) => e.message === 'notification listener connected again'), 'the listener to reconnect')
+  t.equal(work.length, 1, 'reconnected, it wakes the workers: work announced meanwhile was missed')
+  t.equal(await store.create(anOrder('after'), T0, T0), 'created')
+  await waitFor(() => work.includes(T0), 'the new connection to hear announcements')
+})
+
+t.test('PostgreSQL: closing the store while the server does not answer takes at most the deadline', { skip: SKIP_POSTGRES }, async (t) => {
+  const { proxy, url } = await TcpProxy.inFrontOf(await database(t))
+  t.teardown(() => proxy.cut())
+  const timeoutMs = 500
+  const store = await PgStore.open(url, { timeoutMs, log: recordingLog() })
+  await store.stats() // a pooled connection, idle from now on
+  proxy.blackHole()
+  const started = Date.now()
+  await store.close()
+  const closedMs = Date.now() - started
+  t.ok(closedMs < timeoutMs + 2000, `closed after ${closedMs} ms`)
 })

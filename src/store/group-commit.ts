@@ -1,3 +1,5 @@
+import { StoreUnavailableError } from './store-errors.ts'
+
 export type Settled<O> = { ok: true, value: O } | { ok: false, error: unknown }
 
 interface Waiting<I, O> {
@@ -11,15 +13,24 @@ interface Waiting<I, O> {
  * one commit for many concurrent requests instead of one each. While a batch is being written
  * (an asynchronous store), the next one keeps growing, so batches get larger as load rises.
  * Each caller still learns its own outcome, and one item's failure does not fail the others.
+ * At most `maxWaiting` items wait for the next batch: beyond that, while the store is slow or
+ * stalled, an item is refused at once (StoreUnavailableError) instead of queueing in memory.
  */
 export class GroupCommit<I, O> {
   private waiting: Array<Waiting<I, O>> = []
   private writing = false
 
-  constructor (private readonly writeBatch: (items: I[]) => Promise<Array<Settled<O>>> | Array<Settled<O>>) {}
+  constructor (
+    private readonly writeBatch: (items: I[]) => Promise<Array<Settled<O>>> | Array<Settled<O>>,
+    private readonly maxWaiting = Infinity
+  ) {}
 
   submit (item: I): Promise<O> {
     return new Promise<O>((resolve, reject) => {
+      if (this.waiting.length >= this.maxWaiting) {
+        reject(new StoreUnavailableError(`${this.maxWaiting} writes are already waiting for the store`))
+        return
+      }
       if (this.waiting.push({ item, resolve, reject }) === 1 && !this.writing) this.schedule()
     })
   }

@@ -1,11 +1,15 @@
 import type { Config } from '../config.ts'
 import type { OrderStore } from './order-store.ts'
+import type { StoreLog } from './store-log.ts'
 import { PgStore } from './pg/pg-store.ts'
 import { SqliteStore } from './sqlite/sqlite-store.ts'
 
 /** Picks the store named by DATABASE_URL (its form is checked with the rest of the configuration). */
-export async function openStore (config: Pick<Config, 'DATABASE_URL' | 'SQLITE_BUSY_TIMEOUT_MS'>): Promise<OrderStore> {
+export async function openStore (
+  config: Pick<Config, 'DATABASE_URL' | 'DATABASE_TIMEOUT_MS' | 'SQLITE_BUSY_TIMEOUT_MS'>,
+  log: StoreLog
+): Promise<OrderStore> {
   const url = config.DATABASE_URL
   if (url.startsWith('sqlite:')) return new SqliteStore(url.slice('sqlite:'.length), config.SQLITE_BUSY_TIMEOUT_MS)
-  return PgStore.open(url)
+  return PgStore.open(url, { timeoutMs: config.DATABASE_TIMEOUT_MS, log })
 }

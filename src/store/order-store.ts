@@ -87,6 +87,8 @@ export interface OrderStore {
   cursorKey (): Promise<string>
   /** Commits a one-row write: resolves only while the store takes writes (the readiness check). */
   ping (now: number): Promise<void>
+  /** PostgreSQL only: the fraction of its notification queue in use (0 to 1); full, every write fails. */
+  notificationQueueUsage?: () => Promise<number>
   onWork (listener: WorkListener): () => void
   /** Listens for changes to some statuses (all by default). */
   onChanges (listener: ChangeListener, statuses?: readonly OrderStatus[]): () => void

@@ -1,6 +1,7 @@
 import t from 'tap'
 import parsePrometheusTextFormat from 'parse-prometheus-text-format'
 import { build, waitFor } from '../helper.ts'
+import { POSTGRES_URL } from '../support/pg-database.ts'
 
 interface Family { name: string, type: string, metrics: Array<{ labels?: Record<string, string>, value?: string, buckets?: Record<string, string>, count?: string }> }
 
@@ -31,4 +32,18 @@ t.test('GET /metrics is Prometheus text: process, orders by status, stage durati
   t.same(getStages.map((m) => m.labels!.stage).sort(), ['handler', 'parsing', 'send', 'serialization', 'total', 'validation'])
   const requests = families.get('http_requests')!.metrics.find((m) => m.labels!.route === 'GET /orders/:order_id')
   t.equal(Number(requests!.value), 1, 'the same counts as /orders/metrics')
+})
+
+t.test("on PostgreSQL, /metrics reports how full its notification queue is; SQLite has none", async (t) => {
+  const app = await build(t)
+  const res = await app.inject({ url: '/metrics' })
+  t.equal(res.statusCode, 200)
+  const usage = (parsePrometheusTextFormat(res.body) as Family[]).find((f) => f.name === 'notification_queue_usage_ratio')
+  if (!POSTGRES_URL) {
+    t.equal(usage, undefined)
+    return
+  }
+  t.equal(usage?.type, 'GAUGE')
+  const value = Number(usage?.metrics[0]?.value)
+  t.ok(value >= 0 && value <= 1, `a fraction (${value})`)
 })

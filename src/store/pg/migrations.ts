@@ -1,4 +1,4 @@
-import type pg from 'pg'
+import pg from 'pg'
 
 /** Any constant: serialises migrations when several processes start at once. */
 const MIGRATION_LOCK = 7_215_301
@@ -47,8 +47,13 @@ const MIGRATIONS: string[] = [
   `
 ]
 
-export async function migrate (pool: pg.Pool): Promise<void> {
-  const client = await pool.connect()
+/**
+ * On a connection of its own, without the store's deadlines: a migration may take long (an index
+ * on a large table), and a process that starts while another migrates waits for it.
+ */
+export async function migrate (connection: pg.ClientConfig): Promise<void> {
+  const client = new pg.Client(connection)
+  await client.connect()
   try {
     await client.query('BEGIN')
     await client.query('SELECT pg_advisory_xact_lock($1)', [MIGRATION_LOCK])
@@ -62,10 +67,8 @@ export async function migrate (pool: pg.Pool): Promise<void> {
       await client.query('INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)', [version, Date.now()])
     }
     await client.query('COMMIT')
-  } catch (err) {
-    await client.query('ROLLBACK')
-    throw err
   } finally {
-    client.release()
+    // Ending the session rolls back a transaction that failed.
+    await client.end()
   }
 }

@@ -1,10 +1,12 @@
 import { randomInt, randomUUID } from 'node:crypto'
+import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
 import type { NewOrder, OrderRecord, OrderStatus } from '../../order.ts'
 import { ORDER_STATUSES, sameOrder, toCents } from '../../order.ts'
 import { GroupCommit, type Settled } from '../group-commit.ts'
 import { migrate } from './migrations.ts'
 import { PgListener } from './listener.ts'
+import { decodeAvailableAt, decodeChanges, encodeChanges } from './notifications.ts'
 import { StatsDelta, statsFromRows } from '../stats-delta.ts'
 import type {
   CancelResult, ChangeListener, Claim, CreateResult, ListQuery, OrderChange, OrderPage, OrderStats, OrderStore, Outcome, WorkListener
@@ -12,17 +14,23 @@ import type {
 import { Listeners } from '../listeners.ts'
 import { ChangeListeners, ChangeLog, type ChangedRow } from '../change-log.ts'
 import { recordClaims, recordReleases, type ClaimedRow } from '../claimed-rows.ts'
+import { StoreUnavailableError } from '../store-errors.ts'
+import type { StoreLog } from '../store-log.ts'
 
 const CHANNEL = 'orders_available'
 const CHANGES_CHANNEL = 'order_changes'
-/** Changes per NOTIFY: a payload must stay under PostgreSQL's 8000 bytes. */
-const CHANGES_PER_NOTIFY = 80
 /** The columns of a ChangedRow, returned by every statement that changes a status. */
 const CHANGED_COLUMNS = 'o.order_id, o.attempts, o.created_at, o.processing_started_at'
-/** A readiness check slower than this fails: the store is not ready. */
-const READINESS_TIMEOUT_MS = 2000
 /** Counter shards: each process writes one, picked at random, so that no single row is hot. */
 const STAT_SHARDS = 64
+/**
+ * Creates waiting for the next group commit; more are refused (503). Healthy, a batch is what
+ * arrived during one commit, at most one per concurrent client (the benchmark's 100 make batches
+ * of up to 100), and 1000 commit in 25-60 ms (the largest bodies, 1000 item ids each, in 0.9 s):
+ * well within DATABASE_TIMEOUT_MS. A full queue means a stalled database, not load, and what it
+ * holds stays small: a thousand of the largest bodies are about 20 MB.
+ */
+export const MAX_WAITING_CREATES = 1000
 
 const ORDER_COLUMNS = `seq, order_id, user_id, item_ids, total_cents, status, created_at,
   processing_started_at, completed_at, updated_at, attempts, last_error`
@@ -33,7 +41,14 @@ const types = {
     oid === pg.types.builtins.INT8 ? Number : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser
 }
 
-interface PendingCreate { order: NewOrder, now: number, availableAt: number }
+/** `deadline`: when the create's time runs out (DATABASE_TIMEOUT_MS after it was asked for). */
+interface PendingCreate { order: NewOrder, now: number, availableAt: number, deadline: number }
+
+export interface PgStoreOptions {
+  /** DATABASE_TIMEOUT_MS: the longest a store call may take, waiting for a connection included. */
+  timeoutMs: number
+  log: StoreLog
+}
 
 type Tx = pg.PoolClient
 
@@ -46,33 +61,113 @@ export class PgStore implements OrderStore {
   private readonly workListeners = new Listeners<number>()
   private readonly changeListeners = new ChangeListeners()
   private readonly shard = randomInt(STAT_SHARDS)
-  private readonly creates = new GroupCommit<PendingCreate, CreateResult>((items) => this.createBatch(items))
+  private readonly creates = new GroupCommit<PendingCreate, CreateResult>((items) => this.createBatch(items), MAX_WAITING_CREATES)
   private readonly listener: PgListener
+  private readonly timeoutMs: number
+  private readonly log: StoreLog
 
-  private constructor (private readonly pool: pg.Pool, connectionString: string) {
-    this.listener = new PgListener(connectionString, {
-      [CHANNEL]: (payload) => this.workListeners.emit(Number(payload)),
-      [CHANGES_CHANNEL]: (payload) => this.changeListeners.emit(decodeChanges(payload))
+  private constructor (private readonly pool: pg.Pool, connection: pg.ClientConfig, { timeoutMs, log }: PgStoreOptions) {
+    this.timeoutMs = timeoutMs
+    this.log = log
+    this.listener = new PgListener({
+      connection: { ...connection, query_timeout: timeoutMs },
+      checkEveryMs: timeoutMs,
+      channels: {
+        [CHANNEL]: this.receive(decodeAvailableAt, (at) => this.workListeners.emit(at)),
+        [CHANGES_CHANNEL]: this.receive(decodeChanges, (changes) => this.changeListeners.emit(changes))
+      },
+      // Work announced while the listener was away would wait for the next announcement.
+      onReconnected: () => this.workListeners.emit(Date.now()),
+      log
     })
   }
 
-  static async open (connectionString: string): Promise<PgStore> {
-    const pool = new pg.Pool({ connectionString, types, max: 10 })
+  static async open (connectionString: string, options: PgStoreOptions): Promise<PgStore> {
+    const { timeoutMs } = options
+    const connection: pg.ClientConfig = {
+      connectionString,
+      connectionTimeoutMillis: timeoutMs,
+      // The system probes a connection idle this long, so a server that vanished is noticed between queries too.
+      keepAlive: true,
+      keepAliveInitialDelayMillis: timeoutMs
+    }
+    await migrate(connection)
+    const pool = new pg.Pool({
+      ...connection,
+      types,
+      max: 10,
+      // Waiting for a pooled connection is bounded by connectionTimeoutMillis too. On the client
+      // side, a query whose answer does not come in time fails and its connection is discarded;
+      // on the server side a statement (waiting for a lock, say) is stopped, and a transaction
+      // its client left open ends, releasing its locks.
+      query_timeout: timeoutMs,
+      statement_timeout: timeoutMs,
+      idle_in_transaction_session_timeout: timeoutMs
+    })
     // An idle client that loses its connection must not crash the process; the next query reconnects.
     pool.on('error', () => {})
-    await migrate(pool)
-    const store = new PgStore(pool, connectionString)
+    const store = new PgStore(pool, connection, options)
     await store.listener.ready
     return store
   }
 
-  private async transaction<T> (fn: (tx: Tx, delta: StatsDelta, log: ChangeLog) => Promise<T>): Promise<T> {
-    const tx = await this.pool.connect()
+  /** A notification handler: a payload this service did not send (any database user may NOTIFY) is logged and ignored. */
+  private receive<T> (decode: (payload: string) => T, deliver: (value: T) => void): (payload: string) => void {
+    return (payload) => {
+      let value: T
+      try {
+        value = decode(payload)
+      } catch (err) {
+        this.log.warn({ err, payload: payload.slice(0, 200) }, 'ignored a notification this service did not send')
+        return
+      }
+      deliver(value)
+    }
+  }
+
+  private deadlinePassed (): StoreUnavailableError {
+    return new StoreUnavailableError(`PostgreSQL did not answer within DATABASE_TIMEOUT_MS (${this.timeoutMs} ms)`)
+  }
+
+  /** A pooled connection; past the deadline, a "store unavailable" error instead. */
+  private async connect (deadline: number): Promise<pg.PoolClient> {
+    if (Date.now() >= deadline) throw this.deadlinePassed()
+    const connecting = this.pool.connect()
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<never>((_resolve, reject) => {
+      timer = setTimeout(() => reject(this.deadlinePassed()), deadline - Date.now())
+    })
+    try {
+      return await Promise.race([connecting, late])
+    } catch (err) {
+      // A connection that comes after the deadline goes back to the pool unused.
+      connecting.then((client) => client.release(), () => {})
+      throw err
+    } finally {
+      clearTimeout(timer)
+    }
+  }
+
+  /**
+   * Runs `fn` in a transaction that ends by `deadline`, waiting for a connection included. Past
+   * it the connection is cut: the statement under way fails at once, the client is discarded,
+   * and the server rolls back (its statement_timeout stops a statement still waiting for a lock).
+   */
+  private async transaction<T> (
+    fn: (tx: Tx, delta: StatsDelta, log: ChangeLog) => Promise<T>,
+    deadline = Date.now() + this.timeoutMs
+  ): Promise<T> {
+    const tx = await this.connect(deadline)
     let failure: Error | undefined
     // A connection lost between two queries is emitted as an event: without a listener it would
     // crash the process. The next query fails with it instead, and the client is discarded.
     const onLost = (err: Error) => { failure = err }
     tx.on('error', onLost)
+    let expired = false
+    const timer = setTimeout(() => {
+      expired = true
+      tx.connection.stream.destroy()
+    }, deadline - Date.now())
     try {
       await tx.query('BEGIN')
       const delta = new StatsDelta()
@@ -86,8 +181,9 @@ export class PgStore implements OrderStore {
     } catch (err) {
       failure = err as Error
       await tx.query('ROLLBACK').catch(() => {})
-      throw err
+      throw expired ? this.deadlinePassed() : err
     } finally {
+      clearTimeout(timer)
       tx.off('error', onLost)
       tx.release(failure)
     }
@@ -105,9 +201,7 @@ export class PgStore implements OrderStore {
 
   private async announce (tx: Tx, changes: OrderChange[]): Promise<void> {
     if (changes.length === 0) return
-    const payloads: string[] = []
-    for (let i = 0; i < changes.length; i += CHANGES_PER_NOTIFY) payloads.push(encodeChanges(changes.slice(i, i + CHANGES_PER_NOTIFY)))
-    await tx.query('SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload', [CHANGES_CHANNEL, payloads])
+    await tx.query('SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload', [CHANGES_CHANNEL, encodeChanges(changes)])
   }
 
   private async notify (tx: Tx, availableAt: number): Promise<void> {
@@ -134,6 +228,8 @@ export class PgStore implements OrderStore {
   }
 
   private async createBatch (items: PendingCreate[]): Promise<Array<Settled<CreateResult>>> {
+    // The batch ends when its oldest create's time runs out: no create waits past its own deadline.
+    const deadline = Math.min(...items.map((item) => item.deadline))
     return this.transaction(async (tx, delta, log) => {
       const inserted = await this.insert(tx, items)
       delta.add('Pending', inserted.size)
@@ -152,11 +248,11 @@ export class PgStore implements OrderStore {
       })
       if (others.length < items.length) await this.notify(tx, Math.min(...items.map((i) => i.availableAt)))
       return results
-    })
+    }, deadline)
   }
 
   async create (order: NewOrder, now: number, availableAt: number): Promise<CreateResult> {
-    return this.creates.submit({ order, now, availableAt })
+    return this.creates.submit({ order, now, availableAt, deadline: Date.now() + this.timeoutMs })
   }
 
   async createMany (orders: NewOrder[], now: number, availableAt: number): Promise<string[]> {
@@ -328,14 +424,20 @@ export class PgStore implements OrderStore {
     return (rows[0] as { value: string }).value
   }
 
-  // A write, not SELECT 1: a server that is reachable but read-only (a standby, a full disk) is not ready.
-  // The time limit keeps a check stuck behind a lock from holding a pooled connection.
+  // A write, not SELECT 1: a server that is reachable but read-only (a standby, a full disk) is not
+  // ready, nor is one where a write to orders would wait (a lock held on the table); the deadline
+  // ends a check stuck behind a lock.
   async ping (now: number): Promise<void> {
     await this.transaction(async (tx) => {
-      await tx.query(`SET LOCAL statement_timeout = ${READINESS_TIMEOUT_MS}`)
+      await tx.query('LOCK TABLE orders IN ROW EXCLUSIVE MODE')
       const { rowCount } = await tx.query('UPDATE readiness_checks SET checked_at = $1 WHERE id = 1', [now])
       if (rowCount !== 1) throw new Error('readiness_checks has no row to write')
     })
+  }
+
+  async notificationQueueUsage (): Promise<number> {
+    const { rows } = await this.pool.query<{ usage: number }>('SELECT pg_notification_queue_usage() AS usage')
+    return (rows[0] as { usage: number }).usage
   }
 
   onWork (listener: WorkListener): () => void {
@@ -347,19 +449,12 @@ export class PgStore implements OrderStore {
   }
 
   async close (): Promise<void> {
-    if (this.pool.ended) return
-    await this.listener.close()
-    await this.pool.end()
+    if (this.pool.ending) return
+    // Closing waits for the server to see each connection end; one that stops answering never
+    // does, and would hold a shutdown up: past the deadline the process may exit regardless.
+    await Promise.race([
+      Promise.all([this.listener.close(), this.pool.end()]),
+      sleep(this.timeoutMs, undefined, { ref: false })
+    ])
   }
-}
-
-/** Compact rows keep a NOTIFY payload small: [order_id, status, at, attempts, created_at, processing_started_at]. */
-function encodeChanges (changes: OrderChange[]): string {
-  return JSON.stringify(changes.map((c) => [c.order_id, c.status, c.at, c.attempts, c.created_at, c.processing_started_at]))
-}
-
-function decodeChanges (payload: string): OrderChange[] {
-  return (JSON.parse(payload) as Array<[string, OrderStatus, number, number, number, number | null]>)
-    .map(([orderId, status, at, attempts, createdAt, startedAt]) =>
-      ({ order_id: orderId, status, at, attempts, created_at: createdAt, processing_started_at: startedAt }))
 }
