@@ -109,11 +109,12 @@ export class OrderProcessor {
     const now = this.now()
     if (now >= this.recoveryDueAt) {
       this.recoveryDueAt = now + Math.min(RECOVERY_INTERVAL_MS, options.leaseMs / 2)
-      await store.recoverExpired(now, options.maxAttempts)
+      // This process's own claims are still being worked on, however late their settle comes.
+      await store.recoverExpired(now, options.maxAttempts, this.heldTokens())
     }
     const free = options.concurrency - this.inFlight.size
     if (free <= 0) return // a finishing order wakes us
-    const claims = await store.claim(free, now, now + options.leaseMs)
+    const claims = await store.claim(free, now, options.leaseMs)
     if (this.stopped) {
       await store.release(claims, this.now())
       return
@@ -129,6 +130,11 @@ export class OrderProcessor {
     }
     // Orders of workers that died are looked for even when no order of ours becomes claimable.
     this.wake(this.recoveryDueAt)
+  }
+
+  /** The tokens of the claims this process holds: those of claims with an order still running or being settled. */
+  private heldTokens (): string[] {
+    return [...new Set(Array.from(this.inFlight, (claim) => claim.token))]
   }
 
   private async run (claim: Claim): Promise<void> {
