@@ -30,6 +30,9 @@ log.info({ concurrency: config.PROCESSOR_CONCURRENCY }, 'worker processing order
 closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS + 5000 }, async ({ err, signal }) => {
   if (err) log.error({ err }, 'closing after an uncaught error')
   else log.info({ signal }, 'shutting down')
-  await processor.stop(config.SHUTDOWN_GRACE_MS)
-  await store.close()
+  try {
+    await processor.stop(config.SHUTDOWN_GRACE_MS)
+  } finally {
+    await store.close()
+  }
 })

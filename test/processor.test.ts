@@ -257,3 +257,41 @@ t.test('work that outlasts its lease is still done once: a process never recover
   t.same((await allOrders(store)).filter((order) => order.attempts !== 1 || order.status !== 'Completed'), [], 'each completed on its first attempt')
   t.same(await store.stats(), await recount(store))
 })
+
+t.test('stop waits for a claim under way and hands its orders back before the store is closed', async (t) => {
+  const store = new SqliteStore(':memory:')
+  const events: string[] = []
+  const processor = new OrderProcessor(store, {
+    concurrency: 10, leaseMs: 30_000, maxAttempts: 3, retryBackoffMs: 0, work: async () => {},
+    onError: (err, context) => { events.push(`failed while ${context}: ${(err as Error).message}`) }
+  })
+  // The claim commits, and its answer reaches the processor only once stop() has been called.
+  let committed!: () => void
+  const claimCommitted = new Promise<void>((resolve) => { committed = resolve })
+  let answer!: () => void
+  const answered = new Promise<void>((resolve) => { answer = resolve })
+  const claim = store.claim.bind(store)
+  store.claim = async (...args) => {
+    const claims = await claim(...args)
+    committed()
+    await answered
+    return claims
+  }
+  const release = store.release.bind(store)
+  store.release = async (claims, now) => {
+    const released = await release(claims, now)
+    events.push(`handed back ${released}`)
+    return released
+  }
+  await store.createMany([anOrder('x1'), anOrder('x2')], Date.now(), Date.now())
+  processor.start()
+  await claimCommitted
+  const stopped = processor.stop(0).then(async () => {
+    t.match(await store.get('x1'), { status: 'Pending', attempts: 0 })
+    await store.close()
+    events.push('store closed')
+  })
+  setImmediate(answer)
+  await stopped
+  t.same(events, ['handed back 2', 'store closed'])
+})

@@ -1,0 +1,117 @@
+import { join } from 'node:path'
+import Database from 'better-sqlite3'
+import pg from 'pg'
+import t, { type Test } from 'tap'
+import type { OrderStore } from '../src/store/order-store.ts'
+import { PgStore } from '../src/store/pg/pg-store.ts'
+import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
+import { anOrder, tempDir, waitFor } from './helper.ts'
+import { createDatabase, SKIP_POSTGRES } from './support/pg-database.ts'
+import { ServerProcess } from './support/server-process.ts'
+import { TcpProxy } from './support/tcp-proxy.ts'
+
+/** What a stop may and may not leave behind, counted in the database itself. */
+interface Census { pending: number, processing: number, completed: number, failed: number, pendingAttempted: number, completedRetried: number }
+
+const CENSUS_SQL = `SELECT
+  CAST(count(*) FILTER (WHERE status = 'Pending') AS INTEGER) AS pending,
+  CAST(count(*) FILTER (WHERE status = 'Processing') AS INTEGER) AS processing,
+  CAST(count(*) FILTER (WHERE status = 'Completed') AS INTEGER) AS completed,
+  CAST(count(*) FILTER (WHERE status = 'Failed') AS INTEGER) AS failed,
+  CAST(count(*) FILTER (WHERE status = 'Pending' AND attempts > 0) AS INTEGER) AS "pendingAttempted",
+  CAST(count(*) FILTER (WHERE status = 'Completed' AND attempts <> 1) AS INTEGER) AS "completedRetried"
+  FROM orders`
+
+/** Counts orders in a SQLite file or a PostgreSQL database (by URL) that no process uses any more. */
+async function census (database: string): Promise<Census> {
+  if (database.startsWith('postgres')) {
+    const client = new pg.Client({ connectionString: database })
+    await client.connect()
+    try {
+      return (await client.query<Census>(CENSUS_SQL)).rows[0] as Census
+    } finally {
+      await client.end()
+    }
+  }
+  const db = new Database(database, { readonly: true })
+  try {
+    return db.prepare(CENSUS_SQL).get() as Census
+  } finally {
+    db.close()
+  }
+}
+
+/** Nothing Processing, nothing Failed, and no attempt counted for an order that was handed back. */
+function handedBackCleanly (t: Test, counted: Census, what: string): void {
+  t.match(counted, { processing: 0, failed: 0, pendingAttempted: 0, completedRetried: 0 }, what)
+}
+
+/** A backlog written straight to the store, to be processed by the processes under test. */
+async function backlog (store: OrderStore, total: number): Promise<void> {
+  const now = Date.now()
+  for (let i = 0; i < total; i += 5000) {
+    await store.createMany(Array.from({ length: Math.min(5000, total - i) }, (_, k) => anOrder(`backlog-${i + k}`)), now, now)
+  }
+}
+
+/**
+ * Stops a process with SIGTERM while it works through a backlog, round after round, each time at
+ * some point of its claim-run-settle cycle: a claim under way must be handed back too.
+ */
+async function stopRounds (t: Test, database: string, rounds: number, start: () => Promise<ServerProcess>): Promise<void> {
+  let completed = (await census(database)).completed
+  for (let round = 1; round <= rounds; round++) {
+    const proc = await start()
+    t.teardown(() => { proc.child.kill('SIGKILL') })
+    await waitFor(async () => (await census(database)).completed > completed, `round ${round}: orders to be completed`, 30_000)
+    t.equal(await proc.stop('SIGTERM'), 0, `round ${round}: exit 0`)
+    const counted = await census(database)
+    handedBackCleanly(t, counted, `round ${round}: every claim was settled or handed back`)
+    t.ok(counted.pending > 0, `round ${round}: stopped with a backlog left (${counted.pending})`)
+    completed = counted.completed
+  }
+}
+
+t.test('a PostgreSQL worker stopped under a large backlog hands back every claim, round after round', { skip: SKIP_POSTGRES }, async (t) => {
+  const database = await createDatabase()
+  t.teardown(() => database.drop())
+  const store = await PgStore.open(database.url)
+  await backlog(store, 150_000)
+  await store.close()
+  const env = { DATABASE_URL: database.url, PENDING_DELAY_MS: '0', PROCESSING_TIME_MS: '0' }
+  await stopRounds(t, database.url, 12, () => ServerProcess.startWorker(env))
+})
+
+t.test('the SQLite server stopped under a large backlog hands back every claim, round after round', async (t) => {
+  const path = join(tempDir(t), 'orders.db')
+  const store = new SqliteStore(path)
+  await backlog(store, 100_000)
+  await store.close()
+  const env = { DATABASE_URL: `sqlite:${path}`, PENDING_DELAY_MS: '0', PROCESSING_TIME_MS: '0' }
+  await stopRounds(t, path, 6, () => ServerProcess.start(env))
+})
+
+t.test('a worker that cannot hand its claims back exits non-zero and says so in one line', { skip: SKIP_POSTGRES }, async (t) => {
+  const database = await createDatabase()
+  t.teardown(() => database.drop())
+  const store = await PgStore.open(database.url)
+  t.teardown(() => store.close())
+  await backlog(store, 100)
+  const { hostname, port } = new URL(database.url)
+  const proxy = new TcpProxy(hostname, Number(port))
+  await proxy.start()
+  t.teardown(() => proxy.cut())
+  const url = new URL(database.url)
+  url.port = String(proxy.port)
+  const worker = await ServerProcess.startWorker({
+    DATABASE_URL: url.toString(), PENDING_DELAY_MS: '0', PROCESSING_TIME_MS: '20000', SHUTDOWN_GRACE_MS: '0'
+  })
+  t.teardown(() => { worker.child.kill('SIGKILL') })
+  await waitFor(async () => (await store.stats()).counts.Processing === 100, 'orders in flight')
+  await proxy.cut()
+  t.equal(await worker.stop('SIGTERM'), 1, 'exit code 1')
+  const lines = worker.output.split('\n').filter((line) => line.includes('could not hand back'))
+  t.equal(lines.length, 1, 'one line says so')
+  t.match(lines[0], 'could not hand back 100 claimed orders')
+  t.equal((await census(database.url)).processing, 100, 'the orders wait for their leases to end')
+})
