@@ -1,7 +1,9 @@
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import Database from 'better-sqlite3'
 import pg from 'pg'
 import t, { type Test } from 'tap'
+import { SAME_STOP_REQUEST_MS } from '../src/stop-signals.ts'
 import type { OrderStore } from '../src/store/order-store.ts'
 import { PgStore } from '../src/store/pg/pg-store.ts'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
@@ -53,6 +55,67 @@ async function backlog (store: OrderStore, total: number): Promise<void> {
     await store.createMany(Array.from({ length: Math.min(5000, total - i) }, (_, k) => anOrder(`backlog-${i + k}`)), now, now)
   }
 }
+
+// Orders that take long enough to be in flight at the signal; a grace period shorter than some of
+// them, so that some finish and the rest are handed back. One attempt only: an order whose lease
+// ran out instead of being handed back would end Failed.
+const IN_FLIGHT = { PENDING_DELAY_MS: '0', PROCESSING_TIME_MS: '50-600', SHUTDOWN_GRACE_MS: '200', MAX_ATTEMPTS: '1', LOG_LEVEL: 'info' }
+
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  t.test(`${signal} to the process group of \`npm start\` (SQLite): one graceful shutdown, exit 0`, async (t) => {
+    const path = join(tempDir(t), 'orders.db')
+    const server = await ServerProcess.startWithNpm({ ...IN_FLIGHT, DATABASE_URL: `sqlite:${path}` })
+    t.teardown(() => server.killGroup())
+    t.equal((await server.request('/orders/populate', { total_entries: 500 })).status, 201)
+    await waitFor(async () => (await server.request('/orders/metrics')).json.processing.count > 0, 'orders in flight')
+    server.signalGroup(signal)
+    t.equal(await server.exited, 0, 'npm start exits 0')
+    await server.groupGone()
+    t.match(server.output, `"signal":"${signal}","msg":"shutting down"`, 'the graceful shutdown is logged')
+    t.notMatch(server.output, /second SIG|exiting/, 'the copies of the signal did not force an exit')
+    const counted = await census(path)
+    handedBackCleanly(t, counted, 'every order in flight was finished or handed back')
+    t.equal(counted.pending + counted.completed, 500)
+  })
+
+  t.test(`${signal} to the process group of \`npm run worker\` (PostgreSQL): one graceful shutdown, exit 0`, { skip: SKIP_POSTGRES }, async (t) => {
+    const database = await createDatabase()
+    t.teardown(() => database.drop())
+    const store = await PgStore.open(database.url)
+    t.teardown(() => store.close())
+    await backlog(store, 500)
+    const worker = await ServerProcess.startWorker({ ...IN_FLIGHT, DATABASE_URL: database.url }, true)
+    t.teardown(() => worker.killGroup())
+    await waitFor(async () => (await store.stats()).counts.Processing > 0, 'orders in flight')
+    worker.signalGroup(signal)
+    t.equal(await worker.exited, 0, 'npm run worker exits 0')
+    await worker.groupGone()
+    t.match(worker.output, `"signal":"${signal}","msg":"shutting down"`, 'the graceful shutdown is logged')
+    t.notMatch(worker.output, /second SIG|exiting/, 'the copies of the signal did not force an exit')
+    const counted = await census(database.url)
+    handedBackCleanly(t, counted, 'every order in flight was finished or handed back')
+    t.equal(counted.pending + counted.completed, 500)
+  })
+}
+
+t.test('a second signal sent deliberately later forces the exit at once', async (t) => {
+  const path = join(tempDir(t), 'orders.db')
+  // The graceful shutdown would wait for the orders' 20 s of work.
+  const server = await ServerProcess.startWithNpm({ ...IN_FLIGHT, PROCESSING_TIME_MS: '20000', SHUTDOWN_GRACE_MS: '60000', DATABASE_URL: `sqlite:${path}` })
+  t.teardown(() => server.killGroup())
+  await server.request('/orders/populate', { total_entries: 10 })
+  await waitFor(async () => (await server.request('/orders/metrics')).json.processing.count === 10, 'orders in flight')
+  server.signalGroup('SIGINT')
+  await waitFor(() => server.output.includes('"msg":"shutting down"'), 'the shutdown to begin')
+  // What is being tested is the wait itself: a person pressing Ctrl-C again, later.
+  await sleep(SAME_STOP_REQUEST_MS + 500)
+  t.equal(server.child.exitCode, null, 'still shutting down gracefully')
+  server.signalGroup('SIGINT')
+  t.equal(await server.exited, 1, 'exits at once, not 0')
+  await server.groupGone()
+  t.match(server.output, 'second SIGINT, exiting')
+  t.equal((await census(path)).processing, 10, 'the orders were left to their leases')
+})
 
 /**
  * Stops a process with SIGTERM while it works through a backlog, round after round, each time at
