@@ -4,11 +4,10 @@ const STOP_SIGNALS = ['SIGINT', 'SIGTERM'] as const
 
 /**
  * A stop signal within this time of the first is the same request, not a second one. Ctrl-C in a
- * terminal and systemd's default stop signal the whole process group, and npm and tsx relay the
- * signal once more: the copies reached the service 21-46 ms after the first while it was busy
- * (tsx relays when its child has not acknowledged within 30 ms), and more slowly on a loaded
- * machine. A person who means "exit now" signals again after seeing the first did not do it,
- * which takes longer than a second.
+ * terminal and systemd's default stop signal the whole process group, and npm relays the signal
+ * once more: the copy reached the service 1-55 ms after the first (a busy event loop or a loaded
+ * machine delays it). A person who means "exit now" signals again after seeing that the first did
+ * not do it, which takes longer than a second.
  */
 export const SAME_STOP_REQUEST_MS = 1000
 
