@@ -24,8 +24,10 @@ const READINESS_TIMEOUT_MS = 2000
 /**
  * The database's clock in epoch ms, the same for every process, for leases: they are set and
  * compared by it, so a worker whose clock is off neither keeps nor takes over claims too early.
+ * The transaction's start: one instant for all its statements (recovery fails the expired claims
+ * on their last attempt, then retries the others, and both must see the same ones expired).
  */
-const DATABASE_NOW_MS = '(extract(epoch FROM statement_timestamp()) * 1000)::bigint'
+const DATABASE_NOW_MS = '(extract(epoch FROM now()) * 1000)::bigint'
 /** Counter shards: each process writes one, picked at random, so that no single row is hot. */
 const STAT_SHARDS = 64
 
