@@ -8,9 +8,8 @@ import type { OrderStore } from '../src/store/order-store.ts'
 import { PgStore } from '../src/store/pg/pg-store.ts'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
 import { anOrder, tempDir, waitFor } from './helper.ts'
-import { createDatabase, SKIP_POSTGRES } from './support/pg-database.ts'
+import { createDatabase, POSTGRES_URL, SKIP_POSTGRES } from './support/pg-database.ts'
 import { ServerProcess } from './support/server-process.ts'
-import { TcpProxy } from './support/tcp-proxy.ts'
 
 /** What a stop may and may not leave behind, counted in the database itself. */
 interface Census { pending: number, processing: number, completed: number, failed: number, pendingAttempted: number, completedRetried: number }
@@ -157,21 +156,26 @@ t.test('the SQLite server stopped under a large backlog hands back every claim, 
 t.test('a worker that cannot hand its claims back exits non-zero and says so in one line', { skip: SKIP_POSTGRES }, async (t) => {
   const database = await createDatabase()
   t.teardown(() => database.drop())
+  const name = new URL(database.url).pathname.slice(1)
+  const admin = new pg.Client({ connectionString: POSTGRES_URL })
+  await admin.connect()
+  t.teardown(() => admin.end())
   const store = await PgStore.open(database.url)
-  t.teardown(() => store.close())
   await backlog(store, 100)
-  const { hostname, port } = new URL(database.url)
-  const proxy = new TcpProxy(hostname, Number(port))
-  await proxy.start()
-  t.teardown(() => proxy.cut())
-  const url = new URL(database.url)
-  url.port = String(proxy.port)
+  await store.close()
   const worker = await ServerProcess.startWorker({
-    DATABASE_URL: url.toString(), PENDING_DELAY_MS: '0', PROCESSING_TIME_MS: '20000', SHUTDOWN_GRACE_MS: '0'
+    DATABASE_URL: database.url, PENDING_DELAY_MS: '0', PROCESSING_TIME_MS: '20000', SHUTDOWN_GRACE_MS: '0'
   })
   t.teardown(() => { worker.child.kill('SIGKILL') })
-  await waitFor(async () => (await store.stats()).counts.Processing === 100, 'orders in flight')
-  await proxy.cut()
+  // Claimed, and then every session of the worker idle: the claim's answer has been sent to it.
+  await waitFor(async () => {
+    if ((await census(database.url)).processing !== 100) return false
+    const { rows } = await admin.query("SELECT 1 FROM pg_stat_activity WHERE datname = $1 AND state <> 'idle'", [name])
+    return rows.length === 0
+  }, 'the orders to be claimed')
+  // The database turns read-only, as a standby after a failover: the worker's sessions are ended.
+  await admin.query(`ALTER DATABASE ${name} SET default_transaction_read_only = on`)
+  await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1', [name])
   t.equal(await worker.stop('SIGTERM'), 1, 'exit code 1')
   const lines = worker.output.split('\n').filter((line) => line.includes('could not hand back'))
   t.equal(lines.length, 1, 'one line says so')
