@@ -46,7 +46,8 @@ export class OrderProcessor {
   private timer: NodeJS.Timeout | null = null
   private timerAt = Infinity
   private tickScheduled = false
-  private ticking = false
+  /** The claim attempt under way, if any: stop() waits for it, as what it claims must be handed back. */
+  private ticking: Promise<void> | null = null
   private tickAgain = false
   private state: 'new' | 'running' | 'stopped' = 'new'
   private recoveryDueAt = 0
@@ -77,19 +78,22 @@ export class OrderProcessor {
     if (delay <= 0) {
       if (this.tickScheduled) return
       this.tickScheduled = true
-      setImmediate(() => { this.tickScheduled = false; void this.tick() })
+      setImmediate(() => { this.tickScheduled = false; this.tick() })
       return
     }
     if (at >= this.timerAt) return
     if (this.timer) clearTimeout(this.timer)
     this.timerAt = at
-    this.timer = setTimeout(() => { this.timer = null; this.timerAt = Infinity; void this.tick() }, Math.min(delay, MAX_TIMER_MS))
+    this.timer = setTimeout(() => { this.timer = null; this.timerAt = Infinity; this.tick() }, Math.min(delay, MAX_TIMER_MS))
     this.timer.unref()
   }
 
-  private async tick (): Promise<void> {
+  private tick (): void {
     if (this.ticking) { this.tickAgain = true; return }
-    this.ticking = true
+    this.ticking = this.claimWhileAsked().finally(() => { this.ticking = null })
+  }
+
+  private async claimWhileAsked (): Promise<void> {
     try {
       do {
         this.tickAgain = false
@@ -99,8 +103,6 @@ export class OrderProcessor {
     } catch (err) {
       this.options.onError?.(err, 'claiming orders')
       this.wake(this.now() + STORE_RETRY_MS)
-    } finally {
-      this.ticking = false
     }
   }
 
@@ -109,19 +111,16 @@ export class OrderProcessor {
     const now = this.now()
     if (now >= this.recoveryDueAt) {
       this.recoveryDueAt = now + Math.min(RECOVERY_INTERVAL_MS, options.leaseMs / 2)
-      await store.recoverExpired(now, options.maxAttempts)
+      // This process's own claims are still being worked on, however late their settle comes.
+      await store.recoverExpired(now, options.maxAttempts, this.heldTokens())
     }
     const free = options.concurrency - this.inFlight.size
     if (free <= 0) return // a finishing order wakes us
-    const claims = await store.claim(free, now, now + options.leaseMs)
-    if (this.stopped) {
-      await store.release(claims, this.now())
-      return
-    }
-    for (const claim of claims) {
-      this.inFlight.add(claim)
-      void this.queue.add(() => this.run(claim))
-    }
+    const claims = await store.claim(free, now, options.leaseMs)
+    for (const claim of claims) this.inFlight.add(claim)
+    // Claimed while stopping: stop() hands them back with the other unfinished ones.
+    if (this.stopped) return
+    for (const claim of claims) void this.queue.add(() => this.run(claim))
     if (claims.length < free) {
       // Timers can fire a little early: never ask for a wake-up at a time already past.
       const next = await store.nextAvailableAt()
@@ -129,6 +128,11 @@ export class OrderProcessor {
     }
     // Orders of workers that died are looked for even when no order of ours becomes claimable.
     this.wake(this.recoveryDueAt)
+  }
+
+  /** The tokens of the claims this process holds: those of claims with an order still running or being settled. */
+  private heldTokens (): string[] {
+    return [...new Set(Array.from(this.inFlight, (claim) => claim.token))]
   }
 
   private async run (claim: Claim): Promise<void> {
@@ -167,6 +171,7 @@ export class OrderProcessor {
   /**
    * Stops claiming, lets running orders finish within `graceMs`, settles them, and hands the
    * claims still running after that back to the store so that they are processed again at once.
+   * Rejects, saying how many, when the store would not take them back: they wait for their leases.
    */
   async stop (graceMs: number): Promise<void> {
     const wasRunning = this.state === 'running'
@@ -175,6 +180,8 @@ export class OrderProcessor {
     if (!wasRunning) return
     if (this.timer) clearTimeout(this.timer)
     this.queue.clear()
+    // A claim already sent to the store may still commit orders to this process.
+    await this.ticking
     let graceTimer: NodeJS.Timeout | undefined
     await Promise.race([
       this.queue.onIdle(),
@@ -184,6 +191,11 @@ export class OrderProcessor {
     while (this.flushing) await this.flushing
     const unfinished = [...this.inFlight.values()]
     this.inFlight.clear()
-    if (unfinished.length > 0) await this.store.release(unfinished, this.now())
+    if (unfinished.length === 0) return
+    try {
+      await this.store.release(unfinished, this.now())
+    } catch (err) {
+      throw new Error(`could not hand back ${unfinished.length} claimed orders, they return to Pending when their leases end: ${(err as Error).message}`, { cause: err })
+    }
   }
 }

@@ -1,7 +1,7 @@
-import closeWithGrace from 'close-with-grace'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from './app.ts'
 import { loadConfig, type Config } from './config.ts'
+import { closeOnStopSignals } from './stop-signals.ts'
 
 /** A start that cannot succeed says why in one line, never with a stack trace. */
 function fail (message: string): never {
@@ -25,8 +25,4 @@ try {
 }
 
 // SIGTERM/SIGINT: stop accepting, finish requests and orders within the grace period, exit 0.
-closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS + 5000 }, async ({ err, signal }) => {
-  if (err) app.log.error({ err }, 'closing after an uncaught error')
-  else app.log.info({ signal }, 'shutting down')
-  await app.close()
-})
+closeOnStopSignals(config.SHUTDOWN_GRACE_MS + 5000, app.log, () => app.close())

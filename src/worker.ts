@@ -1,8 +1,8 @@
-import closeWithGrace from 'close-with-grace'
 import pino from 'pino'
 import { loadConfig, type Config } from './config.ts'
 import { openStore } from './store/open-store.ts'
 import { configuredProcessor } from './processor.ts'
+import { closeOnStopSignals } from './stop-signals.ts'
 import type { OrderStore } from './store/order-store.ts'
 
 // A worker process: processes orders from the shared store and serves no HTTP (`npm run worker`).
@@ -27,9 +27,10 @@ processor.start()
 log.info({ concurrency: config.PROCESSOR_CONCURRENCY }, 'worker processing orders')
 
 // SIGTERM/SIGINT: stop claiming, finish in-flight orders within the grace period, hand back the rest.
-closeWithGrace({ delay: config.SHUTDOWN_GRACE_MS + 5000 }, async ({ err, signal }) => {
-  if (err) log.error({ err }, 'closing after an uncaught error')
-  else log.info({ signal }, 'shutting down')
-  await processor.stop(config.SHUTDOWN_GRACE_MS)
-  await store.close()
+closeOnStopSignals(config.SHUTDOWN_GRACE_MS + 5000, log, async () => {
+  try {
+    await processor.stop(config.SHUTDOWN_GRACE_MS)
+  } finally {
+    await store.close()
+  }
 })

@@ -23,6 +23,10 @@ t.test('values are converted from text', async (t) => {
   t.match(config, { PORT: 8080, POPULATE_ENABLED: false, FAILURE_RATE: 0.25, processingTime: { min: 250, max: 250 } })
 })
 
+t.test('a lease that exceeds the longest processing time by the margin is accepted', async (t) => {
+  t.match(loadConfig({ PROCESSING_TIME_MS: '100-1000', LEASE_MS: '1500' }), { LEASE_MS: 1500, processingTime: { max: 1000 } })
+})
+
 const bad: Array<[Record<string, string>, RegExp]> = [
   [{ PORT: '70000' }, /^PORT must be <= 65535$/],
   [{ PORT: 'http' }, /^PORT must be integer$/],
@@ -31,7 +35,9 @@ const bad: Array<[Record<string, string>, RegExp]> = [
   [{ FAILURE_RATE: '2' }, /^FAILURE_RATE must be <= 1$/],
   [{ PROCESSING_TIME_MS: 'slow' }, /^PROCESSING_TIME_MS must match pattern/],
   [{ PROCESSING_TIME_MS: '7000-3000' }, /^PROCESSING_TIME_MS must be "min-max" with min <= max/],
-  [{ LEASE_MS: '5000' }, /^LEASE_MS \(5000\) must be longer than the longest PROCESSING_TIME_MS \(7000\)$/],
+  [{ LEASE_MS: '5000' }, /^LEASE_MS \(5000\) must exceed the longest PROCESSING_TIME_MS \(7000\) by at least 500 ms: set it to 7500 or more$/],
+  // A settle lands up to ~130 ms after the work ends: with no margin, orders were processed twice.
+  [{ PROCESSING_TIME_MS: '1000', LEASE_MS: '1001' }, /^LEASE_MS \(1001\) must exceed the longest PROCESSING_TIME_MS \(1000\) by at least 500 ms: set it to 1500 or more$/],
   [{ POPULATE_ENABLED: 'perhaps' }, /^POPULATE_ENABLED must be boolean$/],
   [{ MAX_ATTEMPTS: '0' }, /^MAX_ATTEMPTS must be >= 1$/],
   [{ DATABASE_TIMEOUT_MS: '10' }, /^DATABASE_TIMEOUT_MS must be >= 100$/]

@@ -3,7 +3,7 @@ import t, { type Test } from 'tap'
 import type { OrderChange } from '../src/store/order-store.ts'
 import { PgStore } from '../src/store/pg/pg-store.ts'
 import { anOrder, waitFor } from './helper.ts'
-import { createDatabase, SKIP_POSTGRES } from './support/pg-database.ts'
+import { createDatabase, openPgStore, SKIP_POSTGRES } from './support/pg-database.ts'
 import { recordingLog } from './support/recording-log.ts'
 import { storeContract } from './support/store-contract.ts'
 import { TcpProxy } from './support/tcp-proxy.ts'
@@ -28,7 +28,7 @@ async function openStore (t: Test, url: string, timeoutMs = 5000) {
 t.test('PostgreSQL store', { skip: SKIP_POSTGRES }, async (t) => {
   storeContract(t, async () => {
     const database = await createDatabase()
-    const store = await PgStore.open(database.url, { timeoutMs: 5000, log: recordingLog() })
+    const store = await openPgStore(database.url)
     const close = store.close.bind(store)
     store.close = async () => { await close(); await database.drop() }
     return store
@@ -63,7 +63,7 @@ t.test('PostgreSQL: hundreds of changes of orders with 64-character ids in one t
   t.same(new Set(results), new Set(['created']), 'creates, committed together')
   await expect('group-committed creates', as('Pending', single))
 
-  const claims = await store.claim(600, T0, T0 + LEASE)
+  const claims = await store.claim(600, T0, LEASE)
   t.equal(claims.length, 600)
   await expect('claim', as('Processing', [...bulk, ...single]))
 
@@ -76,22 +76,22 @@ t.test('PostgreSQL: hundreds of changes of orders with 64-character ids in one t
   const orderIds = (list: typeof claims) => list.map((claim) => claim.order_id)
   await expect('settle', [...as('Completed', orderIds(done)), ...as('Pending', orderIds(retried)), ...as('Failed', orderIds(failed))])
 
-  const again = await store.claim(600, T0 + 10, T0 + 10 + LEASE)
+  const again = await store.claim(600, T0 + 10, LEASE)
   t.equal(again.length, 200)
   await expect('claim again', as('Processing', orderIds(retried)))
   t.equal(await store.release(again, T0 + 11), 200)
   await expect('release', as('Pending', orderIds(retried)))
 
-  t.equal((await store.claim(600, T0 + 12, T0 + 20)).length, 200)
+  t.equal((await store.claim(600, T0 + 12, 1)).length, 200)
   await expect('claim with a short lease', as('Processing', orderIds(retried)))
-  t.equal(await store.recoverExpired(T0 + 21, 3), 200)
+  t.equal(await waitFor(async () => await store.recoverExpired(T0 + 21, 3, []) || false, 'the short lease to end'), 200)
   await expect('recoverExpired', as('Pending', orderIds(retried)))
 
   t.equal((await store.cancel(id(200), T0 + 22)).cancelled, true)
   await expect('cancel', as('Cancelled', [id(200)]))
 
   t.equal(await store.create(anOrder(id(999)), T0 + 23, T0 + 23), 'created')
-  t.equal((await store.claim(600, T0 + 23, T0 + LEASE)).length, 200, 'processing goes on: later orders are claimed')
+  t.equal((await store.claim(600, T0 + 23, LEASE)).length, 200, 'processing goes on: later orders are claimed')
   t.same(log.entries, [], 'nothing went wrong')
 })
 
@@ -160,4 +160,33 @@ t.test('PostgreSQL: closing the store while the server does not answer takes at 
   await store.close()
   const closedMs = Date.now() - started
   t.ok(closedMs < timeoutMs + 2000, `closed after ${closedMs} ms`)
+})
+
+t.test('leases are set and compared with the database clock, not the caller\'s', { skip: SKIP_POSTGRES }, async (t) => {
+  const url = await database(t)
+  const { store } = await openStore(t, url)
+  const client = new pg.Client({ connectionString: url })
+  await client.connect()
+  t.teardown(() => client.end())
+  const HOUR = 3_600_000
+  await store.createMany([anOrder('ahead'), anOrder('behind')], Date.now() - HOUR, Date.now() - HOUR)
+
+  // A worker whose clock runs an hour ahead claims for 30 s: not over for one whose clock runs two hours ahead.
+  const [ahead] = await store.claim(1, Date.now() + HOUR, 30_000)
+  t.equal(ahead?.order_id, 'ahead')
+  const { rows: [lease] } = await client.query<{ remaining: number }>(`SELECT (lease_until - extract(epoch FROM clock_timestamp()) * 1000)::float8 AS remaining
+    FROM orders WHERE order_id = 'ahead'`)
+  t.ok(lease!.remaining > 20_000 && lease!.remaining <= 30_000, `the lease ends 30 s after the database's now (${Math.round(lease!.remaining)} ms left)`)
+  t.equal(await store.recoverExpired(Date.now() + 2 * HOUR, 3, []), 0, 'a caller whose clock runs ahead does not take over a live claim')
+
+  // A short claim by a worker with a true clock ends for a worker whose clock runs an hour behind all the same.
+  const [behind] = await store.claim(1, Date.now(), 50)
+  t.equal(behind?.order_id, 'behind')
+  const recovered = await waitFor(async () => {
+    const count = await store.recoverExpired(Date.now() - HOUR, 3, [])
+    return count > 0 && count
+  }, 'the short lease to end by the database clock')
+  t.equal(recovered, 1)
+  t.match(await store.get('behind'), { status: 'Pending', last_error: 'lease expired' })
+  t.match(await store.get('ahead'), { status: 'Processing' })
 })

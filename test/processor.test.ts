@@ -1,11 +1,13 @@
 import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
 import Database from 'better-sqlite3'
 import t, { type Test } from 'tap'
 import { OrderProcessor, type ProcessorOptions } from '../src/processor.ts'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
-import type { Claim } from '../src/store/order-store.ts'
+import type { Claim, OrderStore } from '../src/store/order-store.ts'
 import { anOrder, tempDir, waitFor } from './helper.ts'
-import { recount } from './support/store-contract.ts'
+import { createDatabase, openPgStore, POSTGRES_URL } from './support/pg-database.ts'
+import { allOrders, recount } from './support/store-contract.ts'
 
 function setup (t: Test, options: Partial<ProcessorOptions> = {}) {
   const store = new SqliteStore(':memory:')
@@ -31,7 +33,20 @@ function gatedWork () {
   }
 }
 
-const statusOf = async (store: SqliteStore, id: string) => (await store.get(id))?.status
+const statusOf = async (store: OrderStore, id: string) => (await store.get(id))?.status
+
+/** A store for one test, closed when it ends: in memory, or a fresh PostgreSQL database when DATABASE_URL names a server. */
+async function storeForTest (t: Test): Promise<OrderStore> {
+  if (!POSTGRES_URL) {
+    const store = new SqliteStore(':memory:')
+    t.teardown(() => store.close())
+    return store
+  }
+  const database = await createDatabase()
+  const store = await openPgStore(database.url)
+  t.teardown(async () => { await store.close(); await database.drop() })
+  return store
+}
 
 t.test('processes existing and new orders to Completed', async (t) => {
   const { store, processor } = setup(t)
@@ -111,7 +126,7 @@ t.test('orders of a worker that died are taken over when its lease ends', async 
   const now = Date.now()
   await store.create(anOrder('orphan'), now, now)
   // A worker claims the order and dies without settling it.
-  const [dead] = await store.claim(1, now, now + 100)
+  const [dead] = await store.claim(1, now, 100)
   processor.start()
   await waitFor(async () => (await statusOf(store, 'orphan')) === 'Completed', 'the orphan completed')
   t.match(await store.get('orphan'), { attempts: 2 })
@@ -182,7 +197,7 @@ t.test('an order is claimed as soon as it is available even when a timer fires e
   t.ok(order!.processing_started_at! - created < 500, 'not left waiting for the next lease recovery (1 s)')
 })
 
-t.test('a claim taken over by this same process is tracked apart from the stale one', async (t) => {
+t.test('a claim taken over and claimed again by this same process is tracked apart from the stale one', async (t) => {
   const gate = gatedWork()
   const { store, processor } = setup(t, { leaseMs: 50, work: gate.work })
   const settle = store.settle.bind(store)
@@ -194,7 +209,10 @@ t.test('a claim taken over by this same process is tracked apart from the stale 
   }
   processor.start()
   await store.create(anOrder('twice'), Date.now(), Date.now())
-  await waitFor(() => gate.started.length === 2, 'the lease to run out and the order to be claimed again')
+  await waitFor(() => gate.started.length === 1, 'the order to start')
+  // Another process takes the order over once the lease has run out; this one claims it again.
+  await waitFor(async () => (await store.recoverExpired(Date.now(), 3, [])) === 1, 'the lease to run out')
+  await waitFor(() => gate.started.length === 2, 'the order to be claimed again')
   t.not(gate.started[0]!.token, gate.started[1]!.token)
   gate.open(0)
   await waitFor(() => refused.length === 1, 'the stale outcome to be settled')
@@ -210,4 +228,69 @@ t.test('a processor runs once', async (t) => {
   t.throws(() => processor.start(), /already running/)
   await processor.stop(0)
   t.throws(() => processor.start(), /already stopped/)
+})
+
+t.test('work that outlasts its lease is still done once: a process never recovers the claims it is working on', async (t) => {
+  const store = await storeForTest(t)
+  const TOTAL = 3000
+  const LEASE_MS = 200
+  // Its outcome lands after the lease has ended, as a settle delayed by load would, and the
+  // processor looks for expired leases (every LEASE_MS / 2) while the work runs.
+  const processor = new OrderProcessor(store, {
+    concurrency: 1000, leaseMs: LEASE_MS, maxAttempts: 3, retryBackoffMs: 0, work: () => sleep(LEASE_MS + 150)
+  })
+  t.teardown(() => processor.stop(0))
+  const claimed = new Map<string, number>()
+  let done = 0
+  store.onChanges((changes) => {
+    for (const change of changes) {
+      if (change.status === 'Processing') claimed.set(change.order_id, (claimed.get(change.order_id) ?? 0) + 1)
+      else if (change.status === 'Completed' || change.status === 'Failed') done++
+    }
+  })
+  await store.createMany(Array.from({ length: TOTAL }, (_, i) => anOrder(`once-${i}`)), Date.now(), Date.now())
+  processor.start()
+  await waitFor(() => done === TOTAL, 'every order to be done', 60_000)
+  t.equal(claimed.size, TOTAL)
+  t.same([...claimed].filter(([, times]) => times !== 1), [], 'each order was claimed once')
+  t.same((await allOrders(store)).filter((order) => order.attempts !== 1 || order.status !== 'Completed'), [], 'each completed on its first attempt')
+  t.same(await store.stats(), await recount(store))
+})
+
+t.test('stop waits for a claim under way and hands its orders back before the store is closed', async (t) => {
+  const store = new SqliteStore(':memory:')
+  const events: string[] = []
+  const processor = new OrderProcessor(store, {
+    concurrency: 10, leaseMs: 30_000, maxAttempts: 3, retryBackoffMs: 0, work: async () => {},
+    onError: (err, context) => { events.push(`failed while ${context}: ${(err as Error).message}`) }
+  })
+  // The claim commits, and its answer reaches the processor only once stop() has been called.
+  let committed!: () => void
+  const claimCommitted = new Promise<void>((resolve) => { committed = resolve })
+  let answer!: () => void
+  const answered = new Promise<void>((resolve) => { answer = resolve })
+  const claim = store.claim.bind(store)
+  store.claim = async (...args) => {
+    const claims = await claim(...args)
+    committed()
+    await answered
+    return claims
+  }
+  const release = store.release.bind(store)
+  store.release = async (claims, now) => {
+    const released = await release(claims, now)
+    events.push(`handed back ${released}`)
+    return released
+  }
+  await store.createMany([anOrder('x1'), anOrder('x2')], Date.now(), Date.now())
+  processor.start()
+  await claimCommitted
+  const stopped = processor.stop(0).then(async () => {
+    t.match(await store.get('x1'), { status: 'Pending', attempts: 0 })
+    await store.close()
+    events.push('store closed')
+  })
+  setImmediate(answer)
+  await stopped
+  t.same(events, ['handed back 2', 'store closed'])
 })

@@ -1,8 +1,6 @@
 import t from 'tap'
-import { PgStore } from '../src/store/pg/pg-store.ts'
 import { waitFor } from './helper.ts'
-import { createDatabase, SKIP_POSTGRES } from './support/pg-database.ts'
-import { recordingLog } from './support/recording-log.ts'
+import { createDatabase, openPgStore, SKIP_POSTGRES } from './support/pg-database.ts'
 import { ServerProcess } from './support/server-process.ts'
 import { allOrders, recount } from './support/store-contract.ts'
 
@@ -39,7 +37,7 @@ t.test('one API process and three workers on PostgreSQL; a worker is killed mid-
     completed: { count: TOTAL }
   })
 
-  const store = await PgStore.open(database.url, { timeoutMs: 5000, log: recordingLog() })
+  const store = await openPgStore(database.url)
   t.teardown(() => store.close())
   // Completing is conditional on the claim token, and every completion adds one to the aggregate
   // in the same transaction: an order completed twice would make the aggregate exceed the recount.

@@ -4,7 +4,7 @@ export type CreateResult = 'created' | 'exists' | 'conflict'
 /** The order after the attempt (undefined when there is none), and whether it was cancelled. */
 export interface CancelResult { cancelled: boolean, order: OrderRecord | undefined }
 
-/** An order handed to one worker until `lease_until`; only the holder of `token` may settle it. */
+/** An order handed to one worker until its lease ends; only the holder of `token` may settle it. */
 export interface Claim {
   order_id: string
   token: string
@@ -68,14 +68,20 @@ export interface OrderStore {
   get (orderId: string): Promise<OrderRecord | undefined>
   list (query: ListQuery): Promise<OrderPage>
   cancel (orderId: string, now: number): Promise<CancelResult>
-  /** Claims up to `limit` Pending orders available at `now`, oldest first. */
-  claim (limit: number, now: number, leaseUntil: number): Promise<Claim[]>
+  /**
+   * Claims up to `limit` Pending orders available at `now`, oldest first, each for `leaseMs` from
+   * now by the store's clock (on PostgreSQL the database's, shared by every process).
+   */
+  claim (limit: number, now: number, leaseMs: number): Promise<Claim[]>
   /** Applies outcomes whose claim is still current; returns how many were applied. */
   settle (outcomes: Outcome[], now: number): Promise<number>
   /** Hands unfinished claims back to Pending, available at once; the attempt does not count. */
   release (claims: Claim[], now: number): Promise<number>
-  /** Puts orders whose lease ended back to Pending, or Failed once they used every attempt. */
-  recoverExpired (now: number, maxAttempts: number): Promise<number>
+  /**
+   * Puts orders whose lease ended by the store's clock back to Pending, or Failed once they used
+   * every attempt; never those of claims whose token is in `heldTokens` (the caller still works on them).
+   */
+  recoverExpired (now: number, maxAttempts: number, heldTokens: readonly string[]): Promise<number>
   /** The earliest time a Pending order becomes claimable, if any. */
   nextAvailableAt (): Promise<number | null>
   stats (): Promise<OrderStats>

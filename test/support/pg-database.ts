@@ -1,5 +1,7 @@
 import { randomBytes } from 'node:crypto'
 import pg from 'pg'
+import { PgStore } from '../../src/store/pg/pg-store.ts'
+import { recordingLog } from './recording-log.ts'
 
 /** The PostgreSQL server to test against, from DATABASE_URL; undefined when tests run on SQLite only. */
 export const POSTGRES_URL = process.env.DATABASE_URL?.startsWith('postgres') ? process.env.DATABASE_URL : undefined
@@ -24,4 +26,9 @@ export async function createDatabase (server = POSTGRES_URL): Promise<{ url: str
       await client.end()
     }
   }
+}
+
+/** A PostgreSQL store for a test, with the default deadline and a log the test may read. */
+export async function openPgStore (url: string, timeoutMs = 5000): Promise<PgStore> {
+  return PgStore.open(url, { timeoutMs, log: recordingLog() })
 }

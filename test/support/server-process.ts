@@ -13,28 +13,46 @@ export async function freePort (): Promise<number> {
   return port
 }
 
+/** How to start a process: a command, and whether it leads a process group of its own. */
+interface Launch { command: string[], detached?: boolean }
+
 /** A server in its own process, on a port of its own: by default the real one (`npm start`'s entry point). */
 export class ServerProcess {
   readonly child: ChildProcess
+  readonly exited: Promise<number | null>
   output = ''
 
-  private constructor (readonly url: string, env: Record<string, string>, entry: string, cpu?: number) {
-    const command = [process.execPath, '--import', 'tsx', entry]
-    // Pinned to one core (benchmarks), the load generator on the other cannot steal its time.
-    if (cpu !== undefined) command.unshift('taskset', '-c', String(cpu))
+  private constructor (readonly url: string, env: Record<string, string>, { command, detached = false }: Launch) {
     this.child = spawn(command[0]!, command.slice(1), {
       cwd: ROOT,
       env: { ...process.env, LOG_LEVEL: 'warn', ...env },
-      stdio: ['ignore', 'pipe', 'pipe']
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached
     })
+    this.exited = once(this.child, 'exit').then(([code]) => code as number | null)
     this.child.stdout?.on('data', (chunk) => { this.output += chunk })
     this.child.stderr?.on('data', (chunk) => { this.output += chunk })
   }
 
+  private static node (entry: string, cpu?: number): Launch {
+    const command = [process.execPath, '--import', 'tsx', entry]
+    // Pinned to one core (benchmarks), the load generator on the other cannot steal its time.
+    if (cpu !== undefined) command.unshift('taskset', '-c', String(cpu))
+    return { command }
+  }
+
+  /**
+   * `npm start` or `npm run worker` as a person or systemd runs it: the leader of a process group
+   * of its own, whatever processes npm starts below it.
+   */
+  private static npm (script: 'start' | 'worker'): Launch {
+    return { command: script === 'start' ? ['npm', 'start'] : ['npm', 'run', script], detached: true }
+  }
+
   /** A worker process (`npm run worker`), ready once it says it is processing orders. */
-  static async startWorker (env: Record<string, string>): Promise<ServerProcess> {
+  static async startWorker (env: Record<string, string>, viaNpm = false): Promise<ServerProcess> {
     // Its readiness is read from its info log.
-    const worker = new ServerProcess('', { ...env, LOG_LEVEL: 'info' }, 'src/worker.ts')
+    const worker = new ServerProcess('', { ...env, LOG_LEVEL: 'info' }, viaNpm ? ServerProcess.npm('worker') : ServerProcess.node('src/worker.ts'))
     await waitFor(() => {
       if (worker.child.exitCode !== null) throw new Error(`worker exited: ${worker.output}`)
       return worker.output.includes('worker processing orders')
@@ -43,8 +61,17 @@ export class ServerProcess {
   }
 
   static async start (env: Record<string, string>, entry = 'src/server.ts', cpu?: number): Promise<ServerProcess> {
+    return ServerProcess.listening(env, ServerProcess.node(entry, cpu))
+  }
+
+  /** `npm start` in a process group of its own. */
+  static async startWithNpm (env: Record<string, string>): Promise<ServerProcess> {
+    return ServerProcess.listening(env, ServerProcess.npm('start'))
+  }
+
+  private static async listening (env: Record<string, string>, launch: Launch): Promise<ServerProcess> {
     const port = await freePort()
-    const server = new ServerProcess(`http://127.0.0.1:${port}`, { ...env, PORT: String(port) }, entry, cpu)
+    const server = new ServerProcess(`http://127.0.0.1:${port}`, { ...env, PORT: String(port) }, launch)
     await waitFor(async () => {
       if (server.child.exitCode !== null) throw new Error(`server exited: ${server.output}`)
       return await fetch(`${server.url}/health`).then((r) => r.ok, () => false)
@@ -61,9 +88,30 @@ export class ServerProcess {
 
   /** Sends the signal and resolves with the exit code (null when killed by the signal). */
   async stop (signal: NodeJS.Signals): Promise<number | null> {
-    const exited = once(this.child, 'exit')
     this.child.kill(signal)
-    const [code] = await exited
-    return code as number | null
+    return this.exited
+  }
+
+  /** Sends the signal to the whole process group, as a terminal's Ctrl-C or systemd's stop does. */
+  signalGroup (signal: NodeJS.Signals): void {
+    process.kill(-(this.child.pid as number), signal)
+  }
+
+  /** Kills every process of its group at once (a test's teardown). */
+  killGroup (): void {
+    try { this.signalGroup('SIGKILL') } catch { /* already gone */ }
+  }
+
+  /** Resolves once no process of its group is left (npm may exit before what it started). */
+  async groupGone (timeoutMs = 30_000): Promise<void> {
+    await waitFor(() => {
+      try {
+        process.kill(-(this.child.pid as number), 0)
+        return false
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ESRCH') return true
+        throw err
+      }
+    }, 'every process of the group to exit', timeoutMs)
   }
 }

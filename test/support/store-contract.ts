@@ -5,6 +5,19 @@ import { anOrder, waitFor } from '../helper.ts'
 
 const T0 = 1_700_000_000_000
 const LEASE = 30_000
+/** A lease that ends while a test waits: leases may run by the store's own clock, not the caller's. */
+const SHORT_LEASE = 50
+
+/**
+ * Recovers expired claims as soon as there are any: at once when the store goes by the caller's
+ * clock (`now` is past every short lease), after SHORT_LEASE when it has a clock of its own.
+ */
+async function recoverOnceExpired (store: OrderStore, now: number, maxAttempts: number, heldTokens: string[] = []): Promise<number> {
+  return waitFor(async () => {
+    const recovered = await store.recoverExpired(now, maxAttempts, heldTokens)
+    return recovered > 0 && recovered
+  }, 'a lease to end')
+}
 
 export async function allOrders (store: OrderStore): Promise<OrderRecord[]> {
   const all: OrderRecord[] = []
@@ -78,12 +91,12 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
     await waitFor(() => woken.length === 3, 'three announcements')
     t.same(woken, [T0 + 2000, T0, T0 + 1], 'each create tells when its order becomes claimable')
     t.equal(await store.nextAvailableAt(), T0)
-    const claims = await store.claim(10, T0 + 1, T0 + 1 + LEASE)
+    const claims = await store.claim(10, T0 + 1, LEASE)
     t.same(claims.map((c) => c.order_id), ['first', 'second'])
     t.same(claims.map((c) => c.attempts), [1, 1])
-    t.same(await store.claim(10, T0 + 1, T0 + 1 + LEASE), [], 'claimed orders are not claimed again')
+    t.same(await store.claim(10, T0 + 1, LEASE), [], 'claimed orders are not claimed again')
     t.equal(await store.nextAvailableAt(), T0 + 2000)
-    t.same((await store.claim(1, T0 + 2000, T0 + 2000 + LEASE)).map((c) => c.order_id), ['later'])
+    t.same((await store.claim(1, T0 + 2000, LEASE)).map((c) => c.order_id), ['later'])
     t.equal(await store.nextAvailableAt(), null, 'then none')
     const first = await store.get('first')
     t.match(first, { status: 'Processing', processing_started_at: T0 + 1, attempts: 1 })
@@ -95,7 +108,7 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
   t.test('settling completes with the claim token only', async (t) => {
     const store = await fresh(t)
     await store.create(anOrder('A'), T0, T0)
-    const [claim] = await store.claim(1, T0 + 100, T0 + 100 + LEASE)
+    const [claim] = await store.claim(1, T0 + 100, LEASE)
     t.ok(claim)
     const stale = { ...claim!, token: 'not-the-token' }
     t.equal(await store.settle([{ claim: stale, ok: true }], T0 + 200), 0, 'a wrong token changes nothing')
@@ -111,11 +124,10 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
   t.test('a stale worker cannot complete an order that was taken over', async (t) => {
     const store = await fresh(t)
     await store.create(anOrder('A'), T0, T0)
-    const [old] = await store.claim(1, T0, T0 + 100)
-    t.equal(await store.recoverExpired(T0 + 50, 3), 0, 'the lease has not ended yet')
-    t.equal(await store.recoverExpired(T0 + 101, 3), 1)
+    const [old] = await store.claim(1, T0, SHORT_LEASE)
+    t.equal(await recoverOnceExpired(store, T0 + LEASE, 3), 1)
     t.match(await store.get('A'), { status: 'Pending', last_error: 'lease expired', attempts: 1 })
-    const [fresh2] = await store.claim(1, T0 + 102, T0 + 102 + LEASE)
+    const [fresh2] = await store.claim(1, T0 + LEASE, LEASE)
     t.equal(fresh2?.attempts, 2)
     t.not(fresh2?.token, old?.token)
     t.equal(await store.settle([{ claim: old!, ok: true }], T0 + 103), 0, 'the old claim is void')
@@ -127,11 +139,35 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
     t.same(stats, await recount(store))
   })
 
+  t.test('a lease that has not ended is not taken over', async (t) => {
+    const store = await fresh(t)
+    await store.create(anOrder('A'), T0, T0)
+    const [claim] = await store.claim(1, T0, LEASE)
+    t.equal(await store.recoverExpired(T0 + 50, 1, []), 0)
+    t.match(await store.get('A'), { status: 'Processing', attempts: 1 })
+    t.equal(await store.settle([{ claim: claim!, ok: true }], T0 + 60), 1)
+  })
+
+  t.test('recovery never takes a claim whose token the caller still holds, however long ago its lease ended', async (t) => {
+    const store = await fresh(t)
+    await store.createMany([anOrder('mine'), anOrder('theirs')], T0, T0)
+    const [mine] = await store.claim(1, T0, SHORT_LEASE)
+    const [theirs] = await store.claim(1, T0, SHORT_LEASE)
+    t.not(mine!.token, theirs!.token)
+    t.equal(await recoverOnceExpired(store, T0 + LEASE, 3, [mine!.token]), 1, 'only the claim not held')
+    t.match(await store.get('theirs'), { status: 'Pending', last_error: 'lease expired' })
+    t.equal(await store.recoverExpired(T0 + LEASE, 1, [mine!.token]), 0, 'nor is a held claim failed on its last attempt')
+    t.match(await store.get('mine'), { status: 'Processing', attempts: 1 })
+    t.equal(await store.settle([{ claim: mine!, ok: true }], T0 + LEASE + 1), 1, 'its holder completes it')
+    t.match(await store.get('mine'), { status: 'Completed', attempts: 1 })
+    t.same(await store.stats(), await recount(store))
+  })
+
   t.test('an expired lease on the last attempt fails the order', async (t) => {
     const store = await fresh(t)
     await store.create(anOrder('A'), T0, T0)
-    await store.claim(1, T0, T0 + 10)
-    t.equal(await store.recoverExpired(T0 + 11, 1), 1)
+    await store.claim(1, T0, SHORT_LEASE)
+    t.equal(await recoverOnceExpired(store, T0 + LEASE, 1), 1)
     t.match(await store.get('A'), { status: 'Failed', last_error: 'lease expired on the last attempt' })
     t.same(await store.stats(), await recount(store))
   })
@@ -139,11 +175,11 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
   t.test('failures retry later, then fail for good', async (t) => {
     const store = await fresh(t)
     await store.create(anOrder('A'), T0, T0)
-    const [c1] = await store.claim(1, T0, T0 + LEASE)
+    const [c1] = await store.claim(1, T0, LEASE)
     t.equal(await store.settle([{ claim: c1!, ok: false, error: 'boom', retryAt: T0 + 1000 }], T0 + 10), 1)
     t.match(await store.get('A'), { status: 'Pending', last_error: 'boom', attempts: 1 })
-    t.same(await store.claim(1, T0 + 999, T0 + LEASE), [], 'not before the backoff')
-    const [c2] = await store.claim(1, T0 + 1000, T0 + 1000 + LEASE)
+    t.same(await store.claim(1, T0 + 999, LEASE), [], 'not before the backoff')
+    const [c2] = await store.claim(1, T0 + 1000, LEASE)
     t.equal(c2?.attempts, 2)
     t.equal(await store.settle([{ claim: c2!, ok: false, error: 'boom again', retryAt: null }], T0 + 1010), 1)
     t.match(await store.get('A'), { status: 'Failed', last_error: 'boom again', attempts: 2, completed_at: null })
@@ -157,7 +193,7 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
     const cancelled = await store.cancel('Q', T0 + 1)
     t.equal(cancelled.cancelled, true)
     t.match(cancelled.order, { status: 'Cancelled', updated_at: T0 + 1 })
-    const [claim] = await store.claim(10, T0 + 5000, T0 + 5000 + LEASE)
+    const [claim] = await store.claim(10, T0 + 5000, LEASE)
     t.equal(claim?.order_id, 'P', 'only the uncancelled order is claimed')
     const late = await store.cancel('P', T0 + 2)
     t.equal(late.cancelled, false)
@@ -171,15 +207,15 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
     const store = await fresh(t)
     await store.create(anOrder('A'), T0, T0)
     await store.create(anOrder('B'), T0, T0)
-    const claims = await store.claim(2, T0, T0 + LEASE)
+    const claims = await store.claim(2, T0, LEASE)
     t.equal(await store.release(claims, T0 + 5), 2)
     t.match(await store.get('A'), { status: 'Pending', attempts: 0, processing_started_at: null }, 'as if never claimed')
     t.same(await store.stats(), await recount(store))
     t.equal(await store.release(claims, T0 + 6), 0, 'releasing twice is a no-op')
-    const again = await store.claim(5, T0 + 5, T0 + LEASE)
+    const again = await store.claim(5, T0 + 5, SHORT_LEASE)
     t.same(again.map((c) => c.attempts), [1, 1], 'a handed-back claim does not use up an attempt')
-    await store.recoverExpired(T0 + LEASE + 1, 3)
-    const [third] = await store.claim(1, T0 + LEASE + 2, T0 + 2 * LEASE)
+    t.equal(await recoverOnceExpired(store, T0 + LEASE + 1, 3), 2)
+    const [third] = await store.claim(1, T0 + LEASE + 2, LEASE)
     t.equal(await store.release([third!], T0 + LEASE + 3), 1)
     t.match(await store.get(third!.order_id), { attempts: 1, processing_started_at: T0 + 5 }, 'a later hand-back keeps the first start')
     t.same(await store.stats(), await recount(store))
@@ -230,11 +266,11 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
     store.onChanges((changes) => { for (const c of changes) seen.push(`${c.order_id}:${c.status}:${c.attempts}`) })
     await store.create(anOrder('A'), T0, T0)
     await store.createMany([anOrder('B'), anOrder('C')], T0, T0)
-    const claims = await store.claim(2, T0 + 1, T0 + LEASE)
+    const claims = await store.claim(2, T0 + 1, LEASE)
     await store.settle([{ claim: claims[0]!, ok: true }, { claim: claims[1]!, ok: false, error: 'x', retryAt: T0 + 5 }], T0 + 2)
     await store.cancel('C', T0 + 3)
-    const [again] = await store.claim(1, T0 + 5, T0 + 10)
-    await store.recoverExpired(T0 + 11, 2)
+    const [again] = await store.claim(1, T0 + 5, SHORT_LEASE)
+    await recoverOnceExpired(store, T0 + LEASE, 2)
     await waitFor(() => seen.length === 10, 'ten changes')
     t.same(seen, [
       'A:Pending:0', 'B:Pending:0', 'C:Pending:0', 'A:Processing:1', 'B:Processing:1',
@@ -266,12 +302,12 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
       if (r < 0.4) await store.create(anOrder(`r${i}`), now, now + Math.floor(random() * 50))
       else if (r < 0.5) await store.cancel(`r${Math.floor(random() * i)}`, now)
       else if (r < 0.8) {
-        const claims = await store.claim(1 + Math.floor(random() * 5), now, now + 40)
+        const claims = await store.claim(1 + Math.floor(random() * 5), now, 40)
         const outcomes = claims.map((claim) => random() < 0.7
           ? { claim, ok: true as const }
           : { claim, ok: false as const, error: 'x', retryAt: random() < 0.5 ? now + 20 : null })
         if (random() < 0.8) await store.settle(outcomes, now + 3)
-      } else await store.recoverExpired(now, 2)
+      } else await store.recoverExpired(now, 2, [])
     }
     t.same(await store.stats(), await recount(store))
   })

@@ -21,6 +21,13 @@ const CHANNEL = 'orders_available'
 const CHANGES_CHANNEL = 'order_changes'
 /** The columns of a ChangedRow, returned by every statement that changes a status. */
 const CHANGED_COLUMNS = 'o.order_id, o.attempts, o.created_at, o.processing_started_at'
+/**
+ * The database's clock in epoch ms, the same for every process, for leases: they are set and
+ * compared by it, so a worker whose clock is off neither keeps nor takes over claims too early.
+ * The transaction's start: one instant for all its statements (recovery fails the expired claims
+ * on their last attempt, then retries the others, and both must see the same ones expired).
+ */
+const DATABASE_NOW_MS = '(extract(epoch FROM now()) * 1000)::bigint'
 /** Counter shards: each process writes one, picked at random, so that no single row is hot. */
 const STAT_SHARDS = 64
 /**
@@ -297,16 +304,16 @@ export class PgStore implements OrderStore {
     })
   }
 
-  async claim (limit: number, now: number, leaseUntil: number): Promise<Claim[]> {
+  async claim (limit: number, now: number, leaseMs: number): Promise<Claim[]> {
     const token = randomUUID()
     return this.transaction(async (tx, delta, log) => {
       const { rows } = await tx.query<ClaimedRow>(`
-        UPDATE orders o SET status = 'Processing', claim_token = $1, lease_until = $2, attempts = o.attempts + 1,
+        UPDATE orders o SET status = 'Processing', claim_token = $1, lease_until = ${DATABASE_NOW_MS} + $2, attempts = o.attempts + 1,
           processing_started_at = COALESCE(o.processing_started_at, $3), updated_at = $3
         FROM (SELECT seq FROM orders WHERE status = 'Pending' AND available_at <= $3
               ORDER BY available_at, seq LIMIT $4 FOR UPDATE SKIP LOCKED) picked
         WHERE o.seq = picked.seq
-        RETURNING o.order_id, o.attempts, o.created_at, o.processing_started_at`, [token, leaseUntil, now, limit])
+        RETURNING o.order_id, o.attempts, o.created_at, o.processing_started_at`, [token, leaseMs, now, limit])
       return recordClaims(rows, token, now, delta, log)
     })
   }
@@ -380,14 +387,16 @@ export class PgStore implements OrderStore {
     })
   }
 
-  async recoverExpired (now: number, maxAttempts: number): Promise<number> {
+  async recoverExpired (now: number, maxAttempts: number, heldTokens: readonly string[]): Promise<number> {
     return this.transaction(async (tx, delta, log) => {
       const failed = (await tx.query<ChangedRow>(`UPDATE orders o SET status = 'Failed', updated_at = $1,
           last_error = 'lease expired on the last attempt', claim_token = NULL, lease_until = NULL
-        WHERE status = 'Processing' AND lease_until < $1 AND attempts >= $2 RETURNING ${CHANGED_COLUMNS}`, [now, maxAttempts])).rows
+        WHERE status = 'Processing' AND lease_until < ${DATABASE_NOW_MS} AND attempts >= $2 AND claim_token <> ALL($3::text[])
+        RETURNING ${CHANGED_COLUMNS}`, [now, maxAttempts, heldTokens])).rows
       const retried = (await tx.query<ChangedRow>(`UPDATE orders o SET status = 'Pending', available_at = $1, updated_at = $1,
           last_error = 'lease expired', claim_token = NULL, lease_until = NULL
-        WHERE status = 'Processing' AND lease_until < $1 RETURNING ${CHANGED_COLUMNS}`, [now])).rows
+        WHERE status = 'Processing' AND lease_until < ${DATABASE_NOW_MS} AND claim_token <> ALL($2::text[])
+        RETURNING ${CHANGED_COLUMNS}`, [now, heldTokens])).rows
       delta.move('Processing', 'Failed', failed.length).move('Processing', 'Pending', retried.length)
       for (const row of failed) log.add(row, 'Failed', now)
       for (const row of retried) log.add(row, 'Pending', now)

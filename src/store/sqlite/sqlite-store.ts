@@ -92,13 +92,15 @@ export class SqliteStore implements OrderStore {
           claim_token = NULL, lease_until = NULL, attempts = attempts - 1,
           processing_started_at = CASE WHEN attempts = 1 THEN NULL ELSE processing_started_at END
         WHERE order_id = ? AND claim_token = ? AND status = 'Processing'`),
-      failExpired: db.prepare(`UPDATE orders SET status = 'Failed', updated_at = ?,
+      // The held tokens come as one JSON array: a statement has a fixed number of parameters.
+      failExpired: db.prepare(`UPDATE orders SET status = 'Failed', updated_at = @now,
           last_error = 'lease expired on the last attempt', claim_token = NULL, lease_until = NULL
-        WHERE status = 'Processing' AND lease_until < ? AND attempts >= ?
+        WHERE status = 'Processing' AND lease_until < @now AND attempts >= @maxAttempts
+          AND claim_token NOT IN (SELECT value FROM json_each(@held))
         RETURNING ${CHANGED_COLUMNS}`),
-      retryExpired: db.prepare(`UPDATE orders SET status = 'Pending', available_at = ?, updated_at = ?,
+      retryExpired: db.prepare(`UPDATE orders SET status = 'Pending', available_at = @now, updated_at = @now,
           last_error = 'lease expired', claim_token = NULL, lease_until = NULL
-        WHERE status = 'Processing' AND lease_until < ?
+        WHERE status = 'Processing' AND lease_until < @now AND claim_token NOT IN (SELECT value FROM json_each(@held))
         RETURNING ${CHANGED_COLUMNS}`),
       nextAvailable: db.prepare("SELECT MIN(available_at) AS at FROM orders WHERE status = 'Pending'").pluck(),
       idsByStatus: db.prepare('SELECT order_id FROM orders WHERE status = ? ORDER BY seq LIMIT ?').pluck(),
@@ -210,10 +212,11 @@ export class SqliteStore implements OrderStore {
     })
   }
 
-  async claim (limit: number, now: number, leaseUntil: number): Promise<Claim[]> {
+  // One process uses the file: its clock is the store's.
+  async claim (limit: number, now: number, leaseMs: number): Promise<Claim[]> {
     return this.write((delta, log) => {
       const token = randomUUID()
-      return recordClaims(this.sql.claim.all(token, leaseUntil, now, now, now, limit) as ClaimedRow[], token, now, delta, log)
+      return recordClaims(this.sql.claim.all(token, now + leaseMs, now, now, now, limit) as ClaimedRow[], token, now, delta, log)
     })
   }
 
@@ -255,10 +258,11 @@ export class SqliteStore implements OrderStore {
     return released
   }
 
-  async recoverExpired (now: number, maxAttempts: number): Promise<number> {
+  async recoverExpired (now: number, maxAttempts: number, heldTokens: readonly string[]): Promise<number> {
+    const held = JSON.stringify(heldTokens)
     const recovered = await this.write((delta, log) => {
-      const failed = this.sql.failExpired.all(now, now, maxAttempts) as ChangedRow[]
-      const retried = this.sql.retryExpired.all(now, now, now) as ChangedRow[]
+      const failed = this.sql.failExpired.all({ now, maxAttempts, held }) as ChangedRow[]
+      const retried = this.sql.retryExpired.all({ now, held }) as ChangedRow[]
       delta.move('Processing', 'Failed', failed.length).move('Processing', 'Pending', retried.length)
       for (const row of failed) log.add(row, 'Failed', now)
       for (const row of retried) log.add(row, 'Pending', now)
