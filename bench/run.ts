@@ -5,6 +5,8 @@ import { ServerProcess } from '../test/support/server-process.ts'
 import { waitFor } from '../test/helper.ts'
 import { createDatabase } from '../test/support/pg-database.ts'
 import { memoryMb, tempDatabase } from './process-facts.ts'
+import type { BaselineAnswers } from './baseline-answers.ts'
+import { compareAnswerSizes, startBaseline, type Probe } from './fair-baseline.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -27,18 +29,18 @@ const selected = new Set((args.only?.split(',') ?? SCENARIOS) as Scenario[])
 for (const name of selected) if (!SCENARIOS.includes(name)) throw new Error(`unknown scenario ${name}; pick from ${SCENARIOS.join(', ')}`)
 
 const ZERO_DELAY = { PENDING_DELAY_MS: '0', PROCESSING_TIME_MS: '0', LOG_LEVEL: 'warn' }
-const BASELINE = 'bench/baseline-server.ts'
-/** Servers run on this core; `npm run bench` puts the load generator on core 0. */
+/** Compared servers run on this core; `npm run bench` puts the load generator on core 0. */
 const SERVER_CPU = 1
 
-interface Row { scenario: string, figure: string, value: number, target: string, pass: boolean | null, note?: string }
+/** A figure, or (value null) why there is none: a failed scenario. */
+interface Row { scenario: string, figure: string, value: number | null, target: string, pass: boolean | null, note?: string }
 const rows: Row[] = []
 
 /** A fresh PostgreSQL database for one scenario, dropped afterwards. */
-async function withPostgres (run: (url: string) => Promise<void>): Promise<void> {
+async function withPostgres<T> (run: (url: string) => Promise<T>): Promise<T> {
   const database = await createDatabase(POSTGRES_SERVER)
   try {
-    await run(database.url)
+    return await run(database.url)
   } finally {
     await database.drop()
   }
@@ -59,29 +61,92 @@ async function load (url: string, { path = '', ...options }: Load): Promise<numb
   return result.requests.average
 }
 
-/** Alternates baseline and service rounds so both see the same machine, and returns the medians. */
-async function compare (
-  name: string, target: number | null, service: ServerProcess, baseline: ServerProcess,
-  options: (round: number) => Load
-): Promise<void> {
-  const ours: number[] = []
-  const theirs: number[] = []
-  // A short warm-up lets both JIT-compile their hot paths before anything is counted.
-  for (const server of [baseline, service]) {
-    const { path = '', ...warmUp } = options(-1)
-    await autocannon({ ...warmUp, url: `${server.url}${path}`, connections: 10, duration: 1 })
+/** What a comparison with the baseline sends, and what the baseline answers. */
+interface Comparison {
+  /** Reads from the service the answers the baseline will send. */
+  answers: (service: ServerProcess) => Promise<BaselineAnswers>
+  /** Requests whose answers must have the same size on both servers. */
+  probes: Probe[]
+  /** The load of one round; round -1 is the warm-up. */
+  load: (round: number) => Load
+}
+
+/** A short warm-up lets a server JIT-compile its hot paths before anything is counted. */
+async function warmUp (server: ServerProcess, { path = '', ...options }: Load): Promise<void> {
+  await autocannon({ ...options, url: `${server.url}${path}`, connections: 10, duration: 1 })
+}
+
+/**
+ * Starts the baseline with the service's own answers (read after the service's warm-up, so that
+ * its metrics list the measured route too), checks that both answer the same size, then
+ * alternates baseline and service rounds so both see the same machine, and records the medians.
+ */
+async function compare (name: string, target: number | null, service: ServerProcess, { answers, probes, load: options }: Comparison): Promise<void> {
+  await warmUp(service, options(-1))
+  const baseline = await startBaseline(await answers(service), SERVER_CPU)
+  try {
+    await warmUp(baseline, options(-1))
+    const bytes = await compareAnswerSizes(service, baseline, probes)
+    const ours: number[] = []
+    const theirs: number[] = []
+    for (let round = 0; round < ROUNDS; round++) {
+      theirs.push(await load(baseline.url, options(round)))
+      ours.push(await load(service.url, options(round)))
+    }
+    const ratio = median(ours) / median(theirs)
+    rows.push({ scenario: name, figure: 'service req/s', value: Math.round(median(ours)), target: '', pass: null })
+    rows.push({ scenario: name, figure: 'baseline req/s', value: Math.round(median(theirs)), target: '', pass: null })
+    rows.push({ scenario: name, figure: 'service answer bytes', value: Math.round(bytes.service), target: '', pass: null })
+    rows.push({ scenario: name, figure: 'baseline answer bytes', value: Math.round(bytes.baseline), target: '', pass: null })
+    rows.push({
+      scenario: name, figure: 'ratio', value: Math.round(ratio * 100) / 100,
+      target: target === null ? '' : `>= ${target}`, pass: target === null ? null : ratio >= target
+    })
+  } finally {
+    await baseline.stop('SIGKILL')
   }
-  for (let round = 0; round < ROUNDS; round++) {
-    theirs.push(await load(baseline.url, options(round)))
-    ours.push(await load(service.url, options(round)))
+}
+
+/** A POST /orders comparison: every request creates a new order. */
+function creates (prefix: string): Comparison {
+  return {
+    answers: async () => ({}),
+    probes: [{ path: '/orders', body: { user_id: 7, order_id: `${prefix}-size-check`, item_ids: [1, 2, 3], total_amount: 59.99 } }],
+    load: (round) => ({
+      method: 'POST',
+      path: '/orders',
+      headers: { 'content-type': 'application/json' },
+      // [<id>] is replaced by a unique id per request.
+      body: JSON.stringify({ user_id: 7, order_id: `${prefix}${round + 1}-[<id>]`, item_ids: [1, 2, 3], total_amount: 59.99 }),
+      idReplacement: true
+    })
   }
-  const ratio = median(ours) / median(theirs)
-  rows.push({ scenario: name, figure: 'service req/s', value: Math.round(median(ours)), target: '', pass: null })
-  rows.push({ scenario: name, figure: 'baseline req/s', value: Math.round(median(theirs)), target: '', pass: null })
-  rows.push({
-    scenario: name, figure: 'ratio', value: Math.round(ratio * 100) / 100,
-    target: target === null ? '' : `>= ${target}`, pass: target === null ? null : ratio >= target
-  })
+}
+
+/** A GET /orders/metrics comparison: the baseline sends the service's metrics answer. */
+const metricsReads: Comparison = {
+  answers: async (service) => ({ metrics: (await service.request('/orders/metrics')).json }),
+  probes: [{ path: '/orders/metrics' }],
+  load: () => ({ path: '/orders/metrics' })
+}
+
+/** How many stored orders the baseline sends in turn: enough for their item counts, amounts and durations to vary as the service's do. */
+const SAMPLED_ORDERS = 500
+/** Requests of the size check: a mean over random orders. */
+const SIZE_PROBES = 200
+
+/** A GET /orders/:order_id comparison over `stored` orders sim_get_1.., requested at random. */
+function storedReads (stored: number): Comparison {
+  const randomPath = () => `/orders/sim_get_${1 + Math.floor(Math.random() * stored)}`
+  return {
+    answers: async (service) => {
+      const orders = []
+      for (let i = 0; i < SAMPLED_ORDERS; i++) orders.push((await service.request(randomPath())).json)
+      return { orders }
+    },
+    probes: Array.from({ length: SIZE_PROBES }, () => ({ path: randomPath() })),
+    load: () => ({ requests: [{ setupRequest: (req) => ({ ...req, path: randomPath() }) }] })
+  }
 }
 
 async function populate (server: ServerProcess, total: number, batchId: string): Promise<number> {
@@ -95,46 +160,34 @@ async function completedCount (server: ServerProcess): Promise<number> {
   return (await server.request('/orders/metrics')).json.completed.count
 }
 
-async function withServers<T> (env: Record<string, string>, run: (service: ServerProcess, baseline: ServerProcess) => Promise<T>): Promise<T> {
-  const [service, baseline] = await Promise.all([
-    ServerProcess.start({ DATABASE_URL: tempDatabase(), ...env }, undefined, SERVER_CPU),
-    ServerProcess.start({}, BASELINE, SERVER_CPU)
-  ])
+async function withService<T> (env: Record<string, string>, run: (service: ServerProcess) => Promise<T>): Promise<T> {
+  const service = await ServerProcess.start({ DATABASE_URL: tempDatabase(), ...env }, undefined, SERVER_CPU)
   try {
-    return await run(service, baseline)
+    return await run(service)
   } finally {
-    await Promise.all([service.stop('SIGKILL'), baseline.stop('SIGKILL')])
+    await service.stop('SIGKILL')
   }
 }
 
 const scenarios: Record<Scenario, () => Promise<void>> = {
   async post () {
-    await withServers(ZERO_DELAY, (service, baseline) => compare('1. POST /orders (processing on)', 0.75, service, baseline, (round) => ({
-      method: 'POST',
-      path: '/orders',
-      headers: { 'content-type': 'application/json' },
-      // [<id>] is replaced by a unique id per request.
-      body: JSON.stringify({ user_id: 7, order_id: `b${round + 1}-[<id>]`, item_ids: [1, 2, 3], total_amount: 59.99 }),
-      idReplacement: true
-    })))
+    await withService(ZERO_DELAY, (service) => compare('1. POST /orders (processing on)', 0.75, service, creates('b')))
   },
 
   async get () {
     const stored = QUICK ? 20_000 : 100_000
-    await withServers(ZERO_DELAY, async (service, baseline) => {
+    await withService(ZERO_DELAY, async (service) => {
       await populate(service, stored, 'get')
       await waitFor(async () => (await completedCount(service)) === stored, 'orders to complete', 120_000)
-      await compare(`2. GET /orders/:order_id (${stored.toLocaleString('en')} stored)`, 0.85, service, baseline, () => ({
-        requests: [{ setupRequest: (req) => ({ ...req, path: `/orders/sim_get_${1 + Math.floor(Math.random() * stored)}` }) }]
-      }))
+      await compare(`2. GET /orders/:order_id (${stored.toLocaleString('en')} stored)`, 0.85, service, storedReads(stored))
     })
   },
 
   async metrics () {
     const stored = QUICK ? 200_000 : 1_000_000
-    await withServers({ ...ZERO_DELAY, PROCESSOR: 'off' }, async (service, baseline) => {
+    await withService({ ...ZERO_DELAY, PROCESSOR: 'off' }, async (service) => {
       await populate(service, stored, 'metrics')
-      await compare(`3. GET /orders/metrics (${stored.toLocaleString('en')} stored)`, 0.85, service, baseline, () => ({ path: '/orders/metrics' }))
+      await compare(`3. GET /orders/metrics (${stored.toLocaleString('en')} stored)`, 0.85, service, metricsReads)
     })
   },
 
@@ -174,22 +227,16 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
   },
 
   async 'pg-post' () {
-    await withPostgres((url) => withServers({ ...ZERO_DELAY, DATABASE_URL: url }, (service, baseline) =>
-      compare('7. PostgreSQL: POST /orders (processing on)', null, service, baseline, (round) => ({
-        method: 'POST',
-        path: '/orders',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ user_id: 7, order_id: `pg${round + 1}-[<id>]`, item_ids: [1, 2, 3], total_amount: 59.99 }),
-        idReplacement: true
-      }))))
+    await withPostgres((url) => withService({ ...ZERO_DELAY, DATABASE_URL: url }, (service) =>
+      compare('7. PostgreSQL: POST /orders, one process (processing on)', 0.5, service, creates('pg'))))
   },
 
   async 'pg-metrics' () {
     const stored = QUICK ? 200_000 : 1_000_000
-    await withPostgres((url) => withServers({ ...ZERO_DELAY, DATABASE_URL: url, PROCESSOR: 'off' }, async (service, baseline) => {
+    await withPostgres((url) => withService({ ...ZERO_DELAY, DATABASE_URL: url, PROCESSOR: 'off' }, async (service) => {
       const seconds = await populate(service, stored, 'metrics')
       rows.push({ scenario: `8. PostgreSQL: populate ${stored.toLocaleString('en')}`, figure: 'seconds to answer', value: Math.round(seconds * 10) / 10, target: '', pass: null })
-      await compare(`8. PostgreSQL: GET /orders/metrics (${stored.toLocaleString('en')} stored)`, null, service, baseline, () => ({ path: '/orders/metrics' }))
+      await compare(`8. PostgreSQL: GET /orders/metrics (${stored.toLocaleString('en')} stored)`, 0.85, service, metricsReads)
     }))
   },
 
@@ -236,13 +283,19 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
 for (const name of SCENARIOS) {
   if (!selected.has(name)) continue
   process.stderr.write(`running ${name}...\n`)
-  await scenarios[name]()
+  try {
+    await scenarios[name]()
+  } catch (err) {
+    // One failed scenario is reported as such; the others still run.
+    process.stderr.write(`${name} FAILED: ${(err as Error).stack}\n`)
+    rows.push({ scenario: name, figure: 'failed', value: null, target: '', pass: false, note: (err as Error).message })
+  }
 }
 
 const table = [
   '| scenario | figure | value | target | met |',
   '| --- | --- | ---: | --- | --- |',
-  ...rows.map((r) => `| ${r.scenario} | ${r.figure} | ${r.value} | ${r.target} | ${r.pass === null ? '' : r.pass ? 'yes' : '**no**'} |`)
+  ...rows.map((r) => `| ${r.scenario} | ${r.figure} | ${r.value ?? r.note} | ${r.target} | ${r.pass === null ? '' : r.pass ? 'yes' : '**no**'} |`)
 ].join('\n')
 console.log(table)
 writeFileSync(new URL('results.json', import.meta.url), JSON.stringify({
