@@ -7,6 +7,7 @@ import { createDatabase } from '../test/support/pg-database.ts'
 import { memoryMb, tempDatabase } from './process-facts.ts'
 import type { BaselineAnswers } from './baseline-answers.ts'
 import { compareAnswerSizes, startBaseline, type Probe } from './fair-baseline.ts'
+import { redisUnreachable, runBullmq, runGraphileWorker } from './peer-process.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -16,23 +17,27 @@ const { values: args } = parseArgs({
   }
 })
 
-/** PostgreSQL scenarios make a database of their own on this server. */
+/** PostgreSQL scenarios (and graphile-worker) make a database of their own on this server. */
 const POSTGRES_SERVER = process.env.DATABASE_URL?.startsWith('postgres') ? process.env.DATABASE_URL : 'postgres://postgres@127.0.0.1:5432/postgres'
+/** BullMQ runs on a queue of its own on this Redis server; without one its scenario is skipped. */
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 
 const QUICK = args.quick
 const ROUNDS = Number(args.rounds ?? (QUICK ? 1 : 3))
 const DURATION_S = QUICK ? 3 : 8
 const CONNECTIONS = 100
-const SCENARIOS = ['post', 'get', 'metrics', 'throughput', 'delays', 'populate', 'pg-post', 'pg-metrics', 'pg-workers'] as const
+const SCENARIOS = [
+  'post', 'get', 'metrics', 'throughput', 'delays', 'populate', 'pg-post', 'pg-metrics', 'pg-workers', 'bullmq', 'pg-graphile-worker'
+] as const
 type Scenario = typeof SCENARIOS[number]
 const selected = new Set((args.only?.split(',') ?? SCENARIOS) as Scenario[])
 for (const name of selected) if (!SCENARIOS.includes(name)) throw new Error(`unknown scenario ${name}; pick from ${SCENARIOS.join(', ')}`)
 
 const ZERO_DELAY = { PENDING_DELAY_MS: '0', PROCESSING_TIME_MS: '0', LOG_LEVEL: 'warn' }
-/** Compared servers run on this core; `npm run bench` puts the load generator on core 0. */
+/** Compared servers and queues run on this core; `npm run bench` puts the load generator on core 0. */
 const SERVER_CPU = 1
 
-/** A figure, or (value null) why there is none: a failed scenario. */
+/** A figure, or (value null) why there is none: a skipped peer, a failed scenario. */
 interface Row { scenario: string, figure: string, value: number | null, target: string, pass: boolean | null, note?: string }
 const rows: Row[] = []
 
@@ -149,6 +154,22 @@ function storedReads (stored: number): Comparison {
   }
 }
 
+/** Alternates the peer's and the service's end-to-end runs of the same number of jobs, and records the medians. */
+async function versusPeer (
+  name: string, peer: string, target: number, runService: () => Promise<number>, runPeer: () => Promise<number>
+): Promise<void> {
+  const ours: number[] = []
+  const theirs: number[] = []
+  for (let round = 0; round < ROUNDS; round++) {
+    theirs.push(await runPeer())
+    ours.push(await runService())
+  }
+  const ratio = median(ours) / median(theirs)
+  rows.push({ scenario: name, figure: 'service orders/s', value: Math.round(median(ours)), target: '', pass: null })
+  rows.push({ scenario: name, figure: `${peer} jobs/s`, value: Math.round(median(theirs)), target: '', pass: null })
+  rows.push({ scenario: name, figure: `ratio to ${peer}`, value: Math.round(ratio * 100) / 100, target: `>= ${target}`, pass: ratio >= target })
+}
+
 async function populate (server: ServerProcess, total: number, batchId: string): Promise<number> {
   const started = performance.now()
   const res = await server.request('/orders/populate', { total_entries: total, batch_id: batchId })
@@ -167,6 +188,19 @@ async function withService<T> (env: Record<string, string>, run: (service: Serve
   } finally {
     await service.stop('SIGKILL')
   }
+}
+
+/**
+ * One service process on SERVER_CPU, from the populate call that creates `total` orders until
+ * all of them are Completed (the harness polls /orders/metrics from the other core).
+ */
+async function endToEnd (env: Record<string, string>, total: number): Promise<{ perSecond: number, peakRssMb: number }> {
+  return await withService(env, async (service) => {
+    const started = performance.now()
+    await populate(service, total, 'e2e')
+    await waitFor(async () => (await completedCount(service)) === total, 'all orders completed', 300_000)
+    return { perSecond: total / ((performance.now() - started) / 1000), peakRssMb: memoryMb(service.child.pid!, 'VmHWM') }
+  })
 }
 
 const scenarios: Record<Scenario, () => Promise<void>> = {
@@ -193,20 +227,10 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
 
   async throughput () {
     const total = QUICK ? 50_000 : 200_000
-    const service = await ServerProcess.start({ DATABASE_URL: tempDatabase(), ...ZERO_DELAY })
-    try {
-      const started = performance.now()
-      await populate(service, total, 'tp')
-      await waitFor(async () => (await completedCount(service)) === total, 'all orders completed', 300_000)
-      const seconds = (performance.now() - started) / 1000
-      const perSecond = total / seconds
-      const rss = memoryMb(service.child.pid!, 'VmHWM')
-      const name = `4. populate ${total.toLocaleString('en')}, zero delay, until all Completed`
-      rows.push({ scenario: name, figure: 'orders/s end to end', value: Math.round(perSecond), target: '>= 25000', pass: perSecond >= 25_000 })
-      rows.push({ scenario: name, figure: 'peak RSS MB', value: rss, target: '<= 250', pass: rss <= 250 })
-    } finally {
-      await service.stop('SIGKILL')
-    }
+    const { perSecond, peakRssMb } = await endToEnd(ZERO_DELAY, total)
+    const name = `4. populate ${total.toLocaleString('en')}, zero delay, until all Completed`
+    rows.push({ scenario: name, figure: 'orders/s end to end', value: Math.round(perSecond), target: '>= 25000', pass: perSecond >= 25_000 })
+    rows.push({ scenario: name, figure: 'peak RSS MB', value: peakRssMb, target: '<= 250', pass: peakRssMb <= 250 })
   },
 
   async delays () {
@@ -277,6 +301,27 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
     } finally {
       await service.stop('SIGKILL')
     }
+  },
+
+  async bullmq () {
+    const jobs = QUICK ? 50_000 : 100_000
+    const name = `10. end to end, zero delay, ${jobs.toLocaleString('en')} orders / no-op jobs each: embedded service vs BullMQ`
+    const unreachable = await redisUnreachable(REDIS_URL)
+    if (unreachable) {
+      process.stderr.write(`bullmq skipped: Redis at ${REDIS_URL} is unreachable (${unreachable})\n`)
+      rows.push({ scenario: name, figure: 'skipped', value: null, target: '', pass: null, note: `Redis at ${REDIS_URL} unreachable: ${unreachable}` })
+      return
+    }
+    await versusPeer(name, 'BullMQ', 3,
+      async () => (await endToEnd(ZERO_DELAY, jobs)).perSecond,
+      () => runBullmq(REDIS_URL, jobs, SERVER_CPU))
+  },
+
+  async 'pg-graphile-worker' () {
+    const jobs = QUICK ? 50_000 : 100_000
+    await versusPeer(`11. PostgreSQL end to end, one process, ${jobs.toLocaleString('en')} orders / no-op jobs each: service vs graphile-worker`, 'graphile-worker', 1.25,
+      () => withPostgres(async (url) => (await endToEnd({ ...ZERO_DELAY, DATABASE_URL: url }, jobs)).perSecond),
+      () => withPostgres((url) => runGraphileWorker(url, jobs, SERVER_CPU)))
   }
 }
 
