@@ -181,12 +181,21 @@ async function completedCount (server: ServerProcess): Promise<number> {
   return (await server.request('/orders/metrics')).json.completed.count
 }
 
-async function withService<T> (env: Record<string, string>, run: (service: ServerProcess) => Promise<T>): Promise<T> {
-  const service = await ServerProcess.start({ DATABASE_URL: tempDatabase(), ...env }, undefined, SERVER_CPU)
+/**
+ * The service in a process of its own, pinned to `cpu` (null: on the driver's core), on a SQLite
+ * file of its own unless `env` names a database; stopped, and the file removed, afterwards.
+ */
+async function withService<T> (env: Record<string, string>, run: (service: ServerProcess) => Promise<T>, cpu: number | null = SERVER_CPU): Promise<T> {
+  const database = tempDatabase()
   try {
-    return await run(service)
+    const service = await ServerProcess.start({ DATABASE_URL: database.url, ...env }, undefined, cpu ?? undefined)
+    try {
+      return await run(service)
+    } finally {
+      await service.stop('SIGKILL')
+    }
   } finally {
-    await service.stop('SIGKILL')
+    database.remove()
   }
 }
 
@@ -235,8 +244,7 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
 
   async delays () {
     const total = 10_000
-    const service = await ServerProcess.start({ DATABASE_URL: tempDatabase(), PROCESSOR_CONCURRENCY: '10000', LOG_LEVEL: 'warn' })
-    try {
+    await withService({ PROCESSOR_CONCURRENCY: '10000', LOG_LEVEL: 'warn' }, async (service) => {
       const started = performance.now()
       await populate(service, total, 'delays')
       await waitFor(async () => (await completedCount(service)) === total, 'all orders completed', 120_000)
@@ -245,9 +253,7 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
         scenario: '5. 10,000 orders, original delays (2 s + 3-7 s), concurrency 10000',
         figure: 'seconds to drain', value: Math.round(seconds * 10) / 10, target: '<= 15', pass: seconds <= 15
       })
-    } finally {
-      await service.stop('SIGKILL')
-    }
+    }, null)
   },
 
   async 'pg-post' () {
@@ -290,17 +296,14 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
 
   async populate () {
     const total = 1_000_000
-    const service = await ServerProcess.start({ DATABASE_URL: tempDatabase(), ...ZERO_DELAY, PROCESSOR: 'off' })
-    try {
+    await withService({ ...ZERO_DELAY, PROCESSOR: 'off' }, async (service) => {
       const seconds = await populate(service, total, 'million')
       rows.push({
         scenario: '6. one populate call of 1,000,000 orders',
         figure: 'seconds to answer', value: Math.round(seconds * 100) / 100, target: '<= 5', pass: seconds <= 5
       })
       rows.push({ scenario: '6. one populate call of 1,000,000 orders', figure: 'peak RSS MB', value: memoryMb(service.child.pid!, 'VmHWM'), target: '', pass: null })
-    } finally {
-      await service.stop('SIGKILL')
-    }
+    }, null)
   },
 
   async bullmq () {
