@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 
@@ -8,7 +8,8 @@ export function memoryMb (pid: number, field: 'VmRSS' | 'VmHWM'): number {
   return Math.round(kb / 1024)
 }
 
-/** A DATABASE_URL for a new SQLite file of one run's own. */
-export function tempDatabase (): string {
-  return `sqlite:${join(mkdtempSync(join(tmpdir(), 'orders-bench-')), 'orders.db')}`
+/** A new SQLite file of one run's own: its DATABASE_URL, and `remove`, which deletes it. */
+export function tempDatabase (): { url: string, remove: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), 'orders-bench-'))
+  return { url: `sqlite:${join(dir, 'orders.db')}`, remove: () => rmSync(dir, { recursive: true, force: true }) }
 }

@@ -5,6 +5,9 @@ import { ServerProcess } from '../test/support/server-process.ts'
 import { waitFor } from '../test/helper.ts'
 import { createDatabase } from '../test/support/pg-database.ts'
 import { memoryMb, tempDatabase } from './process-facts.ts'
+import type { BaselineAnswers } from './baseline-answers.ts'
+import { compareAnswerSizes, startBaseline, type Probe } from './fair-baseline.ts'
+import { redisUnreachable, runBullmq, runGraphileWorker } from './peer-process.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -14,31 +17,35 @@ const { values: args } = parseArgs({
   }
 })
 
-/** PostgreSQL scenarios make a database of their own on this server. */
+/** PostgreSQL scenarios (and graphile-worker) make a database of their own on this server. */
 const POSTGRES_SERVER = process.env.DATABASE_URL?.startsWith('postgres') ? process.env.DATABASE_URL : 'postgres://postgres@127.0.0.1:5432/postgres'
+/** BullMQ runs on a queue of its own on this Redis server; without one its scenario is skipped. */
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 
 const QUICK = args.quick
 const ROUNDS = Number(args.rounds ?? (QUICK ? 1 : 3))
 const DURATION_S = QUICK ? 3 : 8
 const CONNECTIONS = 100
-const SCENARIOS = ['post', 'get', 'metrics', 'throughput', 'delays', 'populate', 'pg-post', 'pg-metrics', 'pg-workers'] as const
+const SCENARIOS = [
+  'post', 'get', 'metrics', 'throughput', 'delays', 'populate', 'pg-post', 'pg-metrics', 'pg-workers', 'bullmq', 'pg-graphile-worker'
+] as const
 type Scenario = typeof SCENARIOS[number]
 const selected = new Set((args.only?.split(',') ?? SCENARIOS) as Scenario[])
 for (const name of selected) if (!SCENARIOS.includes(name)) throw new Error(`unknown scenario ${name}; pick from ${SCENARIOS.join(', ')}`)
 
 const ZERO_DELAY = { PENDING_DELAY_MS: '0', PROCESSING_TIME_MS: '0', LOG_LEVEL: 'warn' }
-const BASELINE = 'bench/baseline-server.ts'
-/** Servers run on this core; `npm run bench` puts the load generator on core 0. */
+/** Compared servers and queues run on this core; `npm run bench` puts the load generator on core 0. */
 const SERVER_CPU = 1
 
-interface Row { scenario: string, figure: string, value: number, target: string, pass: boolean | null, note?: string }
+/** A figure, or (value null) why there is none: a skipped peer, a failed scenario. */
+interface Row { scenario: string, figure: string, value: number | null, target: string, pass: boolean | null, note?: string }
 const rows: Row[] = []
 
 /** A fresh PostgreSQL database for one scenario, dropped afterwards. */
-async function withPostgres (run: (url: string) => Promise<void>): Promise<void> {
+async function withPostgres<T> (run: (url: string) => Promise<T>): Promise<T> {
   const database = await createDatabase(POSTGRES_SERVER)
   try {
-    await run(database.url)
+    return await run(database.url)
   } finally {
     await database.drop()
   }
@@ -59,29 +66,108 @@ async function load (url: string, { path = '', ...options }: Load): Promise<numb
   return result.requests.average
 }
 
-/** Alternates baseline and service rounds so both see the same machine, and returns the medians. */
-async function compare (
-  name: string, target: number | null, service: ServerProcess, baseline: ServerProcess,
-  options: (round: number) => Load
+/** What a comparison with the baseline sends, and what the baseline answers. */
+interface Comparison {
+  /** Reads from the service the answers the baseline will send. */
+  answers: (service: ServerProcess) => Promise<BaselineAnswers>
+  /** Requests whose answers must have the same size on both servers. */
+  probes: Probe[]
+  /** The load of one round; round -1 is the warm-up. */
+  load: (round: number) => Load
+}
+
+/** A short warm-up lets a server JIT-compile its hot paths before anything is counted. */
+async function warmUp (server: ServerProcess, { path = '', ...options }: Load): Promise<void> {
+  await autocannon({ ...options, url: `${server.url}${path}`, connections: 10, duration: 1 })
+}
+
+/**
+ * Starts the baseline with the service's own answers (read after the service's warm-up, so that
+ * its metrics list the measured route too), checks that both answer the same size, then
+ * alternates baseline and service rounds so both see the same machine, and records the medians.
+ */
+async function compare (name: string, target: number | null, service: ServerProcess, { answers, probes, load: options }: Comparison): Promise<void> {
+  await warmUp(service, options(-1))
+  const baseline = await startBaseline(await answers(service), SERVER_CPU)
+  try {
+    await warmUp(baseline, options(-1))
+    const bytes = await compareAnswerSizes(service, baseline, probes)
+    const ours: number[] = []
+    const theirs: number[] = []
+    for (let round = 0; round < ROUNDS; round++) {
+      theirs.push(await load(baseline.url, options(round)))
+      ours.push(await load(service.url, options(round)))
+    }
+    const ratio = median(ours) / median(theirs)
+    rows.push({ scenario: name, figure: 'service req/s', value: Math.round(median(ours)), target: '', pass: null })
+    rows.push({ scenario: name, figure: 'baseline req/s', value: Math.round(median(theirs)), target: '', pass: null })
+    rows.push({ scenario: name, figure: 'service answer bytes', value: Math.round(bytes.service), target: '', pass: null })
+    rows.push({ scenario: name, figure: 'baseline answer bytes', value: Math.round(bytes.baseline), target: '', pass: null })
+    rows.push({
+      scenario: name, figure: 'ratio', value: Math.round(ratio * 100) / 100,
+      target: target === null ? '' : `>= ${target}`, pass: target === null ? null : ratio >= target
+    })
+  } finally {
+    await baseline.stop('SIGKILL')
+  }
+}
+
+/** A POST /orders comparison: every request creates a new order. */
+function creates (prefix: string): Comparison {
+  return {
+    answers: async () => ({}),
+    probes: [{ path: '/orders', body: { user_id: 7, order_id: `${prefix}-size-check`, item_ids: [1, 2, 3], total_amount: 59.99 } }],
+    load: (round) => ({
+      method: 'POST',
+      path: '/orders',
+      headers: { 'content-type': 'application/json' },
+      // [<id>] is replaced by a unique id per request.
+      body: JSON.stringify({ user_id: 7, order_id: `${prefix}${round + 1}-[<id>]`, item_ids: [1, 2, 3], total_amount: 59.99 }),
+      idReplacement: true
+    })
+  }
+}
+
+/** A GET /orders/metrics comparison: the baseline sends the service's metrics answer. */
+const metricsReads: Comparison = {
+  answers: async (service) => ({ metrics: (await service.request('/orders/metrics')).json }),
+  probes: [{ path: '/orders/metrics' }],
+  load: () => ({ path: '/orders/metrics' })
+}
+
+/** How many stored orders the baseline sends in turn: enough for their item counts, amounts and durations to vary as the service's do. */
+const SAMPLED_ORDERS = 500
+/** Requests of the size check: a mean over random orders. */
+const SIZE_PROBES = 200
+
+/** A GET /orders/:order_id comparison over `stored` orders sim_get_1.., requested at random. */
+function storedReads (stored: number): Comparison {
+  const randomPath = () => `/orders/sim_get_${1 + Math.floor(Math.random() * stored)}`
+  return {
+    answers: async (service) => {
+      const orders = []
+      for (let i = 0; i < SAMPLED_ORDERS; i++) orders.push((await service.request(randomPath())).json)
+      return { orders }
+    },
+    probes: Array.from({ length: SIZE_PROBES }, () => ({ path: randomPath() })),
+    load: () => ({ requests: [{ setupRequest: (req) => ({ ...req, path: randomPath() }) }] })
+  }
+}
+
+/** Alternates the peer's and the service's end-to-end runs of the same number of jobs, and records the medians. */
+async function versusPeer (
+  name: string, peer: string, target: number, runService: () => Promise<number>, runPeer: () => Promise<number>
 ): Promise<void> {
   const ours: number[] = []
   const theirs: number[] = []
-  // A short warm-up lets both JIT-compile their hot paths before anything is counted.
-  for (const server of [baseline, service]) {
-    const { path = '', ...warmUp } = options(-1)
-    await autocannon({ ...warmUp, url: `${server.url}${path}`, connections: 10, duration: 1 })
-  }
   for (let round = 0; round < ROUNDS; round++) {
-    theirs.push(await load(baseline.url, options(round)))
-    ours.push(await load(service.url, options(round)))
+    theirs.push(await runPeer())
+    ours.push(await runService())
   }
   const ratio = median(ours) / median(theirs)
-  rows.push({ scenario: name, figure: 'service req/s', value: Math.round(median(ours)), target: '', pass: null })
-  rows.push({ scenario: name, figure: 'baseline req/s', value: Math.round(median(theirs)), target: '', pass: null })
-  rows.push({
-    scenario: name, figure: 'ratio', value: Math.round(ratio * 100) / 100,
-    target: target === null ? '' : `>= ${target}`, pass: target === null ? null : ratio >= target
-  })
+  rows.push({ scenario: name, figure: 'service orders/s', value: Math.round(median(ours)), target: '', pass: null })
+  rows.push({ scenario: name, figure: `${peer} jobs/s`, value: Math.round(median(theirs)), target: '', pass: null })
+  rows.push({ scenario: name, figure: `ratio to ${peer}`, value: Math.round(ratio * 100) / 100, target: `>= ${target}`, pass: ratio >= target })
 }
 
 async function populate (server: ServerProcess, total: number, batchId: string): Promise<number> {
@@ -95,71 +181,70 @@ async function completedCount (server: ServerProcess): Promise<number> {
   return (await server.request('/orders/metrics')).json.completed.count
 }
 
-async function withServers<T> (env: Record<string, string>, run: (service: ServerProcess, baseline: ServerProcess) => Promise<T>): Promise<T> {
-  const [service, baseline] = await Promise.all([
-    ServerProcess.start({ DATABASE_URL: tempDatabase(), ...env }, undefined, SERVER_CPU),
-    ServerProcess.start({}, BASELINE, SERVER_CPU)
-  ])
+/**
+ * The service in a process of its own, pinned to `cpu` (null: on the driver's core), on a SQLite
+ * file of its own unless `env` names a database; stopped, and the file removed, afterwards.
+ */
+async function withService<T> (env: Record<string, string>, run: (service: ServerProcess) => Promise<T>, cpu: number | null = SERVER_CPU): Promise<T> {
+  const database = tempDatabase()
   try {
-    return await run(service, baseline)
+    const service = await ServerProcess.start({ DATABASE_URL: database.url, ...env }, undefined, cpu ?? undefined)
+    try {
+      return await run(service)
+    } finally {
+      await service.stop('SIGKILL')
+    }
   } finally {
-    await Promise.all([service.stop('SIGKILL'), baseline.stop('SIGKILL')])
+    database.remove()
   }
+}
+
+/**
+ * One service process on SERVER_CPU, from the populate call that creates `total` orders until
+ * all of them are Completed (the harness polls /orders/metrics from the other core).
+ */
+async function endToEnd (env: Record<string, string>, total: number): Promise<{ perSecond: number, peakRssMb: number }> {
+  return await withService(env, async (service) => {
+    const started = performance.now()
+    await populate(service, total, 'e2e')
+    await waitFor(async () => (await completedCount(service)) === total, 'all orders completed', 300_000)
+    return { perSecond: total / ((performance.now() - started) / 1000), peakRssMb: memoryMb(service.child.pid!, 'VmHWM') }
+  })
 }
 
 const scenarios: Record<Scenario, () => Promise<void>> = {
   async post () {
-    await withServers(ZERO_DELAY, (service, baseline) => compare('1. POST /orders (processing on)', 0.75, service, baseline, (round) => ({
-      method: 'POST',
-      path: '/orders',
-      headers: { 'content-type': 'application/json' },
-      // [<id>] is replaced by a unique id per request.
-      body: JSON.stringify({ user_id: 7, order_id: `b${round + 1}-[<id>]`, item_ids: [1, 2, 3], total_amount: 59.99 }),
-      idReplacement: true
-    })))
+    await withService(ZERO_DELAY, (service) => compare('1. POST /orders (processing on)', 0.75, service, creates('b')))
   },
 
   async get () {
     const stored = QUICK ? 20_000 : 100_000
-    await withServers(ZERO_DELAY, async (service, baseline) => {
+    await withService(ZERO_DELAY, async (service) => {
       await populate(service, stored, 'get')
       await waitFor(async () => (await completedCount(service)) === stored, 'orders to complete', 120_000)
-      await compare(`2. GET /orders/:order_id (${stored.toLocaleString('en')} stored)`, 0.85, service, baseline, () => ({
-        requests: [{ setupRequest: (req) => ({ ...req, path: `/orders/sim_get_${1 + Math.floor(Math.random() * stored)}` }) }]
-      }))
+      await compare(`2. GET /orders/:order_id (${stored.toLocaleString('en')} stored)`, 0.85, service, storedReads(stored))
     })
   },
 
   async metrics () {
     const stored = QUICK ? 200_000 : 1_000_000
-    await withServers({ ...ZERO_DELAY, PROCESSOR: 'off' }, async (service, baseline) => {
+    await withService({ ...ZERO_DELAY, PROCESSOR: 'off' }, async (service) => {
       await populate(service, stored, 'metrics')
-      await compare(`3. GET /orders/metrics (${stored.toLocaleString('en')} stored)`, 0.85, service, baseline, () => ({ path: '/orders/metrics' }))
+      await compare(`3. GET /orders/metrics (${stored.toLocaleString('en')} stored)`, 0.85, service, metricsReads)
     })
   },
 
   async throughput () {
     const total = QUICK ? 50_000 : 200_000
-    const service = await ServerProcess.start({ DATABASE_URL: tempDatabase(), ...ZERO_DELAY })
-    try {
-      const started = performance.now()
-      await populate(service, total, 'tp')
-      await waitFor(async () => (await completedCount(service)) === total, 'all orders completed', 300_000)
-      const seconds = (performance.now() - started) / 1000
-      const perSecond = total / seconds
-      const rss = memoryMb(service.child.pid!, 'VmHWM')
-      const name = `4. populate ${total.toLocaleString('en')}, zero delay, until all Completed`
-      rows.push({ scenario: name, figure: 'orders/s end to end', value: Math.round(perSecond), target: '>= 25000', pass: perSecond >= 25_000 })
-      rows.push({ scenario: name, figure: 'peak RSS MB', value: rss, target: '<= 250', pass: rss <= 250 })
-    } finally {
-      await service.stop('SIGKILL')
-    }
+    const { perSecond, peakRssMb } = await endToEnd(ZERO_DELAY, total)
+    const name = `4. populate ${total.toLocaleString('en')}, zero delay, until all Completed`
+    rows.push({ scenario: name, figure: 'orders/s end to end', value: Math.round(perSecond), target: '>= 25000', pass: perSecond >= 25_000 })
+    rows.push({ scenario: name, figure: 'peak RSS MB', value: peakRssMb, target: '<= 250', pass: peakRssMb <= 250 })
   },
 
   async delays () {
     const total = 10_000
-    const service = await ServerProcess.start({ DATABASE_URL: tempDatabase(), PROCESSOR_CONCURRENCY: '10000', LOG_LEVEL: 'warn' })
-    try {
+    await withService({ PROCESSOR_CONCURRENCY: '10000', LOG_LEVEL: 'warn' }, async (service) => {
       const started = performance.now()
       await populate(service, total, 'delays')
       await waitFor(async () => (await completedCount(service)) === total, 'all orders completed', 120_000)
@@ -168,28 +253,20 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
         scenario: '5. 10,000 orders, original delays (2 s + 3-7 s), concurrency 10000',
         figure: 'seconds to drain', value: Math.round(seconds * 10) / 10, target: '<= 15', pass: seconds <= 15
       })
-    } finally {
-      await service.stop('SIGKILL')
-    }
+    }, null)
   },
 
   async 'pg-post' () {
-    await withPostgres((url) => withServers({ ...ZERO_DELAY, DATABASE_URL: url }, (service, baseline) =>
-      compare('7. PostgreSQL: POST /orders (processing on)', null, service, baseline, (round) => ({
-        method: 'POST',
-        path: '/orders',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ user_id: 7, order_id: `pg${round + 1}-[<id>]`, item_ids: [1, 2, 3], total_amount: 59.99 }),
-        idReplacement: true
-      }))))
+    await withPostgres((url) => withService({ ...ZERO_DELAY, DATABASE_URL: url }, (service) =>
+      compare('7. PostgreSQL: POST /orders, one process (processing on)', 0.5, service, creates('pg'))))
   },
 
   async 'pg-metrics' () {
     const stored = QUICK ? 200_000 : 1_000_000
-    await withPostgres((url) => withServers({ ...ZERO_DELAY, DATABASE_URL: url, PROCESSOR: 'off' }, async (service, baseline) => {
+    await withPostgres((url) => withService({ ...ZERO_DELAY, DATABASE_URL: url, PROCESSOR: 'off' }, async (service) => {
       const seconds = await populate(service, stored, 'metrics')
       rows.push({ scenario: `8. PostgreSQL: populate ${stored.toLocaleString('en')}`, figure: 'seconds to answer', value: Math.round(seconds * 10) / 10, target: '', pass: null })
-      await compare(`8. PostgreSQL: GET /orders/metrics (${stored.toLocaleString('en')} stored)`, null, service, baseline, () => ({ path: '/orders/metrics' }))
+      await compare(`8. PostgreSQL: GET /orders/metrics (${stored.toLocaleString('en')} stored)`, 0.85, service, metricsReads)
     }))
   },
 
@@ -219,30 +296,54 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
 
   async populate () {
     const total = 1_000_000
-    const service = await ServerProcess.start({ DATABASE_URL: tempDatabase(), ...ZERO_DELAY, PROCESSOR: 'off' })
-    try {
+    await withService({ ...ZERO_DELAY, PROCESSOR: 'off' }, async (service) => {
       const seconds = await populate(service, total, 'million')
       rows.push({
         scenario: '6. one populate call of 1,000,000 orders',
         figure: 'seconds to answer', value: Math.round(seconds * 100) / 100, target: '<= 5', pass: seconds <= 5
       })
       rows.push({ scenario: '6. one populate call of 1,000,000 orders', figure: 'peak RSS MB', value: memoryMb(service.child.pid!, 'VmHWM'), target: '', pass: null })
-    } finally {
-      await service.stop('SIGKILL')
+    }, null)
+  },
+
+  async bullmq () {
+    const jobs = QUICK ? 50_000 : 100_000
+    const name = `10. end to end, zero delay, ${jobs.toLocaleString('en')} orders / no-op jobs each: embedded service vs BullMQ`
+    const unreachable = await redisUnreachable(REDIS_URL)
+    if (unreachable) {
+      process.stderr.write(`bullmq skipped: Redis at ${REDIS_URL} is unreachable (${unreachable})\n`)
+      rows.push({ scenario: name, figure: 'skipped', value: null, target: '', pass: null, note: `Redis at ${REDIS_URL} unreachable: ${unreachable}` })
+      return
     }
+    await versusPeer(name, 'BullMQ', 3,
+      async () => (await endToEnd(ZERO_DELAY, jobs)).perSecond,
+      () => runBullmq(REDIS_URL, jobs, SERVER_CPU))
+  },
+
+  async 'pg-graphile-worker' () {
+    const jobs = QUICK ? 50_000 : 100_000
+    await versusPeer(`11. PostgreSQL end to end, one process, ${jobs.toLocaleString('en')} orders / no-op jobs each: service vs graphile-worker`, 'graphile-worker', 1.25,
+      () => withPostgres(async (url) => (await endToEnd({ ...ZERO_DELAY, DATABASE_URL: url }, jobs)).perSecond),
+      () => withPostgres((url) => runGraphileWorker(url, jobs, SERVER_CPU)))
   }
 }
 
 for (const name of SCENARIOS) {
   if (!selected.has(name)) continue
   process.stderr.write(`running ${name}...\n`)
-  await scenarios[name]()
+  try {
+    await scenarios[name]()
+  } catch (err) {
+    // One failed scenario is reported as such; the others still run.
+    process.stderr.write(`${name} FAILED: ${(err as Error).stack}\n`)
+    rows.push({ scenario: name, figure: 'failed', value: null, target: '', pass: false, note: (err as Error).message })
+  }
 }
 
 const table = [
   '| scenario | figure | value | target | met |',
   '| --- | --- | ---: | --- | --- |',
-  ...rows.map((r) => `| ${r.scenario} | ${r.figure} | ${r.value} | ${r.target} | ${r.pass === null ? '' : r.pass ? 'yes' : '**no**'} |`)
+  ...rows.map((r) => `| ${r.scenario} | ${r.figure} | ${r.value ?? r.note} | ${r.target} | ${r.pass === null ? '' : r.pass ? 'yes' : '**no**'} |`)
 ].join('\n')
 console.log(table)
 writeFileSync(new URL('results.json', import.meta.url), JSON.stringify({

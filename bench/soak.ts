@@ -9,8 +9,9 @@ const SECONDS = Number(process.env.SOAK_SECONDS ?? 600)
 const CONNECTIONS = 20
 const SAMPLE_MS = 5000
 
+const database = tempDatabase()
 const server = await ServerProcess.start({
-  DATABASE_URL: tempDatabase(),
+  DATABASE_URL: database.url,
   PENDING_DELAY_MS: '200',
   PROCESSING_TIME_MS: '100-500',
   LOG_LEVEL: 'warn'
@@ -48,6 +49,7 @@ clearInterval(sampler)
 clearInterval(populating)
 const metrics = (await server.request('/orders/metrics')).json
 await server.stop('SIGTERM')
+database.remove()
 
 const settled = samples.filter((s) => s.second >= 60)
 const report = {
