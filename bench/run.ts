@@ -5,6 +5,7 @@ import { ServerProcess } from '../test/support/server-process.ts'
 import { waitFor } from '../test/helper.ts'
 import { createDatabase } from '../test/support/pg-database.ts'
 import { memoryMb, tempDatabase } from './process-facts.ts'
+import { openStreams } from './event-streams.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -21,7 +22,7 @@ const QUICK = args.quick
 const ROUNDS = Number(args.rounds ?? (QUICK ? 1 : 3))
 const DURATION_S = QUICK ? 3 : 8
 const CONNECTIONS = 100
-const SCENARIOS = ['post', 'get', 'metrics', 'throughput', 'delays', 'populate', 'pg-post', 'pg-metrics', 'pg-workers'] as const
+const SCENARIOS = ['post', 'get', 'metrics', 'throughput', 'delays', 'populate', 'pg-post', 'pg-metrics', 'pg-workers', 'post-streams'] as const
 type Scenario = typeof SCENARIOS[number]
 const selected = new Set((args.only?.split(',') ?? SCENARIOS) as Scenario[])
 for (const name of selected) if (!SCENARIOS.includes(name)) throw new Error(`unknown scenario ${name}; pick from ${SCENARIOS.join(', ')}`)
@@ -107,16 +108,57 @@ async function withServers<T> (env: Record<string, string>, run: (service: Serve
   }
 }
 
+/** POST /orders with a unique order id per request, the ids of one run starting with `prefix`. */
+const createOrders = (prefix: string): Load => ({
+  method: 'POST',
+  path: '/orders',
+  headers: { 'content-type': 'application/json' },
+  // [<id>] is replaced by a unique id per request.
+  body: JSON.stringify({ user_id: 7, order_id: `${prefix}-[<id>]`, item_ids: [1, 2, 3], total_amount: 59.99 }),
+  idReplacement: true
+})
+
 const scenarios: Record<Scenario, () => Promise<void>> = {
   async post () {
-    await withServers(ZERO_DELAY, (service, baseline) => compare('1. POST /orders (processing on)', 0.75, service, baseline, (round) => ({
-      method: 'POST',
-      path: '/orders',
-      headers: { 'content-type': 'application/json' },
-      // [<id>] is replaced by a unique id per request.
-      body: JSON.stringify({ user_id: 7, order_id: `b${round + 1}-[<id>]`, item_ids: [1, 2, 3], total_amount: 59.99 }),
-      idReplacement: true
-    })))
+    await withServers(ZERO_DELAY, (service, baseline) => compare('1. POST /orders (processing on)', 0.75, service, baseline, (round) => createOrders(`b${round + 1}`)))
+  },
+
+  async 'post-streams' () {
+    // Two sets of 1,000 streams: all following orders that never change (their cost must not depend
+    // on how many there are), and half of them instead following every order (each of those gets all
+    // three events of every order created: the cost of fanning out).
+    const ofOthers = Array.from({ length: 1000 }, (_, i) => `/orders/stream?order_id=absent-${i}`)
+    const sets = {
+      '1,000 streams of other orders': ofOthers,
+      '500 streams of every order, 500 of other orders': ofOthers.map((path, i) => i % 2 ? path : '/orders/stream')
+    }
+    const name = '10. POST /orders with event streams open'
+    const service = await ServerProcess.start({ DATABASE_URL: tempDatabase(), ...ZERO_DELAY }, undefined, SERVER_CPU)
+    try {
+      await autocannon({ ...createOrders('warm'), url: `${service.url}/orders`, connections: 10, duration: 1 })
+      const alone: number[] = []
+      const streamed = new Map<string, { rates: number[], lost: number, megabytes: number }>()
+      // Rounds alternate between no streams and each set, on the same process.
+      for (let round = 0; round < ROUNDS; round++) {
+        alone.push(await load(service.url, createOrders(`alone${round}`)))
+        for (const [set, paths] of Object.entries(sets)) {
+          const streams = await openStreams(service.url, paths)
+          const rate = await load(service.url, createOrders(`streamed${round}-${streamed.size}`))
+          const figures = streamed.get(set) ?? { rates: [], lost: 0, megabytes: 0 }
+          streamed.set(set, { rates: [...figures.rates, rate], lost: figures.lost + paths.length - streams.open, megabytes: figures.megabytes + streams.bytes / 1e6 })
+          streams.close()
+        }
+      }
+      rows.push({ scenario: name, figure: 'req/s without streams', value: Math.round(median(alone)), target: '', pass: null })
+      for (const [set, { rates, lost, megabytes }] of streamed) {
+        rows.push({ scenario: name, figure: `req/s with ${set}`, value: Math.round(median(rates)), target: '', pass: null })
+        rows.push({ scenario: name, figure: `ratio with ${set}`, value: Math.round(median(rates) / median(alone) * 100) / 100, target: '', pass: null })
+        rows.push({ scenario: name, figure: `MB streamed per round, ${set}`, value: Math.round(megabytes / ROUNDS), target: '', pass: null })
+        rows.push({ scenario: name, figure: `streams the service dropped (4 MiB behind), ${set}`, value: lost, target: '', pass: null })
+      }
+    } finally {
+      await service.stop('SIGKILL')
+    }
   },
 
   async get () {
@@ -175,13 +217,7 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
 
   async 'pg-post' () {
     await withPostgres((url) => withServers({ ...ZERO_DELAY, DATABASE_URL: url }, (service, baseline) =>
-      compare('7. PostgreSQL: POST /orders (processing on)', null, service, baseline, (round) => ({
-        method: 'POST',
-        path: '/orders',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ user_id: 7, order_id: `pg${round + 1}-[<id>]`, item_ids: [1, 2, 3], total_amount: 59.99 }),
-        idReplacement: true
-      }))))
+      compare('7. PostgreSQL: POST /orders (processing on)', null, service, baseline, (round) => createOrders(`pg${round + 1}`))))
   },
 
   async 'pg-metrics' () {

@@ -31,6 +31,7 @@ export const EnvSchema = Type.Object({
   MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ default: 1000, minimum: 0, maximum: 60_000, description: 'answer 503 while the event loop lags more than this; 0 turns it off' }),
   REQUEST_TIMEOUT_MS: Type.Integer({ default: 60_000, minimum: 1000, maximum: 3_600_000, description: 'longest time to receive a whole request; then 408' }),
   CONNECTION_TIMEOUT_MS: Type.Integer({ default: 120_000, minimum: 1000, maximum: 3_600_000, description: 'a connection silent this long in both directions is closed, unless a request on it is still being handled' }),
+  MAX_STREAMS: Type.Integer({ default: 1000, minimum: 1, maximum: 100_000, description: 'event streams (/orders/stream) open at once; one more is a 503' }),
   POPULATE_ENABLED: Type.Boolean({ default: true }),
   POPULATE_MAX: Type.Integer({ default: 1_000_000, minimum: 1, maximum: 10_000_000 }),
   LOG_LEVEL: StringEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info' })
