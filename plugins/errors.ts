@@ -12,9 +12,11 @@ export const ErrorSchema = Type.Object({ error: Type.String({ description: 'what
 
 const DESCRIPTIONS: Record<number, string> = {
   400: 'Invalid input: the message names the field',
+  403: 'A browser request from another site (Sec-Fetch-Site: cross-site, or an Origin other than Host) whose origin is not in ALLOWED_ORIGINS',
   404: 'Not found',
   413: 'Body larger than 1 MiB',
   415: 'Body is not JSON',
+  421: 'Host is not a name of this service: listening on a loopback address, it answers to localhost, 127.0.0.1, [::1] and ALLOWED_HOSTS only',
   500: 'Unexpected failure; nothing about it is disclosed',
   503: 'Overloaded, or the store is unreachable: retry after Retry-After seconds'
 }
