@@ -1,6 +1,7 @@
 import fp from 'fastify-plugin'
 import { crossSiteRule, hostRule } from '../src/cross-site.ts'
 import { errorResponses } from './errors.ts'
+import { closeAfterAnswer } from './lingering-close.ts'
 
 /** Methods that change nothing: any other is refused when a browser sends it from another site. */
 const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
@@ -18,8 +19,10 @@ export default fp(async (app) => {
   app.addHook('onRequest', (request, reply, done) => {
     const { host, origin } = request.headers
     if (serves !== null && host !== undefined && !serves(host)) {
+      closeAfterAnswer(request, reply)
       reply.code(421).send({ error: `Misdirected Request: this service answers to Host localhost, 127.0.0.1 or [::1]; add the name to ALLOWED_HOSTS to serve ${host}` })
     } else if (!SAFE_METHODS.has(request.method) && isCrossSite(host, origin, request.headers['sec-fetch-site'])) {
+      closeAfterAnswer(request, reply)
       reply.code(403).send({ error: `Forbidden: a browser page from ${origin ?? 'another site'} may not send ${request.method} requests here; add its origin to ALLOWED_ORIGINS to allow it` })
     } else {
       done()
@@ -35,4 +38,4 @@ export default fp(async (app) => {
       response: { ...route.schema.response as object, ...(serves && errorResponses(421)), ...(changes && errorResponses(403)) }
     }
   })
-}, { name: 'cross-site', dependencies: ['config'] })
+}, { name: 'cross-site', dependencies: ['config', 'lingering-close'] })
