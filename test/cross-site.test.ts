@@ -1,6 +1,7 @@
 import { connect } from 'node:net'
 import type { FastifyInstance, InjectOptions } from 'fastify'
 import t, { type Test } from 'tap'
+import { loadConfig } from '../src/config.ts'
 import { isLoopback } from '../src/cross-site.ts'
 import { anOrder, build } from './helper.ts'
 
@@ -111,7 +112,6 @@ t.test('a request without Host (HTTP/1.0: no browser sends one) is served', asyn
 })
 
 t.test('ALLOWED_ORIGINS and ALLOWED_HOSTS: a bad value stops the start naming the variable', async (t) => {
-  const { loadConfig } = await import('../src/config.ts')
   t.same(loadConfig({ ALLOWED_ORIGINS: ' https://a.example , http://[::1]:8080 ', ALLOWED_HOSTS: 'a.example, [::1]' }).ALLOWED_HOSTS, 'a.example, [::1]')
   for (const value of ['null', '*', 'https://a.example/', 'a.example', 'https://a.example/path', 'ftp://a.example', 'https://a.example,,']) {
     t.throws(() => loadConfig({ ALLOWED_ORIGINS: value }), { message: /^ALLOWED_ORIGINS must match pattern/ }, value)
