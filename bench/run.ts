@@ -8,6 +8,7 @@ import { memoryMb, tempDatabase } from './process-facts.ts'
 import type { BaselineAnswers } from './baseline-answers.ts'
 import { compareAnswerSizes, startBaseline, type Probe } from './fair-baseline.ts'
 import { redisUnreachable, runBullmq, runGraphileWorker } from './peer-process.ts'
+import { openStreams } from './event-streams.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -27,7 +28,7 @@ const ROUNDS = Number(args.rounds ?? (QUICK ? 1 : 3))
 const DURATION_S = QUICK ? 3 : 8
 const CONNECTIONS = 100
 const SCENARIOS = [
-  'post', 'get', 'metrics', 'throughput', 'delays', 'populate', 'pg-post', 'pg-metrics', 'pg-workers', 'bullmq', 'pg-graphile-worker'
+  'post', 'get', 'metrics', 'throughput', 'delays', 'populate', 'pg-post', 'pg-metrics', 'pg-workers', 'bullmq', 'pg-graphile-worker', 'post-streams'
 ] as const
 type Scenario = typeof SCENARIOS[number]
 const selected = new Set((args.only?.split(',') ?? SCENARIOS) as Scenario[])
@@ -215,6 +216,41 @@ async function endToEnd (env: Record<string, string>, total: number): Promise<{ 
 const scenarios: Record<Scenario, () => Promise<void>> = {
   async post () {
     await withService(ZERO_DELAY, (service) => compare('1. POST /orders (processing on)', 0.75, service, creates('b')))
+  },
+
+  async 'post-streams' () {
+    // Two sets of 1,000 streams: all following orders that never change (their cost must not depend
+    // on how many there are), and half of them instead following every order (each of those gets all
+    // three events of every order created: the cost of fanning out).
+    const ofOthers = Array.from({ length: 1000 }, (_, i) => `/orders/stream?order_id=absent-${i}`)
+    const sets = {
+      '1,000 streams of other orders': ofOthers,
+      '500 streams of every order, 500 of other orders': ofOthers.map((path, i) => i % 2 ? path : '/orders/stream')
+    }
+    const name = '12. POST /orders with event streams open'
+    await withService(ZERO_DELAY, async (service) => {
+      await autocannon({ ...creates('warm').load(0), url: `${service.url}/orders`, connections: 10, duration: 1 })
+      const alone: number[] = []
+      const streamed = new Map<string, { rates: number[], lost: number, megabytes: number }>()
+      // Rounds alternate between no streams and each set, on the same process.
+      for (let round = 0; round < ROUNDS; round++) {
+        alone.push(await load(service.url, creates(`alone${round}-`).load(0)))
+        for (const [set, paths] of Object.entries(sets)) {
+          const streams = await openStreams(service.url, paths)
+          const rate = await load(service.url, creates(`streamed${round}-${streamed.size}-`).load(0))
+          const figures = streamed.get(set) ?? { rates: [], lost: 0, megabytes: 0 }
+          streamed.set(set, { rates: [...figures.rates, rate], lost: figures.lost + paths.length - streams.open, megabytes: figures.megabytes + streams.bytes / 1e6 })
+          streams.close()
+        }
+      }
+      rows.push({ scenario: name, figure: 'req/s without streams', value: Math.round(median(alone)), target: '', pass: null })
+      for (const [set, { rates, lost, megabytes }] of streamed) {
+        rows.push({ scenario: name, figure: `req/s with ${set}`, value: Math.round(median(rates)), target: '', pass: null })
+        rows.push({ scenario: name, figure: `ratio with ${set}`, value: Math.round(median(rates) / median(alone) * 100) / 100, target: '', pass: null })
+        rows.push({ scenario: name, figure: `MB streamed per round, ${set}`, value: Math.round(megabytes / ROUNDS), target: '', pass: null })
+        rows.push({ scenario: name, figure: `streams the service dropped (4 MiB behind), ${set}`, value: lost, target: '', pass: null })
+      }
+    })
   },
 
   async get () {

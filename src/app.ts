@@ -5,8 +5,10 @@ import type { Config } from './config.ts'
 import configPlugin from '../plugins/config.ts'
 import validationPlugin from '../plugins/validation.ts'
 import errorsPlugin, { answerClientError, sendError } from '../plugins/errors.ts'
+import lingeringClosePlugin from '../plugins/lingering-close.ts'
 import httpTimingsPlugin from '../plugins/http-timings.ts'
 import apiKeyPlugin from '../plugins/api-key.ts'
+import crossSitePlugin from '../plugins/cross-site.ts'
 import overloadPlugin from '../plugins/overload.ts'
 import docsPlugin from '../plugins/docs.ts'
 import storePlugin from '../plugins/store.ts'
@@ -59,8 +61,10 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
 
   await app.register(configPlugin, { config })
   await app.register(validationPlugin)
+  await app.register(lingeringClosePlugin)
   await app.register(errorsPlugin)
   await app.register(overloadPlugin)
+  await app.register(crossSitePlugin)
   await app.register(apiKeyPlugin)
   await app.register(httpTimingsPlugin)
   await app.register(docsPlugin)

@@ -4,6 +4,11 @@ import type { ErrorObject } from 'ajv'
 import { StringEnum } from './string-enum.ts'
 import { describeError } from './validation-errors.ts'
 
+/** A comma-separated list of `item`s, possibly empty. */
+const listOf = (item: string) => `^ *(${item}( *, *${item})*)? *$`
+/** A host name or IP address, IPv6 in brackets, without port. */
+const HOST_NAME = String.raw`([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])`
+
 // One schema is the documentation, the validator and the type of the configuration.
 export const EnvSchema = Type.Object({
   HOST: Type.String({ default: '127.0.0.1', minLength: 1 }),
@@ -37,6 +42,17 @@ export const EnvSchema = Type.Object({
   MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ default: 1000, minimum: 0, maximum: 60_000, description: 'answer 503 while the event loop lags more than this; 0 turns it off' }),
   REQUEST_TIMEOUT_MS: Type.Integer({ default: 60_000, minimum: 1000, maximum: 3_600_000, description: 'longest time to receive a whole request; then 408' }),
   CONNECTION_TIMEOUT_MS: Type.Integer({ default: 120_000, minimum: 1000, maximum: 3_600_000, description: 'a connection silent this long in both directions is closed, unless a request on it is still being handled' }),
+  ALLOWED_ORIGINS: Type.String({
+    default: '',
+    pattern: listOf(`https?://${HOST_NAME}(:[0-9]{1,5})?`),
+    description: 'comma-separated origins (https://shop.example, http://localhost:5173) whose pages may send POST, PUT, PATCH and DELETE requests from a browser'
+  }),
+  ALLOWED_HOSTS: Type.String({
+    default: '',
+    pattern: listOf(HOST_NAME),
+    description: 'comma-separated host names (orders.internal), any port, served besides localhost, 127.0.0.1 and [::1] when HOST is a loopback address'
+  }),
+  MAX_STREAMS: Type.Integer({ default: 1000, minimum: 1, maximum: 100_000, description: 'event streams (/orders/stream) open at once; one more is a 503' }),
   POPULATE_ENABLED: Type.Boolean({ default: true }),
   POPULATE_MAX: Type.Integer({ default: 1_000_000, minimum: 1, maximum: 10_000_000 }),
   LOG_LEVEL: StringEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info' })

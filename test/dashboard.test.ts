@@ -1,24 +1,17 @@
-import { existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { chromium, type Page } from 'playwright-core'
+import type { Page } from 'playwright-core'
 import t, { type Test } from 'tap'
 import { build, type Settings } from './helper.ts'
+import { launchChromium, skipWithoutChromium as skip } from './support/chromium.ts'
 
-const CHROMIUM = '/usr/bin/chromium'
-// Flags that keep Chromium from reaching out to the network this machine does not have.
-const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync']
 const SCREENSHOT = process.env.DASHBOARD_SCREENSHOT ?? join(tmpdir(), 'dashboard.png')
-
-const skip = existsSync(CHROMIUM) ? false : `no ${CHROMIUM}: apt-get install chromium (.ci/run does) to run the browser test`
 
 /** Serves the app on a port and opens its dashboard in Chromium; any script error or failed request is collected. */
 async function openDashboard (t: Test, settings: Settings) {
   const app = await build(t, { PROCESSING_TIME_MS: '200-400', ...settings })
   const address = await app.listen({ port: 0, host: '127.0.0.1' })
-  const browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS })
-  t.teardown(() => browser.close())
+  const browser = await launchChromium(t)
   const page = await browser.newPage({ viewport: { width: 1200, height: 640 } })
   const errors: string[] = []
   page.on('pageerror', (err) => errors.push(err.message))

@@ -1,6 +1,7 @@
+import { get, type IncomingMessage } from 'node:http'
 import t from 'tap'
 import type { FastifyInstance } from 'fastify'
-import { anOrder, build, waitFor } from '../helper.ts'
+import { anOrder, build, testConfig, waitFor } from '../helper.ts'
 
 interface StatusEvent { order_id: string, status: string, at: string, attempts: number }
 
@@ -76,4 +77,69 @@ t.test('GET /orders/stream refuses a malformed order_id', async (t) => {
   const res = await app.inject({ url: '/orders/stream?order_id=bad%20id' })
   t.equal(res.statusCode, 400)
   t.match(res.json(), { error: /order_id/ })
+})
+
+t.test('MAX_STREAMS streams are held at once; one more is a 503 until one closes', async (t) => {
+  const app = await build(t, { MAX_STREAMS: '3', PROCESSOR: 'off' })
+  const open = [await subscribe(app), await subscribe(app, '?order_id=C1')]
+  // This one is closed by its client, at once (fetch keeps an aborted connection a few seconds).
+  const leaving = await new Promise<IncomingMessage>((resolve) => get(`${app.listeningOrigin}/orders/stream?order_id=C2`, resolve))
+  t.same([...open.map((s) => s.res.status), leaving.statusCode], [200, 200, 200])
+  const refused = await fetch(`${app.listeningOrigin}/orders/stream?order_id=C3`)
+  t.equal(refused.status, 503)
+  t.ok(Number(refused.headers.get('retry-after')) > 0, 'with Retry-After')
+  t.match(await refused.json(), { error: /MAX_STREAMS/ })
+  leaving.destroy()
+  const again = await waitFor(async () => {
+    const s = await subscribe(app)
+    if (s.res.status === 200) return s
+    await s.done
+    return undefined
+  }, 'a stream to be accepted once one has closed')
+  await app.inject({ method: 'POST', url: '/orders', payload: anOrder('C1') })
+  await waitFor(() => again.events.length === 1 && open.every((s) => s.events.length === 1), 'the event on every stream that follows it')
+})
+
+t.test('MAX_STREAMS defaults to 1000', async (t) => {
+  t.equal(testConfig().MAX_STREAMS, 1000)
+})
+
+t.test('HEAD /orders/stream is a 405 naming GET, not a connection held open', async (t) => {
+  const app = await build(t)
+  const address = await app.listen({ port: 0, host: '127.0.0.1' })
+  for (const path of ['/orders/stream', '/orders/stream/', '/orders/stream?order_id=H1']) {
+    const res = await fetch(`${address}${path}`, { method: 'HEAD', signal: AbortSignal.timeout(5000) })
+    t.equal(res.status, 405, path)
+    t.equal(res.headers.get('allow'), 'GET')
+    t.match(res.headers.get('content-type'), /^application\/json/)
+  }
+  const injected = await app.inject({ method: 'HEAD', url: '/orders/stream' })
+  t.equal(injected.statusCode, 405)
+})
+
+t.test('many streams share one heartbeat timer', async (t) => {
+  const app = await build(t, { PROCESSOR: 'off' })
+  const timers = () => process.getActiveResourcesInfo().filter((name) => name === 'Timeout').length
+  await subscribe(app)
+  const before = timers()
+  const streams = await Promise.all(Array.from({ length: 50 }, (_, i) => subscribe(app, i % 2 ? `?order_id=T${i}` : '')))
+  t.same(new Set(streams.map((s) => s.res.status)), new Set([200]))
+  t.ok(timers() <= before + 1, `50 more streams add at most one timer (${timers() - before})`)
+})
+
+t.test('followers of one order among many followers of others get its events, in commit order', async (t) => {
+  const app = await build(t, { PENDING_DELAY_MS: '60000', PROCESSOR: 'off' })
+  const others = await Promise.all(Array.from({ length: 40 }, (_, i) => subscribe(app, `?order_id=other-${i}`)))
+  const [first, second] = [await subscribe(app, '?order_id=F1'), await subscribe(app, '?order_id=F1')]
+  const all = await subscribe(app)
+  const ids = Array.from({ length: 30 }, (_, i) => `F${i}`)
+  // One batch of creates, committed together, then the cancel of F1 in a later one.
+  await Promise.all(ids.map((id) => app.inject({ method: 'POST', url: '/orders', payload: anOrder(id) })))
+  await app.inject({ method: 'POST', url: '/orders/F1/cancel' })
+  await waitFor(() => all.events.length === ids.length + 1, 'every event on the stream of every order')
+  await waitFor(() => second.events.length === 2, 'both events of F1')
+  for (const follower of [first, second]) t.same(follower.events.map((e) => e.status), ['Pending', 'Cancelled'])
+  t.same(all.events.slice(0, ids.length).map((e) => e.order_id).sort(), [...ids].sort())
+  t.match(all.events.at(-1), { order_id: 'F1', status: 'Cancelled' }, 'the cancel comes last')
+  t.ok(others.every((s) => s.events.length === 0), 'followers of other orders get nothing')
 })
