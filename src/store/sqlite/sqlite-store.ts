@@ -20,6 +20,9 @@ const CHECKPOINT_INTERVAL_MS = 100
 /** One write; its changes to the aggregates go into the batch's StatsDelta. */
 type Write<O> = (delta: StatsDelta, log: ChangeLog) => O
 
+/** A write of a batch written without savepoints failed: it may have left some of its statements' changes. */
+class FailedHalfway extends Error {}
+
 interface OrderRow extends Omit<OrderRecord, 'item_ids'> { item_ids: string }
 
 /** The columns of a ChangedRow, returned by every statement that changes a status. */
@@ -39,6 +42,8 @@ export class SqliteStore implements OrderStore {
   private readonly changeListeners = new ChangeListeners()
   private readonly sql
   private readonly writes: GroupCommit<Write<unknown>, unknown>
+  /** Runs a function in a transaction, or in a savepoint inside the current one. */
+  private readonly atomically: <T>(fn: () => T) => T
   private readonly listStatements = new Map<string, Database.Statement>()
   private readonly checkpointer: Checkpointer | undefined
 
@@ -107,13 +112,9 @@ export class SqliteStore implements OrderStore {
       cursorKey: db.prepare("SELECT value FROM service_keys WHERE name = 'cursor'").pluck(),
       readinessCheck: db.prepare('UPDATE readiness_checks SET checked_at = ? WHERE id = 1')
     }
-    const writeTx = db.transaction(this.writeBatch.bind(this))
-    this.writes = new GroupCommit((writes) => {
-      const log = new ChangeLog(this.changeListeners.wanted)
-      const results = writeTx(writes, log)
-      if (log.changes.length > 0) this.changeListeners.emit(log.changes)
-      return results
-    })
+    // better-sqlite3 runs a transaction function called inside another in a savepoint.
+    this.atomically = db.transaction((fn: () => unknown) => fn()) as <T>(fn: () => T) => T
+    this.writes = new GroupCommit((writes) => this.commit(writes))
   }
 
   private apply (delta: StatsDelta): void {
@@ -125,17 +126,53 @@ export class SqliteStore implements OrderStore {
     return this.writes.submit(fn as Write<unknown>) as Promise<O>
   }
 
-  private writeBatch (writes: Array<Write<unknown>>, log: ChangeLog): Array<Settled<unknown>> {
+  /** Writes one batch in one transaction, then announces its status changes. */
+  private commit (writes: Array<Write<unknown>>): Array<Settled<unknown>> {
+    let log = new ChangeLog(this.changeListeners.wanted)
+    let results: Array<Settled<unknown>>
+    try {
+      results = this.atomically(() => this.writeBatch(writes, log, false))
+    } catch (err) {
+      if (!(err instanceof FailedHalfway)) throw err
+      log = new ChangeLog(this.changeListeners.wanted)
+      results = this.atomically(() => this.writeBatch(writes, log, true))
+    }
+    if (log.changes.length > 0) this.changeListeners.emit(log.changes)
+    return results
+  }
+
+  /**
+   * Runs the writes of a batch in the current transaction. A write that throws may already have run
+   * some of its statements: with `savepoints`, each write runs in one of its own and its aggregates and
+   * log count only if it succeeds. Without (the usual case: a savepoint per write measured +2 us, +60%
+   * on a one-row insert) a failure throws FailedHalfway: the batch is rolled back and written again
+   * with them. So a write must change nothing but the database, its delta and its log: it may run twice.
+   */
+  private writeBatch (writes: Array<Write<unknown>>, log: ChangeLog, savepoints: boolean): Array<Settled<unknown>> {
     const delta = new StatsDelta()
     const results = writes.map((fn) => {
-      const result = attempt(() => fn(delta, log))
-      // Some failures (a full disk while spilling the cache, I/O) make SQLite roll back the whole
-      // transaction: then the batch has failed as one, and the rest must not run outside it.
-      if (!result.ok && !this.db.inTransaction) throw result.error
+      const result = savepoints ? this.writeInSavepoint(fn, delta, log) : attempt(() => fn(delta, log))
+      if (!result.ok) {
+        // Some failures (a full disk while spilling the cache, I/O) make SQLite roll back the whole
+        // transaction: then the batch has failed as one, and the rest must not run outside it.
+        if (!this.db.inTransaction) throw result.error
+        if (!savepoints) throw new FailedHalfway()
+      }
       return result
     })
     this.apply(delta)
     return results
+  }
+
+  private writeInSavepoint (fn: Write<unknown>, delta: StatsDelta, log: ChangeLog): Settled<unknown> {
+    const ownDelta = new StatsDelta()
+    const ownLog = new ChangeLog(log.wanted)
+    const result = attempt(() => this.atomically(() => fn(ownDelta, ownLog)))
+    if (result.ok) {
+      delta.merge(ownDelta)
+      log.append(ownLog)
+    }
+    return result
   }
 
   private insert (order: NewOrder, now: number, availableAt: number): boolean {
