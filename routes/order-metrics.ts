@@ -54,12 +54,11 @@ const metrics: FastifyPluginAsyncTypebox = async (app) => {
   }, async (request) => {
     const { getOrderIds, limit } = request.query
     const stats = await app.store.stats()
-    // One more id than the limit is read to tell whether the list was cut.
-    const ids = getOrderIds ? await Promise.all(ORDER_STATUSES.map((status) => app.store.idsByStatus(status, limit + 1))) : null
+    const ids = getOrderIds ? await Promise.all(ORDER_STATUSES.map((status) => app.store.idsByStatus(status, limit))) : null
     const groups = ORDER_STATUSES.map((status, i) => {
       const count = stats.counts[status]
-      const listed = ids?.[i] ?? []
-      return [groupName(status), { count, order_ids: listed.slice(0, limit), truncated: ids ? listed.length > limit : count > 0 }] as const
+      const page = ids?.[i]
+      return [groupName(status), { count, order_ids: page?.ids ?? [], truncated: page ? page.lastSeq !== null : count > 0 }] as const
     })
     const completed = stats.counts.Completed
     return {

@@ -29,6 +29,12 @@ export interface OrderPage {
   lastSeq: number | null
 }
 
+export interface IdPage {
+  ids: string[]
+  /** Sequence number of the last order listed when more may follow, else null. */
+  lastSeq: number | null
+}
+
 /** Running aggregates, kept in the same transaction as each state change. */
 export interface OrderStats {
   counts: Record<OrderStatus, number>
@@ -79,8 +85,8 @@ export interface OrderStore {
   /** The earliest time a Pending order becomes claimable, if any. */
   nextAvailableAt (): Promise<number | null>
   stats (): Promise<OrderStats>
-  /** Order ids with this status, oldest first. */
-  idsByStatus (status: OrderStatus, limit: number): Promise<string[]>
+  /** Ids of orders with this status, oldest first, after the keyset position `after`. */
+  idsByStatus (status: OrderStatus, limit: number, after?: number): Promise<IdPage>
   /** Records a populate batch id; false when it was used before. */
   reserveBatch (batchId: string, totalEntries: number, now: number): Promise<boolean>
   /** A secret made once per database, to sign list cursors. */
@@ -92,3 +98,9 @@ export interface OrderStore {
   onChanges (listener: ChangeListener, statuses?: readonly OrderStatus[]): () => void
   close (): Promise<void>
 }
+
+/** The store methods whose reads must come from an index, in time proportional to their limit. */
+export type IndexedRead = 'list' | 'idsByStatus' | 'claim' | 'nextAvailableAt'
+
+/** A call of one of them, as its name and arguments: each store can show the plan its database picks for it. */
+export type IndexedCall = { [M in IndexedRead]: [M, ...Parameters<OrderStore[M]>] }[IndexedRead]

@@ -205,11 +205,16 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
     t.same((await store.list({ limit: 10, status: 'Pending', userId: 0 })).orders.map((o) => o.order_id), ['o4', 'o6', 'o8'])
   })
 
-  t.test('idsByStatus lists oldest first up to a limit', async (t) => {
+  t.test('idsByStatus lists oldest first up to a limit, page by page', async (t) => {
     const store = await fresh(t)
     for (let i = 1; i <= 5; i++) await store.create(anOrder(`o${i}`), T0, T0)
-    t.same(await store.idsByStatus('Pending', 3), ['o1', 'o2', 'o3'])
-    t.same(await store.idsByStatus('Completed', 3), [])
+    await store.cancel('o2', T0)
+    const first = await store.idsByStatus('Pending', 2)
+    t.same(first.ids, ['o1', 'o3'])
+    t.not(first.lastSeq, null)
+    t.same(await store.idsByStatus('Pending', 2, first.lastSeq!), { ids: ['o4', 'o5'], lastSeq: null }, 'the rest, and no next page')
+    t.same((await store.idsByStatus('Cancelled', 1)), { ids: ['o2'], lastSeq: null })
+    t.same(await store.idsByStatus('Completed', 3), { ids: [], lastSeq: null })
   })
 
   t.test('createMany inserts in bulk and reports ids that existed', async (t) => {

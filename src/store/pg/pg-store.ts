@@ -7,7 +7,8 @@ import { migrate } from './migrations.ts'
 import { PgListener } from './listener.ts'
 import { StatsDelta, statsFromRows } from '../stats-delta.ts'
 import type {
-  CancelResult, ChangeListener, Claim, CreateResult, ListQuery, OrderChange, OrderPage, OrderStats, OrderStore, Outcome, WorkListener
+  CancelResult, ChangeListener, Claim, CreateResult, IdPage, IndexedCall, ListQuery, OrderChange, OrderPage, OrderStats, OrderStore,
+  Outcome, WorkListener
 } from '../order-store.ts'
 import { Listeners } from '../listeners.ts'
 import { ChangeListeners, ChangeLog, type ChangedRow } from '../change-log.ts'
@@ -34,6 +35,36 @@ const types = {
 }
 
 interface PendingCreate { order: NewOrder, now: number, availableAt: number }
+
+/** A node of the plan PostgreSQL picks for a statement (EXPLAIN (FORMAT JSON)), with the fields tests read. */
+export interface PlanNode {
+  'Node Type': string
+  'Relation Name'?: string
+  'Index Name'?: string
+  'Index Cond'?: string
+  Filter?: string
+  Plans?: PlanNode[]
+}
+
+/**
+ * A filtered list's keyset as a range over the key of the index whose columns are the filters and
+ * then seq (orders_by_status_user and the like), ordered by that key. Given plain equalities,
+ * PostgreSQL drops the filtered columns from the order and, where it expects matches to be dense,
+ * reads the primary key in seq order filtering rows out (seen with 200,000 orders): a walk through
+ * every order when the matches are rare or all late. A range over the whole key leaves only that index
+ * to read it in order.
+ */
+function listQuery ({ status, userId, limit, after = 0 }: ListQuery): pg.QueryConfig {
+  const values: unknown[] = [after]
+  const columns: string[] = []
+  const params: string[] = []
+  if (status !== undefined) { columns.push('status'); params.push(`$${values.push(status)}`) }
+  if (userId !== undefined) { columns.push('user_id'); params.push(`$${values.push(userId)}`) }
+  const key = [...columns, 'seq'].join(', ')
+  const keyset = columns.length === 0 ? 'seq > $1' : `(${key}) > (${params.join(', ')}, $1) AND (${columns.join(', ')}) <= (${params.join(', ')})`
+  // One more order than the limit is read, to tell whether another page follows.
+  return { text: `SELECT ${ORDER_COLUMNS} FROM orders WHERE ${keyset} ORDER BY ${key} LIMIT $${values.push(limit + 1)}`, values }
+}
 
 type Tx = pg.PoolClient
 
@@ -178,14 +209,10 @@ export class PgStore implements OrderStore {
     return (await this.select(this.pool, 'order_id = $1', [orderId]))[0]
   }
 
-  async list ({ status, userId, limit, after = 0 }: ListQuery): Promise<OrderPage> {
-    const params: unknown[] = [after]
-    const where = ['seq > $1']
-    if (status !== undefined) where.push(`status = $${params.push(status)}`)
-    if (userId !== undefined) where.push(`user_id = $${params.push(userId)}`)
-    const rows = await this.select(this.pool, where.join(' AND '), [...params, limit + 1], `ORDER BY seq LIMIT $${params.length + 1}`)
-    const orders = rows.slice(0, limit)
-    return { orders, lastSeq: rows.length > limit ? (orders.at(-1) as OrderRecord).seq : null }
+  async list (query: ListQuery): Promise<OrderPage> {
+    const { rows } = await this.pool.query<OrderRecord>(listQuery(query))
+    const orders = rows.slice(0, query.limit)
+    return { orders, lastSeq: rows.length > query.limit ? (orders.at(-1) as OrderRecord).seq : null }
   }
 
   async cancel (orderId: string, now: number): Promise<CancelResult> {
@@ -204,13 +231,7 @@ export class PgStore implements OrderStore {
   async claim (limit: number, now: number, leaseUntil: number): Promise<Claim[]> {
     const token = randomUUID()
     return this.transaction(async (tx, delta, log) => {
-      const { rows } = await tx.query<ClaimedRow>(`
-        UPDATE orders o SET status = 'Processing', claim_token = $1, lease_until = $2, attempts = o.attempts + 1,
-          processing_started_at = COALESCE(o.processing_started_at, $3), updated_at = $3
-        FROM (SELECT seq FROM orders WHERE status = 'Pending' AND available_at <= $3
-              ORDER BY available_at, seq LIMIT $4 FOR UPDATE SKIP LOCKED) picked
-        WHERE o.seq = picked.seq
-        RETURNING o.order_id, o.attempts, o.created_at, o.processing_started_at`, [token, leaseUntil, now, limit])
+      const { rows } = await tx.query<ClaimedRow>(claimQuery(limit, now, leaseUntil, token))
       return recordClaims(rows, token, now, delta, log)
     })
   }
@@ -301,7 +322,7 @@ export class PgStore implements OrderStore {
   }
 
   async nextAvailableAt (): Promise<number | null> {
-    const { rows } = await this.pool.query<{ at: number | null }>("SELECT MIN(available_at) AS at FROM orders WHERE status = 'Pending'")
+    const { rows } = await this.pool.query<{ at: number | null }>(NEXT_AVAILABLE)
     return rows[0]?.at ?? null
   }
 
@@ -311,10 +332,17 @@ export class PgStore implements OrderStore {
     return statsFromRows(rows)
   }
 
-  async idsByStatus (status: OrderStatus, limit: number): Promise<string[]> {
-    const { rows } = await this.pool.query<{ order_id: string }>(
-      'SELECT order_id FROM orders WHERE status = $1 ORDER BY seq LIMIT $2', [status, limit])
-    return rows.map((row) => row.order_id)
+  async idsByStatus (status: OrderStatus, limit: number, after = 0): Promise<IdPage> {
+    const { rows } = await this.pool.query<{ seq: number, order_id: string }>(idsQuery(status, limit, after))
+    const listed = rows.slice(0, limit)
+    return { ids: listed.map((row) => row.order_id), lastSeq: rows.length > limit ? (listed.at(-1) as { seq: number }).seq : null }
+  }
+
+  /** The plan PostgreSQL picks for what a call runs, with its arguments (EXPLAIN (FORMAT JSON)). */
+  async explain (...call: IndexedCall): Promise<PlanNode> {
+    const { text, values } = indexedQuery(call)
+    const { rows } = await this.pool.query<{ 'QUERY PLAN': Array<{ Plan: PlanNode }> }>(`EXPLAIN (FORMAT JSON) ${text}`, values)
+    return (rows[0] as { 'QUERY PLAN': Array<{ Plan: PlanNode }> })['QUERY PLAN'][0]!.Plan
   }
 
   async reserveBatch (batchId: string, totalEntries: number, now: number): Promise<boolean> {
@@ -350,6 +378,37 @@ export class PgStore implements OrderStore {
     if (this.pool.ended) return
     await this.listener.close()
     await this.pool.end()
+  }
+}
+
+function claimQuery (limit: number, now: number, leaseUntil: number, token: string): pg.QueryConfig {
+  return {
+    text: `UPDATE orders o SET status = 'Processing', claim_token = $1, lease_until = $2, attempts = o.attempts + 1,
+        processing_started_at = COALESCE(o.processing_started_at, $3), updated_at = $3
+      FROM (SELECT seq FROM orders WHERE status = 'Pending' AND available_at <= $3
+            ORDER BY available_at, seq LIMIT $4 FOR UPDATE SKIP LOCKED) picked
+      WHERE o.seq = picked.seq
+      RETURNING o.order_id, o.attempts, o.created_at, o.processing_started_at`,
+    values: [token, leaseUntil, now, limit]
+  }
+}
+
+const NEXT_AVAILABLE = "SELECT MIN(available_at) AS at FROM orders WHERE status = 'Pending'"
+
+/** A keyset range over orders_by_status, as listQuery explains; one more id than the limit tells whether more follow. */
+function idsQuery (status: OrderStatus, limit: number, after: number): pg.QueryConfig {
+  return {
+    text: 'SELECT seq, order_id FROM orders WHERE (status, seq) > ($1, $2) AND status <= $1 ORDER BY status, seq LIMIT $3',
+    values: [status, after, limit + 1]
+  }
+}
+
+function indexedQuery (call: IndexedCall): pg.QueryConfig {
+  switch (call[0]) {
+    case 'list': return listQuery(call[1])
+    case 'idsByStatus': return idsQuery(call[1], call[2], call[3] ?? 0)
+    case 'claim': return claimQuery(call[1], call[2], call[3], 'a token')
+    case 'nextAvailableAt': return { text: NEXT_AVAILABLE }
   }
 }
 

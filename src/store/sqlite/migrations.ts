@@ -40,6 +40,9 @@ const MIGRATIONS: string[] = [
   `
   CREATE TABLE readiness_checks (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at INTEGER NOT NULL);
   INSERT INTO readiness_checks (id, checked_at) VALUES (1, 0);
+  `,
+  `
+  CREATE INDEX orders_by_status_user ON orders (status, user_id, seq);
   `
 ]
 
