@@ -35,6 +35,16 @@ export interface IdPage {
   lastSeq: number | null
 }
 
+/** A populate call's batch as recorded: entries 1..entries_done were handled (created, or counted as failures). */
+export interface PopulateBatch {
+  batch_id: string
+  total_entries: number
+  entries_done: number
+  failure_count: number
+  /** The first ids that already existed (at most LISTED_FAILURES); failure_count counts them all. */
+  failed_ids: string[]
+}
+
 /** Running aggregates, kept in the same transaction as each state change. */
 export interface OrderStats {
   counts: Record<OrderStatus, number>
@@ -87,8 +97,14 @@ export interface OrderStore {
   stats (): Promise<OrderStats>
   /** Ids of orders with this status, oldest first, after the keyset position `after`. */
   idsByStatus (status: OrderStatus, limit: number, after?: number): Promise<IdPage>
-  /** Records a populate batch id; false when it was used before. */
-  reserveBatch (batchId: string, totalEntries: number, now: number): Promise<boolean>
+  /** Records a populate batch unless it exists; returns the batch as recorded (maybe with another total, maybe finished). */
+  openBatch (batchId: string, totalEntries: number, now: number): Promise<PopulateBatch>
+  /**
+   * Creates the batch's next orders and records how far it got, in one transaction, only while the
+   * batch is where `batch` says: otherwise (another call moved it) throws BatchConflictError and
+   * writes nothing. Returns the batch as it now is.
+   */
+  populateChunk (batch: PopulateBatch, orders: NewOrder[], now: number, availableAt: number): Promise<PopulateBatch>
   /** A secret made once per database, to sign list cursors. */
   cursorKey (): Promise<string>
   /** Commits a one-row write: resolves only while the store takes writes (the readiness check). */

@@ -254,10 +254,21 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
     t.equal(await store.cursorKey(), key)
   })
 
-  t.test('a batch id is reserved once', async (t) => {
+  t.test('a populate batch records how far it got with each chunk, and moves only from where it is', async (t) => {
     const store = await fresh(t)
-    t.equal(await store.reserveBatch('x1', 10, T0), true)
-    t.equal(await store.reserveBatch('x1', 10, T0), false)
+    const opened = await store.openBatch('x1', 5, T0)
+    t.same(opened, { batch_id: 'x1', total_entries: 5, entries_done: 0, failure_count: 0, failed_ids: [] })
+    await store.create(anOrder('sim_x1_2'), T0, T0)
+    const first = await store.populateChunk(opened, ['sim_x1_1', 'sim_x1_2', 'sim_x1_3'].map((id) => anOrder(id)), T0, T0)
+    t.same(first, { ...opened, entries_done: 3, failure_count: 1, failed_ids: ['sim_x1_2'] })
+    t.same(await store.openBatch('x1', 9, T0 + 1), first, 'opening it again changes nothing and tells how far it got')
+    await t.rejects(store.populateChunk(opened, [anOrder('sim_x1_4')], T0, T0), { name: 'BatchConflictError' }, 'a chunk from where it was is refused')
+    t.equal(await store.get('sim_x1_4'), undefined, '...and created nothing')
+    const rest = ['sim_x1_4', 'sim_x1_5'].map((id) => anOrder(id))
+    const outcomes = await Promise.allSettled([store.populateChunk(first, rest, T0, T0), store.populateChunk(first, rest, T0, T0)])
+    t.same(outcomes.map((o) => o.status).sort(), ['fulfilled', 'rejected'], 'of two calls moving it from the same place at once, one does')
+    t.same(await store.openBatch('x1', 5, T0 + 2), { ...first, entries_done: 5 })
+    t.same(await store.stats(), await recount(store))
   })
 
   t.test('aggregates equal a recount after a random mix of operations', async (t) => {

@@ -8,8 +8,10 @@ import { PgListener } from './listener.ts'
 import { StatsDelta, statsFromRows } from '../stats-delta.ts'
 import type {
   CancelResult, ChangeListener, Claim, CreateResult, IdPage, IndexedCall, ListQuery, OrderChange, OrderPage, OrderStats, OrderStore,
-  Outcome, WorkListener
+  Outcome, PopulateBatch, WorkListener
 } from '../order-store.ts'
+import { advanced } from '../populate-batches.ts'
+import { BatchConflictError } from '../store-errors.ts'
 import { Listeners } from '../listeners.ts'
 import { ChangeListeners, ChangeLog, type ChangedRow } from '../change-log.ts'
 import { recordClaims, recordReleases, type ClaimedRow } from '../claimed-rows.ts'
@@ -191,13 +193,16 @@ export class PgStore implements OrderStore {
   }
 
   async createMany (orders: NewOrder[], now: number, availableAt: number): Promise<string[]> {
-    return this.transaction(async (tx, delta, log) => {
-      const inserted = await this.insert(tx, orders.map((order) => ({ order, now, availableAt })))
-      delta.add('Pending', inserted.size)
-      for (const id of inserted) log.created(id, now)
-      if (inserted.size > 0) await this.notify(tx, availableAt)
-      return orders.map((o) => o.order_id).filter((id) => !inserted.has(id))
-    })
+    return this.transaction((tx, delta, log) => this.insertMany(tx, orders, now, availableAt, delta, log))
+  }
+
+  /** Inserts orders in a transaction; returns the ids that already existed. */
+  private async insertMany (tx: Tx, orders: NewOrder[], now: number, availableAt: number, delta: StatsDelta, log: ChangeLog): Promise<string[]> {
+    const inserted = await this.insert(tx, orders.map((order) => ({ order, now, availableAt })))
+    delta.add('Pending', inserted.size)
+    for (const id of inserted) log.created(id, now)
+    if (inserted.size > 0) await this.notify(tx, availableAt)
+    return orders.map((o) => o.order_id).filter((id) => !inserted.has(id))
   }
 
   private async select (db: Tx | pg.Pool, where: string, params: unknown[], tail = ''): Promise<OrderRecord[]> {
@@ -345,10 +350,28 @@ export class PgStore implements OrderStore {
     return (rows[0] as { 'QUERY PLAN': Array<{ Plan: PlanNode }> })['QUERY PLAN'][0]!.Plan
   }
 
-  async reserveBatch (batchId: string, totalEntries: number, now: number): Promise<boolean> {
-    const { rowCount } = await this.pool.query(`INSERT INTO populate_batches (batch_id, total_entries, created_at)
+  async openBatch (batchId: string, totalEntries: number, now: number): Promise<PopulateBatch> {
+    await this.pool.query(`INSERT INTO populate_batches (batch_id, total_entries, created_at)
       VALUES ($1, $2, $3) ON CONFLICT (batch_id) DO NOTHING`, [batchId, totalEntries, now])
-    return rowCount === 1
+    const { rows } = await this.pool.query<PopulateBatch>(`SELECT batch_id, total_entries, entries_done, failure_count, failed_ids
+      FROM populate_batches WHERE batch_id = $1`, [batchId])
+    return rows[0] as PopulateBatch
+  }
+
+  async populateChunk (batch: PopulateBatch, orders: NewOrder[], now: number, availableAt: number): Promise<PopulateBatch> {
+    return this.transaction(async (tx, delta, log) => {
+      // First, so that a second call on the same batch waits for this row and then finds it moved, before inserting anything.
+      const { rowCount } = await tx.query('UPDATE populate_batches SET entries_done = $1 WHERE batch_id = $2 AND entries_done = $3',
+        [batch.entries_done + orders.length, batch.batch_id, batch.entries_done])
+      if (rowCount !== 1) throw new BatchConflictError(batch.batch_id)
+      const existing = await this.insertMany(tx, orders, now, availableAt, delta, log)
+      const next = advanced(batch, orders.length, existing)
+      if (existing.length > 0) {
+        await tx.query('UPDATE populate_batches SET failure_count = $1, failed_ids = $2 WHERE batch_id = $3',
+          [next.failure_count, next.failed_ids, batch.batch_id])
+      }
+      return next
+    })
   }
 
   async cursorKey (): Promise<string> {

@@ -10,8 +10,10 @@ import { migrate } from './migrations.ts'
 import { StatsDelta, statsFromRows } from '../stats-delta.ts'
 import type {
   CancelResult, ChangeListener, Claim, CreateResult, IdPage, IndexedCall, ListQuery, OrderPage, OrderStats, OrderStore, Outcome,
-  WorkListener
+  PopulateBatch, WorkListener
 } from '../order-store.ts'
+import { advanced } from '../populate-batches.ts'
+import { BatchConflictError } from '../store-errors.ts'
 import { Listeners } from '../listeners.ts'
 import { ChangeListeners, ChangeLog, type ChangedRow } from '../change-log.ts'
 import { recordClaims, recordReleases, type ClaimedRow } from '../claimed-rows.ts'
@@ -125,8 +127,11 @@ export class SqliteStore implements OrderStore {
       nextAvailable: db.prepare("SELECT MIN(available_at) AS at FROM orders INDEXED BY orders_claimable WHERE status = 'Pending'").pluck(),
       idsByStatus: db.prepare(`SELECT seq, order_id FROM orders INDEXED BY orders_by_status
         WHERE status = ? AND seq > ? ORDER BY seq LIMIT ?`),
-      reserveBatch: db.prepare(`INSERT INTO populate_batches (batch_id, total_entries, created_at)
+      openBatch: db.prepare(`INSERT INTO populate_batches (batch_id, total_entries, created_at)
         VALUES (?, ?, ?) ON CONFLICT (batch_id) DO NOTHING`),
+      batch: db.prepare('SELECT batch_id, total_entries, entries_done, failure_count, failed_ids FROM populate_batches WHERE batch_id = ?'),
+      advanceBatch: db.prepare('UPDATE populate_batches SET entries_done = ? WHERE batch_id = ? AND entries_done = ?'),
+      batchFailures: db.prepare('UPDATE populate_batches SET failure_count = ?, failed_ids = ? WHERE batch_id = ?'),
       cursorKey: db.prepare("SELECT value FROM service_keys WHERE name = 'cursor'").pluck(),
       readinessCheck: db.prepare('UPDATE readiness_checks SET checked_at = ? WHERE id = 1')
     }
@@ -212,16 +217,19 @@ export class SqliteStore implements OrderStore {
   }
 
   async createMany (orders: NewOrder[], now: number, availableAt: number): Promise<string[]> {
-    const existing = await this.write((delta, log) => {
-      const existing: string[] = []
-      for (const order of orders) {
-        if (this.insert(order, now, availableAt)) log.created(order.order_id, now)
-        else existing.push(order.order_id)
-      }
-      delta.add('Pending', orders.length - existing.length)
-      return existing
-    })
+    const existing = await this.write((delta, log) => this.insertMany(orders, now, availableAt, delta, log))
     if (existing.length < orders.length) this.workListeners.emit(availableAt)
+    return existing
+  }
+
+  /** Inserts orders in the current transaction; returns the ids that already existed. */
+  private insertMany (orders: NewOrder[], now: number, availableAt: number, delta: StatsDelta, log: ChangeLog): string[] {
+    const existing: string[] = []
+    for (const order of orders) {
+      if (this.insert(order, now, availableAt)) log.created(order.order_id, now)
+      else existing.push(order.order_id)
+    }
+    delta.add('Pending', orders.length - existing.length)
     return existing
   }
 
@@ -332,8 +340,26 @@ export class SqliteStore implements OrderStore {
     return recovered
   }
 
-  async reserveBatch (batchId: string, totalEntries: number, now: number): Promise<boolean> {
-    return this.write(() => this.sql.reserveBatch.run(batchId, totalEntries, now).changes === 1)
+  async openBatch (batchId: string, totalEntries: number, now: number): Promise<PopulateBatch> {
+    return this.write(() => {
+      this.sql.openBatch.run(batchId, totalEntries, now)
+      const row = this.sql.batch.get(batchId) as Omit<PopulateBatch, 'failed_ids'> & { failed_ids: string }
+      return { ...row, failed_ids: JSON.parse(row.failed_ids) as string[] }
+    })
+  }
+
+  async populateChunk (batch: PopulateBatch, orders: NewOrder[], now: number, availableAt: number): Promise<PopulateBatch> {
+    const next = await this.write((delta, log) => {
+      if (this.sql.advanceBatch.run(batch.entries_done + orders.length, batch.batch_id, batch.entries_done).changes !== 1) {
+        throw new BatchConflictError(batch.batch_id)
+      }
+      const existing = this.insertMany(orders, now, availableAt, delta, log)
+      const next = advanced(batch, orders.length, existing)
+      if (existing.length > 0) this.sql.batchFailures.run(next.failure_count, JSON.stringify(next.failed_ids), batch.batch_id)
+      return next
+    })
+    if (next.failure_count - batch.failure_count < orders.length) this.workListeners.emit(availableAt)
+    return next
   }
 
   async nextAvailableAt (): Promise<number | null> {
