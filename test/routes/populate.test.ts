@@ -5,7 +5,7 @@ import Database from 'better-sqlite3'
 import type { FastifyInstance } from 'fastify'
 import pg from 'pg'
 import t, { type Test } from 'tap'
-import { build, tempDir, waitFor } from '../helper.ts'
+import { build, tempDir, waitFor, waitForSteady } from '../helper.ts'
 import { createDatabase, SKIP_POSTGRES } from '../support/pg-database.ts'
 import { recount } from '../support/store-contract.ts'
 
@@ -157,16 +157,7 @@ t.test('a client that disconnects stops its populate', async (t) => {
   await waitFor(async () => (await pending()) >= 10_000, 'the populate to be under way')
   request.destroy()
   // Stopped once the count holds still between two looks a second apart; without a stop it reaches the total.
-  let seen = -1
-  let seenAt = 0
-  const stoppedAt = await waitFor(async () => {
-    if (Date.now() - seenAt < 1000) return false
-    const now = await pending()
-    const still = now === seen
-    seen = now
-    seenAt = Date.now()
-    return still && now
-  }, 'the populate to stop', 120_000)
+  const stoppedAt = await waitForSteady(pending, 'the populate to stop', { everyMs: 1000, timeoutMs: 120_000 })
   t.ok(stoppedAt < total / 10, `stopped at ${stoppedAt} of ${total} orders`)
   t.same(await app.store.stats(), await recount(app.store))
 })

@@ -1,5 +1,6 @@
 import type { Test } from 'tap'
-import { ORDER_STATUSES, type OrderRecord, type OrderStatus } from '../../src/order.ts'
+import { ORDER_STATUSES, toOrder, type OrderRecord, type OrderStatus } from '../../src/order.ts'
+import { PAGE_BYTES } from '../../src/store/page-size.ts'
 import type { OrderStats, OrderStore } from '../../src/store/order-store.ts'
 import { anOrder, waitFor } from '../helper.ts'
 
@@ -203,6 +204,34 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
     await store.cancel('o2', T0 + 9)
     t.same((await store.list({ limit: 10, status: 'Cancelled' })).orders.map((o) => o.order_id), ['o2'])
     t.same((await store.list({ limit: 10, status: 'Pending', userId: 0 })).orders.map((o) => o.order_id), ['o4', 'o6', 'o8'])
+  })
+
+  t.test('a page of big orders ends before 1 MiB of JSON, and the next one goes on from there', async (t) => {
+    const store = await fresh(t)
+    // 1,000 item ids of 16 digits: ~17 KB of JSON an order, so 1,000 of them would be ~17 MB.
+    const itemIds = Array.from({ length: 1000 }, (_, i) => Number.MAX_SAFE_INTEGER - i)
+    const ids = Array.from({ length: 150 }, (_, i) => `big${i}`)
+    await store.createMany(ids.map((id, i) => anOrder(id, { item_ids: itemIds, user_id: i % 3 === 0 ? 7 : 8 })), T0, T0)
+    await store.cancel('big149', T0 + 1)
+    for (const filter of [{}, { status: 'Pending' as const }, { userId: 8 }, { status: 'Pending' as const, userId: 8 }]) {
+      const wanted = ids.filter((id, i) => (filter.userId === undefined || filter.userId === (i % 3 === 0 ? 7 : 8)) &&
+        (filter.status === undefined || id !== 'big149'))
+      const listed: string[] = []
+      let after: number | undefined
+      let pages = 0
+      for (;;) {
+        const page = await store.list({ ...filter, limit: 1000, after })
+        pages++
+        const bytes = JSON.stringify(page.orders.map(toOrder)).length
+        t.ok(page.orders.length > 0 && bytes <= PAGE_BYTES, `${JSON.stringify(filter)}: page ${pages} holds ${page.orders.length} orders, ${bytes} bytes`)
+        listed.push(...page.orders.map((o) => o.order_id))
+        if (page.lastSeq === null) break
+        t.equal(page.lastSeq, page.orders.at(-1)?.seq, 'the next page starts after the last order listed')
+        after = page.lastSeq
+      }
+      t.same(listed, wanted, `${JSON.stringify(filter)}: every order once, in order, over ${pages} pages`)
+      t.ok(pages > 1, 'cut into pages')
+    }
   })
 
   t.test('idsByStatus lists oldest first up to a limit, page by page', async (t) => {

@@ -11,6 +11,7 @@ import type {
   Outcome, PopulateBatch, WorkListener
 } from '../order-store.ts'
 import { advanced } from '../populate-batches.ts'
+import { ORDER_OTHER_BYTES, PAGE_BYTES } from '../page-size.ts'
 import { BatchConflictError } from '../store-errors.ts'
 import { Listeners } from '../listeners.ts'
 import { ChangeListeners, ChangeLog, type ChangedRow } from '../change-log.ts'
@@ -57,15 +58,24 @@ export interface PlanNode {
  * to read it in order.
  */
 function listQuery ({ status, userId, limit, after = 0 }: ListQuery): pg.QueryConfig {
-  const values: unknown[] = [after]
+  const values: unknown[] = [after, ORDER_OTHER_BYTES, PAGE_BYTES]
   const columns: string[] = []
   const params: string[] = []
   if (status !== undefined) { columns.push('status'); params.push(`$${values.push(status)}`) }
   if (userId !== undefined) { columns.push('user_id'); params.push(`$${values.push(userId)}`) }
   const key = [...columns, 'seq'].join(', ')
   const keyset = columns.length === 0 ? 'seq > $1' : `(${key}) > (${params.join(', ')}, $1) AND (${columns.join(', ')}) <= (${params.join(', ')})`
-  // One more order than the limit is read, to tell whether another page follows.
-  return { text: `SELECT ${ORDER_COLUMNS} FROM orders WHERE ${keyset} ORDER BY ${key} LIMIT $${values.push(limit + 1)}`, values }
+  const bytes = '$2 + octet_length(order_id) + octet_length(item_ids::text) + coalesce(octet_length(last_error), 0)'
+  // One more order than the limit is read, to tell whether another page follows. Only the orders
+  // that fit in PAGE_BYTES of JSON (and always the first) leave the database; more tells whether any follows them.
+  return {
+    text: `SELECT ${ORDER_COLUMNS}, more FROM (
+        SELECT ${ORDER_COLUMNS}, sum(${bytes}) OVER page AS bytes_through, row_number() OVER page AS position,
+          lead(seq) OVER page IS NOT NULL AS more
+        FROM orders WHERE ${keyset} WINDOW page AS (ORDER BY ${key}) ORDER BY ${key} LIMIT $${values.push(limit + 1)}
+      ) page WHERE bytes_through <= $3 OR position = 1 ORDER BY ${key}`,
+    values
+  }
 }
 
 type Tx = pg.PoolClient
@@ -215,9 +225,11 @@ export class PgStore implements OrderStore {
   }
 
   async list (query: ListQuery): Promise<OrderPage> {
-    const { rows } = await this.pool.query<OrderRecord>(listQuery(query))
+    const { rows } = await this.pool.query<OrderRecord & { more?: boolean }>(listQuery(query))
+    const more = rows.length > query.limit || rows.at(-1)?.more === true
     const orders = rows.slice(0, query.limit)
-    return { orders, lastSeq: rows.length > query.limit ? (orders.at(-1) as OrderRecord).seq : null }
+    for (const order of orders) delete order.more
+    return { orders, lastSeq: more ? (orders.at(-1) as OrderRecord).seq : null }
   }
 
   async cancel (orderId: string, now: number): Promise<CancelResult> {

@@ -13,6 +13,7 @@ import type {
   PopulateBatch, WorkListener
 } from '../order-store.ts'
 import { advanced } from '../populate-batches.ts'
+import { ORDER_OTHER_BYTES, PAGE_BYTES } from '../page-size.ts'
 import { BatchConflictError } from '../store-errors.ts'
 import { Listeners } from '../listeners.ts'
 import { ChangeListeners, ChangeLog, type ChangedRow } from '../change-log.ts'
@@ -39,6 +40,11 @@ const ORDER_COLUMNS = `seq, order_id, user_id, item_ids, total_cents, status, cr
 
 function toRecord (row: OrderRow): OrderRecord {
   return { ...row, item_ids: JSON.parse(row.item_ids) as number[] }
+}
+
+/** About the bytes of an order's JSON: item_ids is stored as the JSON it is sent as. */
+function jsonBytes (row: OrderRow): number {
+  return ORDER_OTHER_BYTES + row.order_id.length + row.item_ids.length + (row.last_error === null ? 0 : Buffer.byteLength(row.last_error))
 }
 
 /**
@@ -242,12 +248,20 @@ export class SqliteStore implements OrderStore {
     return this.getSync(orderId)
   }
 
+  /** Rows are read one at a time: a page ends before the order that would take it past PAGE_BYTES, without reading the rest. */
   async list (query: ListQuery): Promise<OrderPage> {
     const [statement, params] = this.listQuery(query)
-    const rows = statement.all(params) as OrderRow[]
-    const more = rows.length > query.limit
-    const orders = rows.slice(0, query.limit).map(toRecord)
-    return { orders, lastSeq: more ? (orders.at(-1) as OrderRecord).seq : null }
+    const orders: OrderRecord[] = []
+    let bytes = 0
+    for (const row of statement.iterate(params) as IterableIterator<OrderRow>) {
+      const size = jsonBytes(row)
+      if (orders.length === query.limit || (orders.length > 0 && bytes + size > PAGE_BYTES)) {
+        return { orders, lastSeq: (orders.at(-1) as OrderRecord).seq }
+      }
+      bytes += size
+      orders.push(toRecord(row))
+    }
+    return { orders, lastSeq: null }
   }
 
   /** One more order than the limit is read, to tell whether another page follows. */
