@@ -1,6 +1,7 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { BODY_ERRORS, ErrorSchema, errorResponses } from '../plugins/errors.ts'
 import { populate, randomBatchId } from '../src/populate.ts'
+import { LISTED_FAILURES } from '../src/store/populate-batches.ts'
 import { BatchConflictError } from '../src/store/store-errors.ts'
 
 const PopulateResult = Type.Object({
@@ -8,7 +9,7 @@ const PopulateResult = Type.Object({
   total_entries: Type.Integer(),
   success_count: Type.Integer(),
   failure_count: Type.Integer(),
-  errors: Type.Array(Type.String(), { description: 'the first failures (at most 100)' })
+  errors: Type.Array(Type.String(), { description: `the first failures (at most ${LISTED_FAILURES})` })
 }, { examples: [{ batch_id: 'f3402fae', total_entries: 4, success_count: 4, failure_count: 0, errors: [] }] })
 
 const populateRoute: FastifyPluginAsyncTypebox = async (app) => {

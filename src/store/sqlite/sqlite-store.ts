@@ -48,10 +48,11 @@ function jsonBytes (row: OrderRow): number {
 }
 
 /**
- * Reads that must cost their limit, whatever the data, name their index: SQLite advises INDEXED BY for
- * time-critical queries, and without statistics it picks an index that covers only one filter (or,
- * for claims, the status index plus a sort) and walks it: 100 ms for one status or user of a million
- * orders. A schema change that loses the index then fails loudly instead of slowly.
+ * Each read that must cost its limit whatever the data names its index (lists here; claims, id lists
+ * and the next claimable time in their statements): SQLite advises INDEXED BY for time-critical
+ * queries, and without statistics it picked an index that covers one filter (or, for claims, the
+ * status index plus a sort) and walked it: 100-200 ms for one status or user of a million orders.
+ * A schema change that loses the index then fails loudly instead of slowly.
  */
 function listIndex (byStatus: boolean, byUser: boolean): string {
   if (byStatus && byUser) return 'INDEXED BY orders_by_status_user'
