@@ -1,13 +1,15 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { BODY_ERRORS, ErrorSchema, errorResponses } from '../plugins/errors.ts'
 import { populate, randomBatchId } from '../src/populate.ts'
+import { LISTED_FAILURES } from '../src/store/populate-batches.ts'
+import { BatchConflictError } from '../src/store/store-errors.ts'
 
 const PopulateResult = Type.Object({
   batch_id: Type.String(),
   total_entries: Type.Integer(),
   success_count: Type.Integer(),
   failure_count: Type.Integer(),
-  errors: Type.Array(Type.String(), { description: 'the first failures (at most 100)' })
+  errors: Type.Array(Type.String(), { description: `the first failures (at most ${LISTED_FAILURES})` })
 }, { examples: [{ batch_id: 'f3402fae', total_entries: 4, success_count: 4, failure_count: 0, errors: [] }] })
 
 const populateRoute: FastifyPluginAsyncTypebox = async (app) => {
@@ -18,7 +20,9 @@ const populateRoute: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['simulation'],
       summary: 'Create many simulated orders at once',
-      description: 'Creates sim_<batch_id>_<i> for i = 1..total_entries in bulk transactions and answers once all are stored and queued.',
+      description: 'Creates sim_<batch_id>_<i> for i = 1..total_entries in bulk transactions and answers once all are stored and queued. ' +
+        'A populate cut short (a store fault, the client gone) is finished by sending the same batch_id and total_entries again: ' +
+        'only the missing orders are created, and the answer counts the whole batch.',
       body: Type.Object({
         total_entries: Type.Integer({ minimum: 1, maximum: config.POPULATE_MAX }),
         batch_id: Type.Optional(Type.String({
@@ -29,15 +33,30 @@ const populateRoute: FastifyPluginAsyncTypebox = async (app) => {
       response: {
         201: PopulateResult,
         ...errorResponses(...BODY_ERRORS),
-        409: { ...ErrorSchema, description: 'This batch_id was used before' }
+        409: { ...ErrorSchema, description: 'This batch_id was used by a populate that finished, was started with another total_entries, or is being populated by another request' }
       }
     }
   }, async (request, reply) => {
     const { total_entries: total, batch_id: batchId = randomBatchId() } = request.body
-    if (!await store.reserveBatch(batchId, total, Date.now())) {
+    const batch = await store.openBatch(batchId, total, Date.now())
+    if (batch.total_entries !== total) {
+      return reply.code(409).send({
+        error: `batch_id ${batchId} was started with total_entries ${batch.total_entries}: send that to finish it, or pick another batch_id`
+      })
+    }
+    if (batch.entries_done === total) {
       return reply.code(409).send({ error: `batch_id ${batchId} was used before; pick another or leave it out` })
     }
-    return reply.code(201).send(await populate(store, batchId, total, config.PENDING_DELAY_MS, Date.now))
+    const clientGone = new AbortController()
+    reply.raw.once('close', () => { if (!reply.raw.writableFinished) clientGone.abort() })
+    try {
+      return reply.code(201).send(await populate(store, batch, config.PENDING_DELAY_MS, Date.now, clientGone.signal))
+    } catch (err) {
+      if (err instanceof BatchConflictError) return reply.code(409).send({ error: err.message })
+      // Nobody reads this answer: the client went away, and the populate stopped where it was.
+      if (clientGone.signal.aborted) return reply.code(503).send({ error: 'the client went away: send the same request again to finish the populate' })
+      throw err
+    }
   })
 }
 

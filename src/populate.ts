@@ -1,11 +1,9 @@
 import { randomBytes } from 'node:crypto'
 import { claimableAt, type NewOrder } from './order.ts'
-import type { OrderStore } from './store/order-store.ts'
+import type { OrderStore, PopulateBatch } from './store/order-store.ts'
 
 /** Orders per bulk transaction: large enough to amortise the commit, small enough to yield often. */
 const CHUNK = 5000
-/** At most this many error messages are listed; failure_count counts them all. */
-const MAX_LISTED_ERRORS = 100
 
 export interface PopulateResult {
   batch_id: string
@@ -33,23 +31,35 @@ function simulatedOrder (batchId: string, i: number): NewOrder {
   }
 }
 
+/** The answer for a whole batch, however many calls it took. */
+function resultOf (batch: PopulateBatch): PopulateResult {
+  return {
+    batch_id: batch.batch_id,
+    total_entries: batch.total_entries,
+    success_count: batch.total_entries - batch.failure_count,
+    failure_count: batch.failure_count,
+    errors: batch.failed_ids.map((id) => `Order ${id} already exists`)
+  }
+}
+
 /**
- * Creates `sim_<batch>_<i>` for i = 1..total in bulk transactions, yielding between them so that
- * other requests and the processor keep running. Generated chunk by chunk: memory stays flat.
+ * Creates `sim_<batch>_<i>` for the entries of a batch not handled yet, in bulk transactions that
+ * each record how far the batch got, yielding between them so that other requests and the processor
+ * keep running. Generated chunk by chunk: memory stays flat. Stops between two chunks once `stop` is
+ * aborted (throwing its reason); calling it again with the batch as recorded then finishes it.
  */
 export async function populate (
-  store: OrderStore, batchId: string, total: number, pendingDelayMs: number, now: () => number
+  store: OrderStore, batch: PopulateBatch, pendingDelayMs: number, now: () => number, stop: AbortSignal
 ): Promise<PopulateResult> {
-  const errors: string[] = []
-  let failures = 0
-  for (let first = 1; first <= total; first += CHUNK) {
-    const count = Math.min(CHUNK, total - first + 1)
-    const orders = Array.from({ length: count }, (_, k) => simulatedOrder(batchId, first + k))
+  let progress = batch
+  while (progress.entries_done < progress.total_entries) {
+    stop.throwIfAborted()
+    const first = progress.entries_done + 1
+    const count = Math.min(CHUNK, progress.total_entries - progress.entries_done)
+    const orders = Array.from({ length: count }, (_, k) => simulatedOrder(batch.batch_id, first + k))
     const createdAt = now()
-    const existing = await store.createMany(orders, createdAt, claimableAt(createdAt, pendingDelayMs))
-    failures += existing.length
-    for (const id of existing.slice(0, MAX_LISTED_ERRORS - errors.length)) errors.push(`Order ${id} already exists`)
+    progress = await store.populateChunk(progress, orders, createdAt, claimableAt(createdAt, pendingDelayMs))
     await new Promise((resolve) => setImmediate(resolve))
   }
-  return { batch_id: batchId, total_entries: total, success_count: total - failures, failure_count: failures, errors }
+  return resultOf(progress)
 }

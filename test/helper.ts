@@ -64,3 +64,24 @@ export function tempDir (t: Test): string {
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   return dir
 }
+
+/**
+ * Reads a figure every `everyMs` until two reads in a row are within `within` of each other: for
+ * something that has no event to say it is over (a count that stops growing, memory that settles).
+ */
+export async function waitForSteady (
+  read: () => Promise<number> | number,
+  what: string,
+  { everyMs, within = 0, timeoutMs = 60_000 }: { everyMs: number, within?: number, timeoutMs?: number }
+): Promise<number> {
+  let last = await read()
+  let lastAt = Date.now()
+  return waitFor(async () => {
+    if (Date.now() - lastAt < everyMs) return false
+    const value = await read()
+    const steady = Math.abs(value - last) <= within
+    last = value
+    lastAt = Date.now()
+    return steady && { value }
+  }, what, timeoutMs).then(({ value }) => value)
+}

@@ -1,6 +1,7 @@
 import { rmSync } from 'node:fs'
 import { join } from 'node:path'
-import t from 'tap'
+import Database from 'better-sqlite3'
+import t, { type Test } from 'tap'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
 import { anOrder, tempDir } from './helper.ts'
 import { fillUp, SKIP_UNLESS_ROOT, smallDisk } from './support/small-disk.ts'
@@ -40,4 +41,68 @@ t.test('a write that makes SQLite roll back the whole transaction fails its whol
   t.equal((await store.get('existing'))?.status, 'Pending', 'the cancel was not committed on its own, outside the transaction')
   t.same(await store.stats(), await recount(store), 'aggregates match the rows')
   t.equal(await store.create(anOrder('before'), 2, 2), 'created', 'a retry succeeds')
+})
+
+t.test('a write that fails halfway leaves nothing of itself behind; the other writes of its batch commit', async (t) => {
+  /** A store on a file, and a trigger another program adds to it that aborts one statement mid-way. */
+  const storeRefusing = (t: Test, trigger: string) => {
+    const path = join(tempDir(t), 'orders.db')
+    const store = new SqliteStore(path)
+    t.teardown(() => store.close())
+    return {
+      store,
+      refuse: () => {
+        const other = new Database(path)
+        other.exec(`CREATE TRIGGER refuse ${trigger} BEGIN SELECT RAISE(ABORT, 'refused by a trigger'); END`)
+        other.close()
+      }
+    }
+  }
+  const LEASE = 30_000
+
+  t.test('createMany', async (t) => {
+    const { store, refuse } = storeRefusing(t, "BEFORE INSERT ON orders WHEN NEW.order_id = 'm3'")
+    await store.create(anOrder('existing'), 1, 1)
+    refuse()
+    // One batch: the bulk insert stops at its third order, after inserting two.
+    const [alone, bulk, cancel] = await Promise.allSettled([
+      store.create(anOrder('alone'), 2, 2),
+      store.createMany(['m1', 'm2', 'm3', 'm4'].map((id) => anOrder(id)), 2, 2),
+      store.cancel('existing', 2)
+    ])
+    t.match(bulk, { status: 'rejected', reason: { message: 'refused by a trigger' } })
+    t.equal(await store.get('m1'), undefined, 'none of the bulk insert is kept')
+    t.match(alone, { status: 'fulfilled', value: 'created' })
+    t.match(cancel, { status: 'fulfilled', value: { cancelled: true } })
+    t.same(await store.stats(), await recount(store), 'aggregates match the rows')
+  })
+
+  t.test('release', async (t) => {
+    const { store, refuse } = storeRefusing(t, "BEFORE UPDATE OF status ON orders WHEN NEW.status = 'Pending' AND NEW.order_id = 'B'")
+    for (const id of ['A', 'B', 'C']) await store.create(anOrder(id), 1, 1)
+    const claims = await store.claim(3, 2, LEASE)
+    refuse()
+    // One batch: the hand-back stops at B, after handing back A.
+    const [alone, released] = await Promise.allSettled([store.create(anOrder('alone'), 3, 3), store.release(claims, 3)])
+    t.match(released, { status: 'rejected', reason: { message: 'refused by a trigger' } })
+    t.match(await store.get('A'), { status: 'Processing', attempts: 1 }, 'A is still claimed')
+    t.match(alone, { status: 'fulfilled', value: 'created' })
+    t.same(await store.stats(), await recount(store), 'aggregates match the rows')
+  })
+
+  t.test('recoverExpired', async (t) => {
+    const { store, refuse } = storeRefusing(t, "BEFORE UPDATE OF status ON orders WHEN NEW.status = 'Pending' AND NEW.order_id = 'B'")
+    await store.create(anOrder('A'), 1, 1)
+    await store.claim(1, 1, 1)
+    await store.recoverExpired(3, 3, [])
+    await store.create(anOrder('B'), 3, 3)
+    await store.claim(2, 4, 1) // A on its second attempt, B on its first
+    refuse()
+    // One batch: recovery fails A (out of attempts), then stops at putting B back.
+    const [alone, recovered] = await Promise.allSettled([store.create(anOrder('alone'), 6, 6), store.recoverExpired(6, 2, [])])
+    t.match(recovered, { status: 'rejected', reason: { message: 'refused by a trigger' } })
+    t.match(await store.get('A'), { status: 'Processing' }, 'A was not failed')
+    t.match(alone, { status: 'fulfilled', value: 'created' })
+    t.same(await store.stats(), await recount(store), 'aggregates match the rows')
+  })
 })

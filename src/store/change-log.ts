@@ -11,13 +11,18 @@ export class ChangeLog {
   readonly changes: OrderChange[] = []
 
   /** Only changes to statuses someone listens for are kept: the hot path builds no other objects. */
-  constructor (private readonly wanted: ReadonlySet<OrderStatus> = ALL) {}
+  constructor (readonly wanted: ReadonlySet<OrderStatus> = ALL) {}
 
   add (row: ChangedRow, status: OrderStatus, at: number): void {
     if (!this.wanted.has(status)) return
     this.changes.push({
       order_id: row.order_id, status, at, attempts: row.attempts, created_at: row.created_at, processing_started_at: row.processing_started_at
     })
+  }
+
+  /** Adds the changes another log recorded, after these. */
+  append (other: ChangeLog): void {
+    for (const change of other.changes) this.changes.push(change)
   }
 
   /** A new order: Pending, never attempted. */

@@ -29,6 +29,22 @@ export interface OrderPage {
   lastSeq: number | null
 }
 
+export interface IdPage {
+  ids: string[]
+  /** Sequence number of the last order listed when more may follow, else null. */
+  lastSeq: number | null
+}
+
+/** A populate call's batch as recorded: entries 1..entries_done were handled (created, or counted as failures). */
+export interface PopulateBatch {
+  batch_id: string
+  total_entries: number
+  entries_done: number
+  failure_count: number
+  /** The first ids that already existed (at most LISTED_FAILURES); failure_count counts them all. */
+  failed_ids: string[]
+}
+
 /** Running aggregates, kept in the same transaction as each state change. */
 export interface OrderStats {
   counts: Record<OrderStatus, number>
@@ -85,10 +101,16 @@ export interface OrderStore {
   /** The earliest time a Pending order becomes claimable, if any. */
   nextAvailableAt (): Promise<number | null>
   stats (): Promise<OrderStats>
-  /** Order ids with this status, oldest first. */
-  idsByStatus (status: OrderStatus, limit: number): Promise<string[]>
-  /** Records a populate batch id; false when it was used before. */
-  reserveBatch (batchId: string, totalEntries: number, now: number): Promise<boolean>
+  /** Ids of orders with this status, oldest first, after the keyset position `after`. */
+  idsByStatus (status: OrderStatus, limit: number, after?: number): Promise<IdPage>
+  /** Records a populate batch unless it exists; returns the batch as recorded (maybe with another total, maybe finished). */
+  openBatch (batchId: string, totalEntries: number, now: number): Promise<PopulateBatch>
+  /**
+   * Creates the batch's next orders and records how far it got, in one transaction, only while the
+   * batch is where `batch` says: otherwise (another call moved it) throws BatchConflictError and
+   * writes nothing. Returns the batch as it now is.
+   */
+  populateChunk (batch: PopulateBatch, orders: NewOrder[], now: number, availableAt: number): Promise<PopulateBatch>
   /** A secret made once per database, to sign list cursors. */
   cursorKey (): Promise<string>
   /** Commits a one-row write: resolves only while the store takes writes (the readiness check). */
@@ -100,3 +122,9 @@ export interface OrderStore {
   onChanges (listener: ChangeListener, statuses?: readonly OrderStatus[]): () => void
   close (): Promise<void>
 }
+
+/** The store methods whose reads must come from an index, in time proportional to their limit. */
+export type IndexedRead = 'list' | 'idsByStatus' | 'claim' | 'nextAvailableAt'
+
+/** A call of one of them, as its name and arguments: each store can show the plan its database picks for it. */
+export type IndexedCall = { [M in IndexedRead]: [M, ...Parameters<OrderStore[M]>] }[IndexedRead]

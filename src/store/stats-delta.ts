@@ -13,6 +13,12 @@ export class StatsDelta {
     return this
   }
 
+  /** Adds another transaction's changes to these. */
+  merge (other: StatsDelta): this {
+    for (const [name, amount] of other.changes) this.add(name, amount)
+    return this
+  }
+
   move (from: OrderStatus, to: OrderStatus, count = 1): this {
     return this.add(from, -count).add(to, count)
   }

@@ -12,6 +12,14 @@ const CONNECTION_CODES = /^(ECONNREFUSED|ECONNRESET|ETIMEDOUT|EPIPE|EHOSTUNREACH
 /** node-postgres' own: a lost connection, a connection or pool wait past connectionTimeoutMillis, a query past query_timeout. */
 const CONNECTION_MESSAGES = /Connection terminated|timeout exceeded when trying to connect|Client has encountered a connection error|Query read timeout/
 
+/** Another populate call moved this batch on meanwhile: one batch is populated by one call at a time. */
+export class BatchConflictError extends Error {
+  constructor (batchId: string) {
+    super(`batch_id ${batchId} is being populated by another request`)
+    this.name = 'BatchConflictError'
+  }
+}
+
 /** True for an error that means the store is unreachable or refuses writes for now (a 503), not a bug (a 500). */
 export function isStoreUnavailable (err: unknown): boolean {
   if (err instanceof StoreUnavailableError) return true

@@ -73,3 +73,25 @@ t.test('http timings per route and lifecycle stage, from the hooks', async (t) =
   t.ok(post.stages.total.max >= post.stages.handler.max, 'the total covers the handler')
   t.equal(http['GET /orders/:order_id'].count, 1)
 })
+
+t.test('getOrderIds=true streams the ids as they are read: every one once, oldest first, truncated where more exist', async (t) => {
+  const app = await build(t, { PROCESSOR: 'off' })
+  const ids = Array.from({ length: 2600 }, (_, i) => `s${String(i).padStart(5, '0')}`)
+  await app.store.createMany(ids.map((id) => anOrder(id)), 1000, 1000)
+  const cancelled = ids.filter((_, i) => i % 4 === 0)
+  await Promise.all(cancelled.map((id) => app.store.cancel(id, 1001)))
+  const pending = ids.filter((_, i) => i % 4 !== 0)
+  const plain = (await app.inject({ url: '/orders/metrics' })).json()
+  // Around the thousand ids of one read, and all of them exactly.
+  for (const limit of [999, 1000, 1001, pending.length, 100_000]) {
+    const res = await app.inject({ url: `/orders/metrics?getOrderIds=true&limit=${limit}` })
+    t.equal(res.statusCode, 200)
+    t.equal(res.headers['content-type'], 'application/json; charset=utf-8')
+    const body = res.json()
+    t.same(Object.keys(body), Object.keys(plain), 'the same fields, in the same order, as without ids')
+    t.same(body.pending, { count: pending.length, order_ids: pending.slice(0, limit), truncated: limit < pending.length }, `pending, limit ${limit}`)
+    t.same(body.cancelled, { count: cancelled.length, order_ids: cancelled.slice(0, limit), truncated: limit < cancelled.length }, `cancelled, limit ${limit}`)
+    t.same(body.completed, { count: 0, order_ids: [], truncated: false })
+    t.equal(body.total_orders, ids.length)
+  }
+})

@@ -1,5 +1,6 @@
 import type { Test } from 'tap'
-import { ORDER_STATUSES, type OrderRecord, type OrderStatus } from '../../src/order.ts'
+import { ORDER_STATUSES, toOrder, type OrderRecord, type OrderStatus } from '../../src/order.ts'
+import { PAGE_BYTES } from '../../src/store/page-size.ts'
 import type { OrderStats, OrderStore } from '../../src/store/order-store.ts'
 import { anOrder, waitFor } from '../helper.ts'
 
@@ -241,11 +242,44 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
     t.same((await store.list({ limit: 10, status: 'Pending', userId: 0 })).orders.map((o) => o.order_id), ['o4', 'o6', 'o8'])
   })
 
-  t.test('idsByStatus lists oldest first up to a limit', async (t) => {
+  t.test('a page of big orders ends before 1 MiB of JSON, and the next one goes on from there', async (t) => {
+    const store = await fresh(t)
+    // 1,000 item ids of 16 digits: ~17 KB of JSON an order, so 1,000 of them would be ~17 MB.
+    const itemIds = Array.from({ length: 1000 }, (_, i) => Number.MAX_SAFE_INTEGER - i)
+    const ids = Array.from({ length: 150 }, (_, i) => `big${i}`)
+    await store.createMany(ids.map((id, i) => anOrder(id, { item_ids: itemIds, user_id: i % 3 === 0 ? 7 : 8 })), T0, T0)
+    await store.cancel('big149', T0 + 1)
+    for (const filter of [{}, { status: 'Pending' as const }, { userId: 8 }, { status: 'Pending' as const, userId: 8 }]) {
+      const wanted = ids.filter((id, i) => (filter.userId === undefined || filter.userId === (i % 3 === 0 ? 7 : 8)) &&
+        (filter.status === undefined || id !== 'big149'))
+      const listed: string[] = []
+      let after: number | undefined
+      let pages = 0
+      for (;;) {
+        const page = await store.list({ ...filter, limit: 1000, after })
+        pages++
+        const bytes = JSON.stringify(page.orders.map(toOrder)).length
+        t.ok(page.orders.length > 0 && bytes <= PAGE_BYTES, `${JSON.stringify(filter)}: page ${pages} holds ${page.orders.length} orders, ${bytes} bytes`)
+        listed.push(...page.orders.map((o) => o.order_id))
+        if (page.lastSeq === null) break
+        t.equal(page.lastSeq, page.orders.at(-1)?.seq, 'the next page starts after the last order listed')
+        after = page.lastSeq
+      }
+      t.same(listed, wanted, `${JSON.stringify(filter)}: every order once, in order, over ${pages} pages`)
+      t.ok(pages > 1, 'cut into pages')
+    }
+  })
+
+  t.test('idsByStatus lists oldest first up to a limit, page by page', async (t) => {
     const store = await fresh(t)
     for (let i = 1; i <= 5; i++) await store.create(anOrder(`o${i}`), T0, T0)
-    t.same(await store.idsByStatus('Pending', 3), ['o1', 'o2', 'o3'])
-    t.same(await store.idsByStatus('Completed', 3), [])
+    await store.cancel('o2', T0)
+    const first = await store.idsByStatus('Pending', 2)
+    t.same(first.ids, ['o1', 'o3'])
+    t.not(first.lastSeq, null)
+    t.same(await store.idsByStatus('Pending', 2, first.lastSeq!), { ids: ['o4', 'o5'], lastSeq: null }, 'the rest, and no next page')
+    t.same((await store.idsByStatus('Cancelled', 1)), { ids: ['o2'], lastSeq: null })
+    t.same(await store.idsByStatus('Completed', 3), { ids: [], lastSeq: null })
   })
 
   t.test('createMany inserts in bulk and reports ids that existed', async (t) => {
@@ -285,10 +319,21 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
     t.equal(await store.cursorKey(), key)
   })
 
-  t.test('a batch id is reserved once', async (t) => {
+  t.test('a populate batch records how far it got with each chunk, and moves only from where it is', async (t) => {
     const store = await fresh(t)
-    t.equal(await store.reserveBatch('x1', 10, T0), true)
-    t.equal(await store.reserveBatch('x1', 10, T0), false)
+    const opened = await store.openBatch('x1', 5, T0)
+    t.same(opened, { batch_id: 'x1', total_entries: 5, entries_done: 0, failure_count: 0, failed_ids: [] })
+    await store.create(anOrder('sim_x1_2'), T0, T0)
+    const first = await store.populateChunk(opened, ['sim_x1_1', 'sim_x1_2', 'sim_x1_3'].map((id) => anOrder(id)), T0, T0)
+    t.same(first, { ...opened, entries_done: 3, failure_count: 1, failed_ids: ['sim_x1_2'] })
+    t.same(await store.openBatch('x1', 9, T0 + 1), first, 'opening it again changes nothing and tells how far it got')
+    await t.rejects(store.populateChunk(opened, [anOrder('sim_x1_4')], T0, T0), { name: 'BatchConflictError' }, 'a chunk from where it was is refused')
+    t.equal(await store.get('sim_x1_4'), undefined, '...and created nothing')
+    const rest = ['sim_x1_4', 'sim_x1_5'].map((id) => anOrder(id))
+    const outcomes = await Promise.allSettled([store.populateChunk(first, rest, T0, T0), store.populateChunk(first, rest, T0, T0)])
+    t.same(outcomes.map((o) => o.status).sort(), ['fulfilled', 'rejected'], 'of two calls moving it from the same place at once, one does')
+    t.same(await store.openBatch('x1', 5, T0 + 2), { ...first, entries_done: 5 })
+    t.same(await store.stats(), await recount(store))
   })
 
   t.test('aggregates equal a recount after a random mix of operations', async (t) => {

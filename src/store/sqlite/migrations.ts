@@ -40,6 +40,17 @@ const MIGRATIONS: string[] = [
   `
   CREATE TABLE readiness_checks (id INTEGER PRIMARY KEY CHECK (id = 1), checked_at INTEGER NOT NULL);
   INSERT INTO readiness_checks (id, checked_at) VALUES (1, 0);
+  `,
+  `
+  CREATE INDEX orders_by_status_user ON orders (status, user_id, seq);
+  `,
+  `
+  -- How far each populate got, written with each chunk, so that one cut short can be finished.
+  ALTER TABLE populate_batches ADD COLUMN entries_done INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE populate_batches ADD COLUMN failure_count INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE populate_batches ADD COLUMN failed_ids TEXT NOT NULL DEFAULT '[]';
+  -- Batches recorded before kept no progress: taken as finished, their ids stay used.
+  UPDATE populate_batches SET entries_done = total_entries;
   `
 ]
 

@@ -1,0 +1,122 @@
+import { join } from 'node:path'
+import Database from 'better-sqlite3'
+import pg from 'pg'
+import t, { type Test } from 'tap'
+import type { OrderStatus } from '../src/order.ts'
+import type { IndexedCall, ListQuery } from '../src/store/order-store.ts'
+import type { PlanNode } from '../src/store/pg/pg-store.ts'
+import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
+import { tempDir } from './helper.ts'
+import { createDatabase, openPgStore, SKIP_POSTGRES } from './support/pg-database.ts'
+
+// Every read that must cost its limit, whatever the data, is explained on data skewed the way that
+// misleads a planner: 200,000 orders, 98% of them user 0's, mostly Completed, a few Cancelled or
+// Failed spread through, and the Pending ones all at the end. With statistics gathered (ANALYZE).
+const ORDERS = 200_000
+const SKEWED_ROWS = `SELECT 'o' || i, CASE WHEN i % 50 = 0 THEN i % 1000 ELSE 0 END, '[1,2,3]', 100,
+    CASE WHEN i > ${ORDERS - 5000} THEN 'Pending' WHEN i % 100 = 1 THEN 'Cancelled' WHEN i % 100 = 2 THEN 'Failed' ELSE 'Completed' END,
+    i, i, i`
+const INSERT = 'INSERT INTO orders (order_id, user_id, item_ids, total_cents, status, created_at, available_at, updated_at)'
+
+/** Each filter combination, with statuses and users dense, rare, late or absent, from the start and from a cursor. */
+function listQueries (): ListQuery[] {
+  const filters: Array<Pick<ListQuery, 'status' | 'userId'>> = [
+    {},
+    ...(['Completed', 'Cancelled', 'Pending'] as OrderStatus[]).map((status) => ({ status })),
+    ...[0, 7, 424242].map((userId) => ({ userId })),
+    ...(['Completed', 'Cancelled', 'Pending'] as OrderStatus[]).flatMap((status) => [0, 7].map((userId) => ({ status, userId })))
+  ]
+  return filters.flatMap((filter) => [0, ORDERS * 0.75].flatMap((after) => [100, 1000].map((limit) => ({ ...filter, after, limit }))))
+}
+
+function idsQueries (): Array<[OrderStatus, number]> {
+  return (['Completed', 'Cancelled', 'Pending'] as OrderStatus[]).flatMap((status) => [0, ORDERS * 0.75].map((after): [OrderStatus, number] => [status, after]))
+}
+
+/** The index that holds every filter of a list and then seq, and the columns its search must be bounded by. */
+function listIndex ({ status, userId }: ListQuery): { index: string, columns: string[] } {
+  if (status !== undefined && userId !== undefined) return { index: 'orders_by_status_user', columns: ['status', 'user_id', 'seq'] }
+  if (status !== undefined) return { index: 'orders_by_status', columns: ['status', 'seq'] }
+  if (userId !== undefined) return { index: 'orders_by_user', columns: ['user_id', 'seq'] }
+  return { index: 'orders_pkey', columns: ['seq'] }
+}
+
+const describe = (call: IndexedCall) => JSON.stringify(call)
+
+t.test('SQLite: every list filter, idsByStatus, claim and nextAvailableAt search an index bounded by all their conditions', async (t) => {
+  const path = join(tempDir(t), 'orders.db')
+  const store = new SqliteStore(path)
+  t.teardown(() => store.close())
+  const other = new Database(path)
+  other.exec(`WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ${ORDERS}) ${INSERT} ${SKEWED_ROWS} FROM n; ANALYZE`)
+  other.close()
+
+  const expect = (call: IndexedCall, plan: string[]) => t.same(store.explain(...call), plan, describe(call))
+  for (const query of listQueries()) {
+    const { index, columns } = listIndex(query)
+    const bounds = columns.map((column) => `${column}${column === 'seq' ? '>' : '='}?`).join(' AND ')
+    expect(['list', query], [index === 'orders_pkey'
+      ? 'SEARCH orders USING INTEGER PRIMARY KEY (rowid>?)'
+      : `SEARCH orders USING INDEX ${index} (${bounds})`])
+  }
+  for (const [status, after] of idsQueries()) {
+    expect(['idsByStatus', status, 1000, after], ['SEARCH orders USING INDEX orders_by_status (status=? AND seq>?)'])
+  }
+  expect(['claim', 1000, ORDERS, 30_000], [
+    'SEARCH orders USING INTEGER PRIMARY KEY (rowid=?)',
+    'LIST SUBQUERY 1',
+    'SEARCH orders USING COVERING INDEX orders_claimable (available_at<?)'
+  ])
+  // The smallest entry of the index of claimable orders: one seek (min() over an index stops at its first entry).
+  expect(['nextAvailableAt'], ['SEARCH orders USING COVERING INDEX orders_claimable'])
+})
+
+/** The nodes of a plan that read the orders table, and whether it sorts anywhere. */
+function scansOf (plan: PlanNode): { scans: PlanNode[], sorts: boolean } {
+  const scans: PlanNode[] = []
+  let sorts = false
+  const visit = (node: PlanNode) => {
+    if (node['Relation Name'] === 'orders' && node['Node Type'].endsWith('Scan')) scans.push(node)
+    if (node['Node Type'].includes('Sort')) sorts = true
+    node.Plans?.forEach(visit)
+  }
+  visit(plan)
+  return { scans, sorts }
+}
+
+/**
+ * A read that costs its limit: the scan walks one index in order from where the conditions start
+ * (an Index Scan whose Index Cond bounds every column given), filters nothing out and sorts nothing.
+ * The claimable index is partial on status = 'Pending', which a locking read checks again: that
+ * Filter removes no row.
+ */
+function boundedScan (t: Test, scan: PlanNode | undefined, index: string, columns: string[], what: string): void {
+  t.match(scan, { 'Node Type': /^Index (Only )?Scan$/, 'Index Name': index }, `${what}: reads ${index} in order`)
+  for (const column of columns) t.match(scan?.['Index Cond'], new RegExp(`\\b${column}\\b`), `${what}: ${column} bounds the search`)
+  if (index === 'orders_claimable') t.match(scan?.Filter ?? '', /^(\(status = 'Pending'::text\))?$/, `${what}: filters nothing out`)
+  else t.equal(scan?.Filter, undefined, `${what}: filters nothing out`)
+}
+
+t.test('PostgreSQL: every list filter, idsByStatus, claim and nextAvailableAt read an index bounded by all their conditions', { skip: SKIP_POSTGRES }, async (t) => {
+  const database = await createDatabase()
+  const store = await openPgStore(database.url)
+  const other = new pg.Client({ connectionString: database.url })
+  t.teardown(async () => { await other.end(); await store.close(); await database.drop() })
+  await other.connect()
+  await other.query(`${INSERT} ${SKEWED_ROWS} FROM generate_series(1, ${ORDERS}) AS i`)
+  await other.query('ANALYZE orders')
+
+  const check = async (call: IndexedCall, expected: Array<{ index: string, columns: string[] }>) => {
+    const { scans, sorts } = scansOf(await store.explain(...call))
+    t.notOk(sorts, `${describe(call)}: sorts nothing`)
+    t.equal(scans.length, expected.length, `${describe(call)}: reads orders ${expected.length} way(s)`)
+    expected.forEach(({ index, columns }, i) => { boundedScan(t, scans.find((s) => s['Index Name'] === index) ?? scans[i], index, columns, describe(call)) })
+  }
+  for (const query of listQueries()) await check(['list', query], [listIndex(query)])
+  for (const [status, after] of idsQueries()) await check(['idsByStatus', status, 1000, after], [{ index: 'orders_by_status', columns: ['status', 'seq'] }])
+  await check(['claim', 1000, ORDERS, 30_000], [
+    { index: 'orders_claimable', columns: ['available_at'] },
+    { index: 'orders_pkey', columns: ['seq'] }
+  ])
+  await check(['nextAvailableAt'], [{ index: 'orders_claimable', columns: ['available_at'] }])
+})
