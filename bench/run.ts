@@ -105,8 +105,11 @@ async function compare (name: string, target: number | null, service: ServerProc
     rows.push({ scenario: name, figure: 'service answer bytes', value: Math.round(bytes.service), target: '', pass: null })
     rows.push({ scenario: name, figure: 'baseline answer bytes', value: Math.round(bytes.baseline), target: '', pass: null })
     rows.push({
-      scenario: name, figure: 'ratio', value: Math.round(ratio * 100) / 100,
-      target: target === null ? '' : `>= ${target}`, pass: target === null ? null : ratio >= target
+      scenario: name,
+      figure: 'ratio',
+      value: Math.round(ratio * 100) / 100,
+      target: target === null ? '' : `>= ${target}`,
+      pass: target === null ? null : ratio >= target
     })
   } finally {
     await baseline.stop('SIGKILL')
@@ -287,7 +290,10 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
       const seconds = (performance.now() - started) / 1000
       rows.push({
         scenario: '5. 10,000 orders, original delays (2 s + 3-7 s), concurrency 10000',
-        figure: 'seconds to drain', value: Math.round(seconds * 10) / 10, target: '<= 15', pass: seconds <= 15
+        figure: 'seconds to drain',
+        value: Math.round(seconds * 10) / 10,
+        target: '<= 15',
+        pass: seconds <= 15
       })
     }, null)
   },
@@ -321,7 +327,10 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
           const perSecond = total / ((performance.now() - t0) / 1000)
           rows.push({
             scenario: `9. PostgreSQL: ${total.toLocaleString('en')} orders, ${workers} worker process${workers > 1 ? 'es' : ''}`,
-            figure: 'orders/s, populate to all Completed', value: Math.round(perSecond), target: '', pass: null
+            figure: 'orders/s, populate to all Completed',
+            value: Math.round(perSecond),
+            target: '',
+            pass: null
           })
         } finally {
           await Promise.all([api, ...started].map((p) => p.stop('SIGKILL')))
@@ -336,7 +345,10 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
       const seconds = await populate(service, total, 'million')
       rows.push({
         scenario: '6. one populate call of 1,000,000 orders',
-        figure: 'seconds to answer', value: Math.round(seconds * 100) / 100, target: '<= 5', pass: seconds <= 5
+        figure: 'seconds to answer',
+        value: Math.round(seconds * 100) / 100,
+        target: '<= 5',
+        pass: seconds <= 5
       })
       rows.push({ scenario: '6. one populate call of 1,000,000 orders', figure: 'peak RSS MB', value: memoryMb(service.child.pid!, 'VmHWM'), target: '', pass: null })
     }, null)

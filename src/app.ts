@@ -42,7 +42,7 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
     logger: options.logger ?? { level: config.LOG_LEVEL },
     routerOptions: { ignoreTrailingSlash: true },
     // Errors raised before routing (a malformed or over-long URL) get the same JSON shape.
-    frameworkErrors: sendError,
+    frameworkErrors: (err, request, reply) => { sendError(err, request, reply) },
     // Malformed HTTP, oversized headers and timed-out requests, which never reach a route, too.
     clientErrorHandler: answerClientError,
     // Keep-alive connections that sit idle are closed at shutdown instead of holding it open.

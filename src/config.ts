@@ -100,4 +100,3 @@ export function loadConfig (source: Record<string, string | undefined> = process
   }
   return { ...env, processingTime }
 }
-

@@ -16,25 +16,25 @@ export function prometheusMetrics (store: OrderStore, httpTimings: HttpTimings):
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
 
-  new Gauge({
+  registry.registerMetric(new Gauge({
     name: 'orders',
     help: 'Orders by status',
     labelNames: ['status'],
-    registers: [registry],
+    registers: [],
     async collect () {
       const { counts } = await store.stats()
       for (const status of ORDER_STATUSES) this.set({ status }, counts[status])
     }
-  })
+  }))
 
   const queueUsage = store.notificationQueueUsage?.bind(store)
   if (queueUsage) {
-    new Gauge({
+    registry.registerMetric(new Gauge({
       name: 'notification_queue_usage_ratio',
       help: "Fraction of PostgreSQL's notification queue in use: when full, every write fails; past 0.5 a listening session is not reading",
-      registers: [registry],
+      registers: [],
       async collect () { this.set(await queueUsage()) }
-    })
+    }))
   }
 
   const stage = (name: string, help: string) =>
@@ -53,20 +53,20 @@ export function prometheusMetrics (store: OrderStore, httpTimings: HttpTimings):
     }
   }, ['Processing', 'Completed'])
 
-  new Gauge({
+  registry.registerMetric(new Gauge({
     name: 'http_requests',
     help: 'Requests answered, per route',
     labelNames: ['route'],
-    registers: [registry],
+    registers: [],
     collect () {
       for (const [route, timings] of Object.entries(httpTimings.summary())) this.set({ route }, timings.count)
     }
-  })
-  new Gauge({
+  }))
+  registry.registerMetric(new Gauge({
     name: 'http_request_stage_milliseconds',
     help: 'Request lifecycle stage timings per route (the figures of /orders/metrics)',
     labelNames: ['route', 'stage', 'statistic'],
-    registers: [registry],
+    registers: [],
     collect () {
       for (const [route, timings] of Object.entries(httpTimings.summary())) {
         for (const [stageName, summary] of Object.entries(timings.stages)) {
@@ -74,6 +74,6 @@ export function prometheusMetrics (store: OrderStore, httpTimings: HttpTimings):
         }
       }
     }
-  })
+  }))
   return { registry, stop }
 }

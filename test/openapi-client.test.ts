@@ -63,6 +63,6 @@ t.test('a client generated from /docs/json compiles when it passes only the requ
   })
   const errors = ts.getPreEmitDiagnostics(program).map((d) => ts.flattenDiagnosticMessageText(d.messageText, '\n'))
   t.same(errors, [], 'the generated client type-checks')
-  t.ok(calls.includes("void client.GET(\"/orders/metrics\")"), 'GET /orders/metrics without getOrderIds or limit')
-  t.ok(calls.includes("void client.GET(\"/orders\")"), 'GET /orders without limit')
+  t.ok(calls.includes('void client.GET("/orders/metrics")'), 'GET /orders/metrics without getOrderIds or limit')
+  t.ok(calls.includes('void client.GET("/orders")'), 'GET /orders without limit')
 })

@@ -174,7 +174,10 @@ t.test('a store failure while settling leaves the order to be recovered, not los
   const other = new Database(path)
   const errors: string[] = []
   const processor = new OrderProcessor(store, {
-    concurrency: 5, leaseMs: 200, maxAttempts: 3, retryBackoffMs: 0,
+    concurrency: 5,
+    leaseMs: 200,
+    maxAttempts: 3,
+    retryBackoffMs: 0,
     work: async () => { if (errors.length === 0 && !other.inTransaction) other.exec('BEGIN EXCLUSIVE') },
     onError: (_err, context) => { errors.push(context); if (context === 'settling orders') other.exec('ROLLBACK') }
   })
@@ -261,7 +264,11 @@ t.test('stop waits for a claim under way and hands its orders back before the st
   const store = new SqliteStore(':memory:')
   const events: string[] = []
   const processor = new OrderProcessor(store, {
-    concurrency: 10, leaseMs: 30_000, maxAttempts: 3, retryBackoffMs: 0, work: async () => {},
+    concurrency: 10,
+    leaseMs: 30_000,
+    maxAttempts: 3,
+    retryBackoffMs: 0,
+    work: async () => {},
     onError: (err, context) => { events.push(`failed while ${context}: ${(err as Error).message}`) }
   })
   // The claim commits, and its answer reaches the processor only once stop() has been called.

@@ -31,9 +31,18 @@ t.test('GET /orders/:order_id reports every field, null until reached', async (t
     'processing_duration', 'processing_started_at', 'status', 'total_amount', 'total_duration', 'updated_at', 'user_id'
   ])
   t.match(order, {
-    order_id: 'A1', user_id: 1, item_ids: [101, 102, 103], total_amount: 0.1, status: 'Pending',
-    processing_started_at: null, completed_at: null, pending_duration: null, processing_duration: null,
-    total_duration: null, attempts: 0, last_error: null
+    order_id: 'A1',
+    user_id: 1,
+    item_ids: [101, 102, 103],
+    total_amount: 0.1,
+    status: 'Pending',
+    processing_started_at: null,
+    completed_at: null,
+    pending_duration: null,
+    processing_duration: null,
+    total_duration: null,
+    attempts: 0,
+    last_error: null
   })
   t.match(order.created_at, ISO_MS)
   t.equal(res.body.includes('"total_amount":0.1,'), true, 'the amount is the same JSON number that was sent')

@@ -34,7 +34,7 @@ t.test('GET /metrics is Prometheus text: process, orders by status, stage durati
   t.equal(Number(requests!.value), 1, 'the same counts as /orders/metrics')
 })
 
-t.test("on PostgreSQL, /metrics reports how full its notification queue is; SQLite has none", async (t) => {
+t.test('on PostgreSQL, /metrics reports how full its notification queue is; SQLite has none', async (t) => {
   const app = await build(t)
   const res = await app.inject({ url: '/metrics' })
   t.equal(res.statusCode, 200)

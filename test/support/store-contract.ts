@@ -67,8 +67,17 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
     t.equal(await store.create(anOrder('A', { user_id: 2 }), T0, T0), 'conflict')
     const record = await store.get('A')
     t.match(record, {
-      order_id: 'A', user_id: 1, item_ids: [101, 102, 103], total_cents: 5999, status: 'Pending',
-      created_at: T0, updated_at: T0, processing_started_at: null, completed_at: null, attempts: 0, last_error: null
+      order_id: 'A',
+      user_id: 1,
+      item_ids: [101, 102, 103],
+      total_cents: 5999,
+      status: 'Pending',
+      created_at: T0,
+      updated_at: T0,
+      processing_started_at: null,
+      completed_at: null,
+      attempts: 0,
+      last_error: null
     })
     t.equal(await store.get('missing'), undefined)
     t.equal((await store.stats()).counts.Pending, 1)

@@ -437,5 +437,4 @@ export class SqliteStore implements OrderStore {
     await this.checkpointer?.close()
     if (this.db.open) this.db.close()
   }
-
 }
