@@ -114,11 +114,29 @@ function iso (ms: number | null): string | null {
   return ms === null ? null : new Date(ms).toISOString()
 }
 
-function seconds (from: number | null, to: number | null): number | null {
-  return from === null || to === null ? null : (to - from) / 1000
+/** An order's three stage durations in milliseconds, each null until its stage has ended. */
+export interface StageDurations { pending: number | null, processing: number | null, total: number | null }
+
+/**
+ * The stage durations of an order from its times: waiting (creation to the start of processing),
+ * processing (start to completion) and in all (creation to completion). The one definition behind
+ * the order's view, the running aggregates, Prometheus' histograms and the tests' recount.
+ */
+export function stageDurations (times: Pick<OrderRecord, 'created_at' | 'processing_started_at' | 'completed_at'>): StageDurations {
+  const { created_at: created, processing_started_at: started, completed_at: completed } = times
+  return {
+    pending: started === null ? null : started - created,
+    processing: started === null || completed === null ? null : completed - started,
+    total: completed === null ? null : completed - created
+  }
+}
+
+function seconds (ms: number | null): number | null {
+  return ms === null ? null : ms / 1000
 }
 
 export function toOrder (record: OrderRecord): Order {
+  const durations = stageDurations(record)
   return {
     order_id: record.order_id,
     user_id: record.user_id,
@@ -129,9 +147,9 @@ export function toOrder (record: OrderRecord): Order {
     processing_started_at: iso(record.processing_started_at),
     completed_at: iso(record.completed_at),
     updated_at: new Date(record.updated_at).toISOString(),
-    pending_duration: seconds(record.created_at, record.processing_started_at),
-    processing_duration: seconds(record.processing_started_at, record.completed_at),
-    total_duration: seconds(record.created_at, record.completed_at),
+    pending_duration: seconds(durations.pending),
+    processing_duration: seconds(durations.processing),
+    total_duration: seconds(durations.total),
     attempts: record.attempts,
     last_error: record.last_error
   }

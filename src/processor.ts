@@ -36,6 +36,25 @@ const MAX_TIMER_MS = 2 ** 31 - 1
  * Claims claimable orders from the store up to its free capacity and runs them through p-queue.
  * It sleeps until the store reports new work or the next order becomes claimable, never polling hot;
  * outcomes finished in the same tick are settled in one store call.
+ *
+ * States (`state`, and within `running` whether a claim attempt is under way):
+ *
+ * - `new`: made, claiming nothing. `start()` moves it to `running`.
+ * - `running`, sleeping: no claim attempt under way. It waits for a wake-up: the store announcing
+ *   work (`onWork`: a create, a retry, a hand-back, from any process), the timer set for the next
+ *   time an order becomes claimable or expired leases are due to be looked for, or an order of its
+ *   own being settled (capacity freed). Each wake-up asks for a claim attempt (`wake` -> `tick`).
+ * - `running`, claiming (`ticking`): one attempt at a time. It takes back other processes' expired
+ *   claims (at most once a second, never its own), claims up to its free capacity, hands each
+ *   claim to p-queue, and sets the timer for the next claimable order; a wake-up that comes
+ *   meanwhile makes it attempt again (`tickAgain`) instead of starting a second one. A store
+ *   failure sends it back to sleeping with a wake-up STORE_RETRY_MS later.
+ * - Orders run in p-queue beside both: each outcome joins the batch settled in the next tick
+ *   (`flush`), which frees capacity and wakes it.
+ * - `stopped`: `stop()` from either running state. No wake-up claims any more; it waits for the
+ *   claim attempt under way (what that claims must be handed back), lets running orders finish
+ *   for the grace period and settles them, then hands back (`release`) the claims still running,
+ *   uncounted. A processor does not start again: make a new one.
  */
 export class OrderProcessor {
   private readonly queue: PQueue

@@ -1,6 +1,6 @@
 import { collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
 import type { HttpTimings } from './http-timings.ts'
-import { ORDER_STATUSES } from './order.ts'
+import { ORDER_STATUSES, stageDurations } from './order.ts'
 import type { OrderStore } from './store/order-store.ts'
 
 /** Buckets for order stage durations, in seconds: from 1 ms to the original's 2 s + 7 s and beyond. */
@@ -42,13 +42,16 @@ export function prometheusMetrics (store: OrderStore, httpTimings: HttpTimings):
   const pending = stage('order_pending_seconds', 'Time from creation to the start of processing')
   const processing = stage('order_processing_seconds', 'Time from the start of processing to completion')
   const total = stage('order_total_seconds', 'Time from creation to completion')
+  const observe = (histogram: Histogram, ms: number | null) => { if (ms !== null) histogram.observe(ms / 1000) }
   const stop = store.onChanges((changes) => {
     for (const change of changes) {
-      const started = change.processing_started_at
-      if (change.status === 'Processing' && change.attempts === 1 && started !== null) pending.observe((started - change.created_at) / 1000)
-      if (change.status === 'Completed' && started !== null) {
-        processing.observe((change.at - started) / 1000)
-        total.observe((change.at - change.created_at) / 1000)
+      // An order's wait is observed once, when it first starts; its other stages when it completes.
+      if (change.status === 'Processing' && change.attempts === 1) {
+        observe(pending, stageDurations({ ...change, completed_at: null }).pending)
+      } else if (change.status === 'Completed') {
+        const durations = stageDurations({ ...change, completed_at: change.at })
+        observe(processing, durations.processing)
+        observe(total, durations.total)
       }
     }
   }, ['Processing', 'Completed'])

@@ -24,11 +24,6 @@ export class ChangeLog {
   append (other: ChangeLog): void {
     for (const change of other.changes) this.changes.push(change)
   }
-
-  /** A new order: Pending, never attempted. */
-  created (orderId: string, at: number): void {
-    this.add({ order_id: orderId, attempts: 0, created_at: at, processing_started_at: null }, 'Pending', at)
-  }
 }
 
 /** Listeners of status changes, each for some statuses. */

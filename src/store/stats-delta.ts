@@ -1,4 +1,4 @@
-import type { OrderRecord, OrderStatus } from '../order.ts'
+import type { OrderStatus } from '../order.ts'
 import { ORDER_STATUSES } from '../order.ts'
 import type { OrderStats } from './order-store.ts'
 
@@ -21,23 +21,6 @@ export class StatsDelta {
 
   move (from: OrderStatus, to: OrderStatus, count = 1): this {
     return this.add(from, -count).add(to, count)
-  }
-
-  /** A first claim: the order's wait from creation to processing counts once. */
-  started (createdAt: number, startedAt: number): this {
-    return this.add('started', 1).add('pending_ms', startedAt - createdAt)
-  }
-
-  /** A first claim handed back unfinished: as if it had never started. */
-  unstarted (createdAt: number, startedAt: number): this {
-    return this.add('started', -1).add('pending_ms', createdAt - startedAt)
-  }
-
-  completed (record: Pick<OrderRecord, 'created_at' | 'processing_started_at' | 'completed_at'>): this {
-    const completedAt = record.completed_at as number
-    return this.move('Processing', 'Completed')
-      .add('processing_ms', completedAt - (record.processing_started_at ?? completedAt))
-      .add('total_ms', completedAt - record.created_at)
   }
 }
 

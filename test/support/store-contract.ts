@@ -1,5 +1,5 @@
 import type { Test } from 'tap'
-import { ORDER_STATUSES, toOrder, type OrderRecord, type OrderStatus } from '../../src/order.ts'
+import { ORDER_STATUSES, stageDurations, toOrder, type OrderRecord, type OrderStatus } from '../../src/order.ts'
 import { PAGE_BYTES } from '../../src/store/page-size.ts'
 import type { OrderStats, OrderStore } from '../../src/store/order-store.ts'
 import { anOrder, waitFor } from '../helper.ts'
@@ -38,13 +38,14 @@ export async function recount (store: OrderStore): Promise<OrderStats> {
   const stats = { counts, started: 0, pendingMs: 0, processingMs: 0, totalMs: 0 }
   for (const o of orders) {
     counts[o.status]++
-    if (o.processing_started_at !== null) {
+    const { pending, processing, total } = stageDurations(o)
+    if (pending !== null) {
       stats.started++
-      stats.pendingMs += o.processing_started_at - o.created_at
+      stats.pendingMs += pending
     }
     if (o.status === 'Completed') {
-      stats.processingMs += (o.completed_at as number) - (o.processing_started_at as number)
-      stats.totalMs += (o.completed_at as number) - o.created_at
+      stats.processingMs += processing ?? 0
+      stats.totalMs += total ?? 0
     }
   }
   return stats
@@ -301,6 +302,33 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
     await waitFor(() => woken === 2, 'both writes announced')
     t.equal((await store.stats()).counts.Pending, 3)
     t.same(await store.stats(), await recount(store))
+  })
+
+  // Wake-ups come in commit order (on PostgreSQL by NOTIFY): once a later write's has come, an
+  // earlier one that was sent has come too.
+  t.test('a settle that applies no outcome wakes no processor', async (t) => {
+    const store = await fresh(t)
+    const woken: number[] = []
+    store.onWork((at) => woken.push(at))
+    await store.create(anOrder('A'), T0, T0)
+    const [claim] = await store.claim(1, T0, LEASE)
+    const stale = { ...claim!, token: 'not-the-token' }
+    t.equal(await store.settle([{ claim: stale, ok: false, error: 'x', retryAt: T0 + 500 }], T0 + 1), 0)
+    await store.create(anOrder('marker'), T0, T0 + 777)
+    await waitFor(() => woken.includes(T0 + 777), 'the next write\'s wake-up')
+    t.same(woken, [T0, T0 + 777], 'no wake-up for a retry that was not applied')
+  })
+
+  t.test('a batch of creates wakes processors for the orders it created, not those that existed', async (t) => {
+    const store = await fresh(t)
+    const woken: number[] = []
+    store.onWork((at) => woken.push(at))
+    await store.create(anOrder('old'), T0, T0 + 1)
+    // Together, so that they are committed in one batch.
+    t.same(await Promise.all([store.create(anOrder('old'), T0, T0 + 1), store.create(anOrder('new'), T0, T0 + 5000)]), ['exists', 'created'])
+    await store.create(anOrder('marker'), T0, T0 + 777)
+    await waitFor(() => woken.includes(T0 + 777), 'the next write\'s wake-up')
+    t.same(woken, [T0 + 1, T0 + 5000, T0 + 777], 'the batch wakes at its new order\'s time')
   })
 
   t.test('every status change is announced after it commits, in order', async (t) => {

@@ -7,31 +7,21 @@ import { GroupCommit, type Settled } from '../group-commit.ts'
 import { migrate } from './migrations.ts'
 import { PgListener } from './listener.ts'
 import { decodeAvailableAt, decodeChanges, encodeChanges } from './notifications.ts'
-import { StatsDelta, statsFromRows } from '../stats-delta.ts'
+import { statsFromRows } from '../stats-delta.ts'
 import type {
-  CancelResult, ChangeListener, Claim, CreateResult, IdPage, IndexedCall, ListQuery, OrderChange, OrderPage, OrderStats, OrderStore,
+  CancelResult, ChangeListener, Claim, CreateResult, IdPage, IndexedCall, ListQuery, OrderPage, OrderStats, OrderStore,
   Outcome, PopulateBatch, WorkListener
 } from '../order-store.ts'
 import { advanced } from '../populate-batches.ts'
-import { ORDER_OTHER_BYTES, PAGE_BYTES } from '../page-size.ts'
-import { BatchConflictError } from '../store-errors.ts'
+import { BatchConflictError, StoreUnavailableError } from '../store-errors.ts'
 import { Listeners } from '../listeners.ts'
-import { ChangeListeners, ChangeLog, type ChangedRow } from '../change-log.ts'
-import { recordClaims, recordReleases, type ClaimedRow } from '../claimed-rows.ts'
-import { StoreUnavailableError } from '../store-errors.ts'
+import { ChangeListeners, type ChangedRow } from '../change-log.ts'
+import { claimsOf, Transitions, type ClaimedRow, type QueuedRow } from '../transitions.ts'
+import { claimQuery, idsQuery, listQuery, SQL } from './statements.ts'
 import type { StoreLog } from '../store-log.ts'
 
 const CHANNEL = 'orders_available'
 const CHANGES_CHANNEL = 'order_changes'
-/** The columns of a ChangedRow, returned by every statement that changes a status. */
-const CHANGED_COLUMNS = 'o.order_id, o.attempts, o.created_at, o.processing_started_at'
-/**
- * The database's clock in epoch ms, the same for every process, for leases: they are set and
- * compared by it, so a worker whose clock is off neither keeps nor takes over claims too early.
- * The transaction's start: one instant for all its statements (recovery fails the expired claims
- * on their last attempt, then retries the others, and both must see the same ones expired).
- */
-const DATABASE_NOW_MS = '(extract(epoch FROM now()) * 1000)::bigint'
 /** Counter shards: each process writes one, picked at random, so that no single row is hot. */
 const STAT_SHARDS = 64
 /**
@@ -42,9 +32,6 @@ const STAT_SHARDS = 64
  * holds stays small: a thousand of the largest bodies are about 20 MB.
  */
 export const MAX_WAITING_CREATES = 1000
-
-const ORDER_COLUMNS = `seq, order_id, user_id, item_ids, total_cents, status, created_at,
-  processing_started_at, completed_at, updated_at, attempts, last_error`
 
 // BIGINT columns hold epoch milliseconds, cents and ids below 2^53: numbers, not strings.
 const types = {
@@ -69,35 +56,6 @@ export interface PlanNode {
   'Index Cond'?: string
   Filter?: string
   Plans?: PlanNode[]
-}
-
-/**
- * A filtered list's keyset as a range over the key of the index whose columns are the filters and
- * then seq (orders_by_status_user and the like), ordered by that key. Given plain equalities,
- * PostgreSQL drops the filtered columns from the order and, where it expects matches to be dense,
- * reads the primary key in seq order filtering rows out (seen with 200,000 orders): a walk through
- * every order when the matches are rare or all late. A range over the whole key leaves only that index
- * to read it in order.
- */
-function listQuery ({ status, userId, limit, after = 0 }: ListQuery): pg.QueryConfig {
-  const values: unknown[] = [after, ORDER_OTHER_BYTES, PAGE_BYTES]
-  const columns: string[] = []
-  const params: string[] = []
-  if (status !== undefined) { columns.push('status'); params.push(`$${values.push(status)}`) }
-  if (userId !== undefined) { columns.push('user_id'); params.push(`$${values.push(userId)}`) }
-  const key = [...columns, 'seq'].join(', ')
-  const keyset = columns.length === 0 ? 'seq > $1' : `(${key}) > (${params.join(', ')}, $1) AND (${columns.join(', ')}) <= (${params.join(', ')})`
-  const bytes = '$2 + octet_length(order_id) + octet_length(item_ids::text) + coalesce(octet_length(last_error), 0)'
-  // One more order than the limit is read, to tell whether another page follows. Only the orders
-  // that fit in PAGE_BYTES of JSON (and always the first) leave the database; more tells whether any follows them.
-  return {
-    text: `SELECT ${ORDER_COLUMNS}, more FROM (
-        SELECT ${ORDER_COLUMNS}, sum(${bytes}) OVER page AS bytes_through, row_number() OVER page AS position,
-          lead(seq) OVER page IS NOT NULL AS more
-        FROM orders WHERE ${keyset} WINDOW page AS (ORDER BY ${key}) ORDER BY ${key} LIMIT $${values.push(limit + 1)}
-      ) page WHERE bytes_through <= $3 OR position = 1 ORDER BY ${key}`,
-    values
-  }
 }
 
 type Tx = pg.PoolClient
@@ -204,7 +162,7 @@ export class PgStore implements OrderStore {
    * and the server rolls back (its statement_timeout stops a statement still waiting for a lock).
    */
   private async transaction<T> (
-    fn: (tx: Tx, delta: StatsDelta, log: ChangeLog) => Promise<T>,
+    fn: (tx: Tx, transitions: Transitions) => Promise<T>,
     deadline = Date.now() + this.timeoutMs
   ): Promise<T> {
     const tx = await this.connect(deadline)
@@ -220,12 +178,10 @@ export class PgStore implements OrderStore {
     }, deadline - Date.now())
     try {
       await tx.query('BEGIN')
-      const delta = new StatsDelta()
-      // Every process may stream changes, so they are always announced (on commit, in commit order).
-      const log = new ChangeLog()
-      const result = await fn(tx, delta, log)
-      await this.apply(tx, delta)
-      await this.announce(tx, log.changes)
+      // Every process may stream changes, so they are all announced (on commit, in commit order).
+      const transitions = new Transitions()
+      const result = await fn(tx, transitions)
+      await this.record(tx, transitions)
       await tx.query('COMMIT')
       return result
     } catch (err) {
@@ -239,34 +195,20 @@ export class PgStore implements OrderStore {
     }
   }
 
-  private async apply (tx: Tx, delta: StatsDelta): Promise<void> {
-    if (delta.changes.size === 0) return
-    // Rows are locked in name order, so two transactions on the same shard cannot deadlock.
-    const entries = [...delta.changes].sort(([a], [b]) => (a < b ? -1 : 1))
-    await tx.query(`INSERT INTO order_stats (name, shard, value)
-      SELECT name, $1, value FROM unnest($2::text[], $3::bigint[]) AS d (name, value)
-      ON CONFLICT (name, shard) DO UPDATE SET value = order_stats.value + EXCLUDED.value`,
-    [this.shard, entries.map(([name]) => name), entries.map(([, value]) => value)])
+  /** Writes the transaction's aggregates, and sends its change events and wake-up, all delivered on commit. */
+  private async record (tx: Tx, { delta, log, wakeAt }: Transitions): Promise<void> {
+    if (delta.changes.size > 0) {
+      // Rows are locked in name order, so two transactions on the same shard cannot deadlock.
+      const entries = [...delta.changes].sort(([a], [b]) => (a < b ? -1 : 1))
+      await tx.query(SQL.addStat, [this.shard, entries.map(([name]) => name), entries.map(([, value]) => value)])
+    }
+    if (log.changes.length > 0) await tx.query(SQL.notify, [CHANGES_CHANNEL, encodeChanges(log.changes)])
+    if (wakeAt !== Infinity) await tx.query(SQL.notify, [CHANNEL, [String(wakeAt)]])
   }
 
-  private async announce (tx: Tx, changes: OrderChange[]): Promise<void> {
-    if (changes.length === 0) return
-    await tx.query('SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload', [CHANGES_CHANNEL, encodeChanges(changes)])
-  }
-
-  private async notify (tx: Tx, availableAt: number): Promise<void> {
-    await tx.query('SELECT pg_notify($1, $2)', [CHANNEL, String(availableAt)])
-  }
-
-  /** Inserts rows in one statement; returns the ids that were inserted. */
-  private async insert (tx: Tx, orders: Array<{ order: NewOrder, now: number, availableAt: number }>): Promise<Set<string>> {
-    const { rows } = await tx.query<{ order_id: string }>(`INSERT INTO orders
-      (order_id, user_id, item_ids, total_cents, status, created_at, available_at, updated_at)
-      SELECT order_id, user_id, item_ids::jsonb, total_cents, 'Pending', created_at, available_at, created_at
-      FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
-        AS n (order_id, user_id, item_ids, total_cents, created_at, available_at)
-      ON CONFLICT (order_id) DO NOTHING
-      RETURNING order_id`, [
+  /** Inserts orders in one statement; returns the rows inserted, as new orders. */
+  private async insert (tx: Tx, orders: Array<{ order: NewOrder, now: number, availableAt: number }>): Promise<QueuedRow[]> {
+    const { rows } = await tx.query<QueuedRow>(SQL.insert, [
       orders.map((o) => o.order.order_id),
       orders.map((o) => o.order.user_id),
       orders.map((o) => JSON.stringify(o.order.item_ids)),
@@ -274,30 +216,27 @@ export class PgStore implements OrderStore {
       orders.map((o) => o.now),
       orders.map((o) => o.availableAt)
     ])
-    return new Set(rows.map((row) => row.order_id))
+    return rows
   }
 
   private async createBatch (items: PendingCreate[]): Promise<Array<Settled<CreateResult>>> {
     // The batch ends when its oldest create's time runs out: no create waits past its own deadline.
     const deadline = Math.min(...items.map((item) => item.deadline))
-    return this.transaction(async (tx, delta, log) => {
-      const inserted = await this.insert(tx, items)
-      delta.add('Pending', inserted.size)
-      for (const { order, now } of items) {
-        if (inserted.has(order.order_id)) log.created(order.order_id, now)
-      }
+    return this.transaction(async (tx, transitions) => {
+      const created = await this.insert(tx, items)
+      transitions.created(created)
+      const inserted = new Set(created.map((row) => row.order_id))
+      // The same id twice in a batch: the first is inserted, the second compared with it.
       const others = items.filter((item) => !inserted.delete(item.order.order_id))
       // Only ids that were not inserted need their stored order compared (a retry or a conflict).
       const existing = new Map(others.length === 0
         ? []
-        : (await this.select(tx, 'order_id = ANY($1)', [others.map((o) => o.order.order_id)])).map((record) => [record.order_id, record]))
-      const results = items.map((item): Settled<CreateResult> => {
+        : (await tx.query<OrderRecord>(SQL.existing, [others.map((o) => o.order.order_id)])).rows.map((record) => [record.order_id, record]))
+      return items.map((item): Settled<CreateResult> => {
         const record = others.includes(item) ? existing.get(item.order.order_id) : undefined
         if (!record) return { ok: true, value: 'created' }
         return { ok: true, value: sameOrder(record, item.order) ? 'exists' : 'conflict' }
       })
-      if (others.length < items.length) await this.notify(tx, Math.min(...items.map((i) => i.availableAt)))
-      return results
     }, deadline)
   }
 
@@ -306,25 +245,19 @@ export class PgStore implements OrderStore {
   }
 
   async createMany (orders: NewOrder[], now: number, availableAt: number): Promise<string[]> {
-    return this.transaction((tx, delta, log) => this.insertMany(tx, orders, now, availableAt, delta, log))
+    return this.transaction((tx, transitions) => this.insertMany(tx, orders, now, availableAt, transitions))
   }
 
   /** Inserts orders in a transaction; returns the ids that already existed. */
-  private async insertMany (tx: Tx, orders: NewOrder[], now: number, availableAt: number, delta: StatsDelta, log: ChangeLog): Promise<string[]> {
-    const inserted = await this.insert(tx, orders.map((order) => ({ order, now, availableAt })))
-    delta.add('Pending', inserted.size)
-    for (const id of inserted) log.created(id, now)
-    if (inserted.size > 0) await this.notify(tx, availableAt)
+  private async insertMany (tx: Tx, orders: NewOrder[], now: number, availableAt: number, transitions: Transitions): Promise<string[]> {
+    const created = await this.insert(tx, orders.map((order) => ({ order, now, availableAt })))
+    transitions.created(created)
+    const inserted = new Set(created.map((row) => row.order_id))
     return orders.map((o) => o.order_id).filter((id) => !inserted.has(id))
   }
 
-  private async select (db: Tx | pg.Pool, where: string, params: unknown[], tail = ''): Promise<OrderRecord[]> {
-    const { rows } = await db.query<OrderRecord>(`SELECT ${ORDER_COLUMNS} FROM orders WHERE ${where} ${tail}`, params)
-    return rows
-  }
-
   async get (orderId: string): Promise<OrderRecord | undefined> {
-    return (await this.select(this.pool, 'order_id = $1', [orderId]))[0]
+    return (await this.pool.query<OrderRecord>(SQL.get, [orderId])).rows[0]
   }
 
   async list (query: ListQuery): Promise<OrderPage> {
@@ -336,23 +269,22 @@ export class PgStore implements OrderStore {
   }
 
   async cancel (orderId: string, now: number): Promise<CancelResult> {
-    return this.transaction(async (tx, delta, log): Promise<CancelResult> => {
-      const { rows } = await tx.query<OrderRecord>(`UPDATE orders SET status = 'Cancelled', updated_at = $1
-        WHERE order_id = $2 AND status = 'Pending' RETURNING ${ORDER_COLUMNS}`, [now, orderId])
-      if (rows[0]) {
-        delta.move('Pending', 'Cancelled')
-        log.add(rows[0], 'Cancelled', now)
-        return { cancelled: true, order: rows[0] }
+    return this.transaction(async (tx, transitions): Promise<CancelResult> => {
+      const [cancelled] = (await tx.query<OrderRecord>(SQL.cancel, [now, orderId])).rows
+      if (cancelled) {
+        transitions.cancelled([cancelled], now)
+        return { cancelled: true, order: cancelled }
       }
-      return { cancelled: false, order: (await this.select(tx, 'order_id = $1', [orderId]))[0] }
+      return { cancelled: false, order: (await tx.query<OrderRecord>(SQL.get, [orderId])).rows[0] }
     })
   }
 
   async claim (limit: number, now: number, leaseMs: number): Promise<Claim[]> {
     const token = randomUUID()
-    return this.transaction(async (tx, delta, log) => {
+    return this.transaction(async (tx, transitions) => {
       const { rows } = await tx.query<ClaimedRow>(claimQuery(limit, now, leaseMs, token))
-      return recordClaims(rows, token, now, delta, log)
+      transitions.claimed(rows, now)
+      return claimsOf(rows, token)
     })
   }
 
@@ -362,95 +294,45 @@ export class PgStore implements OrderStore {
     const failures = outcomes.filter((o): o is Extract<Outcome, { ok: false }> => !o.ok && o.retryAt === null)
     const ids = (list: Outcome[]) => list.map((o) => o.claim.order_id)
     const tokens = (list: Outcome[]) => list.map((o) => o.claim.token)
-    return this.transaction(async (tx, delta, log) => {
-      let applied = 0
-      if (done.length > 0) {
-        const { rows } = await tx.query<ChangedRow>(`
-          UPDATE orders o SET status = 'Completed', completed_at = $1, updated_at = $1,
-            claim_token = NULL, lease_until = NULL, last_error = NULL
-          FROM unnest($2::text[], $3::text[]) AS c (order_id, token)
-          WHERE o.order_id = c.order_id AND o.claim_token = c.token AND o.status = 'Processing'
-          RETURNING ${CHANGED_COLUMNS}`, [now, ids(done), tokens(done)])
-        for (const row of rows) {
-          delta.completed({ ...row, completed_at: now })
-          log.add(row, 'Completed', now)
-        }
-        applied += rows.length
-      }
-      if (retries.length > 0) {
-        const { rows } = await tx.query<ChangedRow>(`
-          UPDATE orders o SET status = 'Pending', available_at = r.retry_at, updated_at = $1, last_error = r.error,
-            claim_token = NULL, lease_until = NULL
-          FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[]) AS r (order_id, token, retry_at, error)
-          WHERE o.order_id = r.order_id AND o.claim_token = r.token AND o.status = 'Processing'
-          RETURNING ${CHANGED_COLUMNS}`,
+    return this.transaction(async (tx, transitions) => {
+      const run = async <R>(list: Outcome[], sql: string, params: unknown[]): Promise<R[]> =>
+        list.length === 0 ? [] : (await tx.query<R & pg.QueryResultRow>(sql, params)).rows
+      const completed = await run<ChangedRow>(done, SQL.complete, [now, ids(done), tokens(done)])
+      const retried = await run<QueuedRow>(retries, SQL.retry,
         [now, ids(retries), tokens(retries), retries.map((o) => o.retryAt), retries.map((o) => o.error)])
-        delta.move('Processing', 'Pending', rows.length)
-        for (const row of rows) log.add(row, 'Pending', now)
-        applied += rows.length
-        if (rows.length > 0) await this.notify(tx, Math.min(...retries.map((o) => o.retryAt as number)))
-      }
-      if (failures.length > 0) {
-        const { rows } = await tx.query<ChangedRow>(`
-          UPDATE orders o SET status = 'Failed', updated_at = $1, last_error = f.error, claim_token = NULL, lease_until = NULL
-          FROM unnest($2::text[], $3::text[], $4::text[]) AS f (order_id, token, error)
-          WHERE o.order_id = f.order_id AND o.claim_token = f.token AND o.status = 'Processing'
-          RETURNING ${CHANGED_COLUMNS}`,
-        [now, ids(failures), tokens(failures), failures.map((o) => o.error)])
-        delta.move('Processing', 'Failed', rows.length)
-        for (const row of rows) log.add(row, 'Failed', now)
-        applied += rows.length
-      }
-      return applied
+      const failed = await run<ChangedRow>(failures, SQL.fail, [now, ids(failures), tokens(failures), failures.map((o) => o.error)])
+      transitions.completed(completed, now)
+      transitions.retried(retried, now)
+      transitions.failed(failed, now)
+      return completed.length + retried.length + failed.length
     })
   }
 
   async release (claims: Claim[], now: number): Promise<number> {
-    return this.transaction(async (tx, delta, log) => {
-      // A handed-back claim was no attempt: it is undone, and the first one un-starts the order.
-      const { rows } = await tx.query<ClaimedRow>(`
-        WITH held AS (
-          SELECT o.order_id, o.created_at, o.processing_started_at, o.attempts FROM orders o
-          JOIN unnest($2::text[], $3::text[]) AS c (order_id, token) ON o.order_id = c.order_id AND o.claim_token = c.token
-          WHERE o.status = 'Processing' FOR UPDATE OF o
-        )
-        UPDATE orders o SET status = 'Pending', available_at = $1, updated_at = $1, claim_token = NULL, lease_until = NULL,
-          attempts = o.attempts - 1,
-          processing_started_at = CASE WHEN o.attempts = 1 THEN NULL ELSE o.processing_started_at END
-        FROM held WHERE o.order_id = held.order_id
-        RETURNING held.order_id, held.created_at, held.processing_started_at, held.attempts`,
-      [now, claims.map((c) => c.order_id), claims.map((c) => c.token)])
-      if (rows.length > 0) await this.notify(tx, now)
-      return recordReleases(rows, now, delta, log)
+    return this.transaction(async (tx, transitions) => {
+      const { rows } = await tx.query<ClaimedRow>(SQL.release, [now, claims.map((c) => c.order_id), claims.map((c) => c.token)])
+      transitions.released(rows, now)
+      return rows.length
     })
   }
 
   async recoverExpired (now: number, maxAttempts: number, heldTokens: readonly string[]): Promise<number> {
-    return this.transaction(async (tx, delta, log) => {
-      const failed = (await tx.query<ChangedRow>(`UPDATE orders o SET status = 'Failed', updated_at = $1,
-          last_error = 'lease expired on the last attempt', claim_token = NULL, lease_until = NULL
-        WHERE status = 'Processing' AND lease_until < ${DATABASE_NOW_MS} AND attempts >= $2 AND claim_token <> ALL($3::text[])
-        RETURNING ${CHANGED_COLUMNS}`, [now, maxAttempts, heldTokens])).rows
-      const retried = (await tx.query<ChangedRow>(`UPDATE orders o SET status = 'Pending', available_at = $1, updated_at = $1,
-          last_error = 'lease expired', claim_token = NULL, lease_until = NULL
-        WHERE status = 'Processing' AND lease_until < ${DATABASE_NOW_MS} AND claim_token <> ALL($2::text[])
-        RETURNING ${CHANGED_COLUMNS}`, [now, heldTokens])).rows
-      delta.move('Processing', 'Failed', failed.length).move('Processing', 'Pending', retried.length)
-      for (const row of failed) log.add(row, 'Failed', now)
-      for (const row of retried) log.add(row, 'Pending', now)
-      if (retried.length > 0) await this.notify(tx, now)
+    return this.transaction(async (tx, transitions) => {
+      const failed = (await tx.query<ChangedRow>(SQL.failExpired, [now, maxAttempts, heldTokens])).rows
+      const retried = (await tx.query<QueuedRow>(SQL.retryExpired, [now, heldTokens])).rows
+      transitions.failed(failed, now)
+      transitions.retried(retried, now)
       return failed.length + retried.length
     })
   }
 
   async nextAvailableAt (): Promise<number | null> {
-    const { rows } = await this.pool.query<{ at: number | null }>(NEXT_AVAILABLE)
+    const { rows } = await this.pool.query<{ at: number | null }>(SQL.nextAvailable)
     return rows[0]?.at ?? null
   }
 
   async stats (): Promise<OrderStats> {
-    const { rows } = await this.pool.query<{ name: string, value: number }>(
-      'SELECT name, SUM(value)::bigint AS value FROM order_stats GROUP BY name')
+    const { rows } = await this.pool.query<{ name: string, value: number }>(SQL.stats)
     return statsFromRows(rows)
   }
 
@@ -468,31 +350,25 @@ export class PgStore implements OrderStore {
   }
 
   async openBatch (batchId: string, totalEntries: number, now: number): Promise<PopulateBatch> {
-    await this.pool.query(`INSERT INTO populate_batches (batch_id, total_entries, created_at)
-      VALUES ($1, $2, $3) ON CONFLICT (batch_id) DO NOTHING`, [batchId, totalEntries, now])
-    const { rows } = await this.pool.query<PopulateBatch>(`SELECT batch_id, total_entries, entries_done, failure_count, failed_ids
-      FROM populate_batches WHERE batch_id = $1`, [batchId])
+    await this.pool.query(SQL.openBatch, [batchId, totalEntries, now])
+    const { rows } = await this.pool.query<PopulateBatch>(SQL.batch, [batchId])
     return rows[0] as PopulateBatch
   }
 
   async populateChunk (batch: PopulateBatch, orders: NewOrder[], now: number, availableAt: number): Promise<PopulateBatch> {
-    return this.transaction(async (tx, delta, log) => {
+    return this.transaction(async (tx, transitions) => {
       // First, so that a second call on the same batch waits for this row and then finds it moved, before inserting anything.
-      const { rowCount } = await tx.query('UPDATE populate_batches SET entries_done = $1 WHERE batch_id = $2 AND entries_done = $3',
-        [batch.entries_done + orders.length, batch.batch_id, batch.entries_done])
+      const { rowCount } = await tx.query(SQL.advanceBatch, [batch.entries_done + orders.length, batch.batch_id, batch.entries_done])
       if (rowCount !== 1) throw new BatchConflictError(batch.batch_id)
-      const existing = await this.insertMany(tx, orders, now, availableAt, delta, log)
+      const existing = await this.insertMany(tx, orders, now, availableAt, transitions)
       const next = advanced(batch, orders.length, existing)
-      if (existing.length > 0) {
-        await tx.query('UPDATE populate_batches SET failure_count = $1, failed_ids = $2 WHERE batch_id = $3',
-          [next.failure_count, next.failed_ids, batch.batch_id])
-      }
+      if (existing.length > 0) await tx.query(SQL.batchFailures, [next.failure_count, next.failed_ids, batch.batch_id])
       return next
     })
   }
 
   async cursorKey (): Promise<string> {
-    const { rows } = await this.pool.query<{ value: string }>("SELECT value FROM service_keys WHERE name = 'cursor'")
+    const { rows } = await this.pool.query<{ value: string }>(SQL.cursorKey)
     return (rows[0] as { value: string }).value
   }
 
@@ -501,8 +377,8 @@ export class PgStore implements OrderStore {
   // ends a check stuck behind a lock.
   async ping (now: number): Promise<void> {
     await this.transaction(async (tx) => {
-      await tx.query('LOCK TABLE orders IN ROW EXCLUSIVE MODE')
-      const { rowCount } = await tx.query('UPDATE readiness_checks SET checked_at = $1 WHERE id = 1', [now])
+      await tx.query(SQL.lockOrders)
+      const { rowCount } = await tx.query(SQL.readinessCheck, [now])
       if (rowCount !== 1) throw new Error('readiness_checks has no row to write')
     })
   }
@@ -531,33 +407,11 @@ export class PgStore implements OrderStore {
   }
 }
 
-function claimQuery (limit: number, now: number, leaseMs: number, token: string): pg.QueryConfig {
-  return {
-    text: `UPDATE orders o SET status = 'Processing', claim_token = $1, lease_until = ${DATABASE_NOW_MS} + $2, attempts = o.attempts + 1,
-        processing_started_at = COALESCE(o.processing_started_at, $3), updated_at = $3
-      FROM (SELECT seq FROM orders WHERE status = 'Pending' AND available_at <= $3
-            ORDER BY available_at, seq LIMIT $4 FOR UPDATE SKIP LOCKED) picked
-      WHERE o.seq = picked.seq
-      RETURNING o.order_id, o.attempts, o.created_at, o.processing_started_at`,
-    values: [token, leaseMs, now, limit]
-  }
-}
-
-const NEXT_AVAILABLE = "SELECT MIN(available_at) AS at FROM orders WHERE status = 'Pending'"
-
-/** A keyset range over orders_by_status, as listQuery explains; one more id than the limit tells whether more follow. */
-function idsQuery (status: OrderStatus, limit: number, after: number): pg.QueryConfig {
-  return {
-    text: 'SELECT seq, order_id FROM orders WHERE (status, seq) > ($1, $2) AND status <= $1 ORDER BY status, seq LIMIT $3',
-    values: [status, after, limit + 1]
-  }
-}
-
 function indexedQuery (call: IndexedCall): pg.QueryConfig {
   switch (call[0]) {
     case 'list': return listQuery(call[1])
     case 'idsByStatus': return idsQuery(call[1], call[2], call[3] ?? 0)
     case 'claim': return claimQuery(call[1], call[2], call[3], 'a token')
-    case 'nextAvailableAt': return { text: NEXT_AVAILABLE }
+    case 'nextAvailableAt': return { text: SQL.nextAvailable }
   }
 }

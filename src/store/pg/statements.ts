@@ -1,0 +1,136 @@
+import type pg from 'pg'
+import type { OrderStatus } from '../../order.ts'
+import type { ListQuery } from '../order-store.ts'
+import { ORDER_OTHER_BYTES, PAGE_BYTES } from '../page-size.ts'
+
+/*
+ * Every statement of the PostgreSQL store, by operation: the keys of src/store/sqlite/statements.ts,
+ * in PostgreSQL's dialect, so each operation's two forms can be read side by side. Each costs a
+ * round trip here, so settles and hand-backs change all their orders in one statement (unnest of
+ * arrays), and a hand-back reads each row as it was while claimed in the same statement (SQLite
+ * needs `claimed` for that). Besides: `existing` (the orders a batched create found), `lockOrders`
+ * (the readiness check takes the lock a write to orders needs) and `notify`.
+ */
+
+const ORDER_COLUMNS = `seq, order_id, user_id, item_ids, total_cents, status, created_at,
+  processing_started_at, completed_at, updated_at, attempts, last_error`
+/** What a statement that changed an order's status returns about it (a ChangedRow). */
+const CHANGED = 'o.order_id, o.attempts, o.created_at, o.processing_started_at'
+/** The same, for an order that became Pending: from when it can be claimed (a QueuedRow). */
+const QUEUED = `${CHANGED}, o.available_at`
+
+/**
+ * The database's clock in epoch ms, the same for every process, for leases: they are set and
+ * compared by it, so a worker whose clock is off neither keeps nor takes over claims too early.
+ * The transaction's start: one instant for all its statements (recovery fails the expired claims
+ * on their last attempt, then retries the others, and both must see the same ones expired).
+ */
+const DATABASE_NOW_MS = '(extract(epoch FROM now()) * 1000)::bigint'
+
+export const SQL = {
+  insert: `INSERT INTO orders AS o (order_id, user_id, item_ids, total_cents, status, created_at, available_at, updated_at)
+    SELECT order_id, user_id, item_ids::jsonb, total_cents, 'Pending', created_at, available_at, created_at
+    FROM unnest($1::text[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[])
+      AS n (order_id, user_id, item_ids, total_cents, created_at, available_at)
+    ON CONFLICT (order_id) DO NOTHING
+    RETURNING ${QUEUED}`,
+  get: `SELECT ${ORDER_COLUMNS} FROM orders WHERE order_id = $1`,
+  existing: `SELECT ${ORDER_COLUMNS} FROM orders WHERE order_id = ANY($1)`,
+  cancel: `UPDATE orders SET status = 'Cancelled', updated_at = $1
+    WHERE order_id = $2 AND status = 'Pending' RETURNING ${ORDER_COLUMNS}`,
+  claim: `UPDATE orders o SET status = 'Processing', claim_token = $1, lease_until = ${DATABASE_NOW_MS} + $2, attempts = o.attempts + 1,
+      processing_started_at = COALESCE(o.processing_started_at, $3), updated_at = $3
+    FROM (SELECT seq FROM orders WHERE status = 'Pending' AND available_at <= $3
+          ORDER BY available_at, seq LIMIT $4 FOR UPDATE SKIP LOCKED) picked
+    WHERE o.seq = picked.seq
+    RETURNING ${CHANGED}`,
+  complete: `UPDATE orders o SET status = 'Completed', completed_at = $1, updated_at = $1,
+      claim_token = NULL, lease_until = NULL, last_error = NULL
+    FROM unnest($2::text[], $3::text[]) AS c (order_id, token)
+    WHERE o.order_id = c.order_id AND o.claim_token = c.token AND o.status = 'Processing'
+    RETURNING ${CHANGED}`,
+  retry: `UPDATE orders o SET status = 'Pending', available_at = r.retry_at, updated_at = $1, last_error = r.error,
+      claim_token = NULL, lease_until = NULL
+    FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[]) AS r (order_id, token, retry_at, error)
+    WHERE o.order_id = r.order_id AND o.claim_token = r.token AND o.status = 'Processing'
+    RETURNING ${QUEUED}`,
+  fail: `UPDATE orders o SET status = 'Failed', updated_at = $1, last_error = f.error, claim_token = NULL, lease_until = NULL
+    FROM unnest($2::text[], $3::text[], $4::text[]) AS f (order_id, token, error)
+    WHERE o.order_id = f.order_id AND o.claim_token = f.token AND o.status = 'Processing'
+    RETURNING ${CHANGED}`,
+  // A handed-back claim was no attempt: it is undone, and the first one un-starts the order. The
+  // rows come back as they were while claimed.
+  release: `WITH held AS (
+      SELECT o.order_id, o.created_at, o.processing_started_at, o.attempts FROM orders o
+      JOIN unnest($2::text[], $3::text[]) AS c (order_id, token) ON o.order_id = c.order_id AND o.claim_token = c.token
+      WHERE o.status = 'Processing' FOR UPDATE OF o
+    )
+    UPDATE orders o SET status = 'Pending', available_at = $1, updated_at = $1, claim_token = NULL, lease_until = NULL,
+      attempts = o.attempts - 1,
+      processing_started_at = CASE WHEN o.attempts = 1 THEN NULL ELSE o.processing_started_at END
+    FROM held WHERE o.order_id = held.order_id
+    RETURNING held.order_id, held.created_at, held.processing_started_at, held.attempts`,
+  failExpired: `UPDATE orders o SET status = 'Failed', updated_at = $1,
+      last_error = 'lease expired on the last attempt', claim_token = NULL, lease_until = NULL
+    WHERE status = 'Processing' AND lease_until < ${DATABASE_NOW_MS} AND attempts >= $2 AND claim_token <> ALL($3::text[])
+    RETURNING ${CHANGED}`,
+  retryExpired: `UPDATE orders o SET status = 'Pending', available_at = $1, updated_at = $1,
+      last_error = 'lease expired', claim_token = NULL, lease_until = NULL
+    WHERE status = 'Processing' AND lease_until < ${DATABASE_NOW_MS} AND claim_token <> ALL($2::text[])
+    RETURNING ${QUEUED}`,
+  nextAvailable: "SELECT MIN(available_at) AS at FROM orders WHERE status = 'Pending'",
+  // A keyset range over orders_by_status, as listQuery explains; one more id than the limit tells whether more follow.
+  idsByStatus: 'SELECT seq, order_id FROM orders WHERE (status, seq) > ($1, $2) AND status <= $1 ORDER BY status, seq LIMIT $3',
+  stats: 'SELECT name, SUM(value)::bigint AS value FROM order_stats GROUP BY name',
+  // Counters are sharded: each process adds to its own shard, so no single row is hot.
+  addStat: `INSERT INTO order_stats (name, shard, value)
+    SELECT name, $1, value FROM unnest($2::text[], $3::bigint[]) AS d (name, value)
+    ON CONFLICT (name, shard) DO UPDATE SET value = order_stats.value + EXCLUDED.value`,
+  openBatch: `INSERT INTO populate_batches (batch_id, total_entries, created_at)
+    VALUES ($1, $2, $3) ON CONFLICT (batch_id) DO NOTHING`,
+  batch: 'SELECT batch_id, total_entries, entries_done, failure_count, failed_ids FROM populate_batches WHERE batch_id = $1',
+  advanceBatch: 'UPDATE populate_batches SET entries_done = $1 WHERE batch_id = $2 AND entries_done = $3',
+  batchFailures: 'UPDATE populate_batches SET failure_count = $1, failed_ids = $2 WHERE batch_id = $3',
+  cursorKey: "SELECT value FROM service_keys WHERE name = 'cursor'",
+  // The lock a write to orders takes: a table locked by another session (even for an index build) is not ready.
+  lockOrders: 'LOCK TABLE orders IN ROW EXCLUSIVE MODE',
+  readinessCheck: 'UPDATE readiness_checks SET checked_at = $1 WHERE id = 1',
+  notify: 'SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload'
+} as const
+
+/**
+ * A filtered list's keyset as a range over the key of the index whose columns are the filters and
+ * then seq (orders_by_status_user and the like), ordered by that key. Given plain equalities,
+ * PostgreSQL drops the filtered columns from the order and, where it expects matches to be dense,
+ * reads the primary key in seq order filtering rows out (seen with 200,000 orders): a walk through
+ * every order when the matches are rare or all late. A range over the whole key leaves only that index
+ * to read it in order.
+ */
+export function listQuery ({ status, userId, limit, after = 0 }: ListQuery): pg.QueryConfig {
+  const values: unknown[] = [after, ORDER_OTHER_BYTES, PAGE_BYTES]
+  const columns: string[] = []
+  const params: string[] = []
+  if (status !== undefined) { columns.push('status'); params.push(`$${values.push(status)}`) }
+  if (userId !== undefined) { columns.push('user_id'); params.push(`$${values.push(userId)}`) }
+  const key = [...columns, 'seq'].join(', ')
+  const keyset = columns.length === 0 ? 'seq > $1' : `(${key}) > (${params.join(', ')}, $1) AND (${columns.join(', ')}) <= (${params.join(', ')})`
+  const bytes = '$2 + octet_length(order_id) + octet_length(item_ids::text) + coalesce(octet_length(last_error), 0)'
+  // One more order than the limit is read, to tell whether another page follows. Only the orders
+  // that fit in PAGE_BYTES of JSON (and always the first) leave the database; more tells whether any follows them.
+  return {
+    text: `SELECT ${ORDER_COLUMNS}, more FROM (
+        SELECT ${ORDER_COLUMNS}, sum(${bytes}) OVER page AS bytes_through, row_number() OVER page AS position,
+          lead(seq) OVER page IS NOT NULL AS more
+        FROM orders WHERE ${keyset} WINDOW page AS (ORDER BY ${key}) ORDER BY ${key} LIMIT $${values.push(limit + 1)}
+      ) page WHERE bytes_through <= $3 OR position = 1 ORDER BY ${key}`,
+    values
+  }
+}
+
+export function idsQuery (status: OrderStatus, limit: number, after: number): pg.QueryConfig {
+  return { text: SQL.idsByStatus, values: [status, after, limit + 1] }
+}
+
+export function claimQuery (limit: number, now: number, leaseMs: number, token: string): pg.QueryConfig {
+  return { text: SQL.claim, values: [token, leaseMs, now, limit] }
+}
