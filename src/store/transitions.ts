@@ -40,9 +40,14 @@ export class Transitions {
     this.queued(rows)
   }
 
+  /** Rows that moved from one status to another at `at`, and that is all the change does. */
+  private moved (rows: readonly ChangedRow[], from: OrderStatus, to: OrderStatus, at: number): void {
+    this.delta.move(from, to, rows.length)
+    for (const row of rows) this.log.add(row, to, at)
+  }
+
   cancelled (rows: readonly ChangedRow[], at: number): void {
-    this.delta.move('Pending', 'Cancelled', rows.length)
-    for (const row of rows) this.log.add(row, 'Cancelled', at)
+    this.moved(rows, 'Pending', 'Cancelled', at)
   }
 
   /** Claimed for an attempt; a first attempt starts the order, and its wait counts once. */
@@ -66,15 +71,13 @@ export class Transitions {
 
   /** An attempt failed, or its lease ended, with attempts left: Pending again from `available_at`. */
   retried (rows: readonly QueuedRow[], at: number): void {
-    this.delta.move('Processing', 'Pending', rows.length)
-    for (const row of rows) this.log.add(row, 'Pending', at)
+    this.moved(rows, 'Processing', 'Pending', at)
     this.queued(rows)
   }
 
   /** The last attempt failed, or its lease ended. */
   failed (rows: readonly ChangedRow[], at: number): void {
-    this.delta.move('Processing', 'Failed', rows.length)
-    for (const row of rows) this.log.add(row, 'Failed', at)
+    this.moved(rows, 'Processing', 'Failed', at)
   }
 
   /**
