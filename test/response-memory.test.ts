@@ -7,6 +7,9 @@ import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
 import { anOrder, tempDir, waitForSteady } from './helper.ts'
 import { ServerProcess } from './support/server-process.ts'
 
+// A database of half a million orders and a server process: longer than tap's 30 s for a file.
+t.setTimeout(900_000)
+
 /** SPEC's memory goal for the process. */
 const MEMORY_GOAL_MB = 250
 const SLOW_READERS = 50

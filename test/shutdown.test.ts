@@ -10,6 +10,9 @@ import { anOrder, tempDir, waitFor } from './helper.ts'
 import { createDatabase, openPgStore, POSTGRES_URL, SKIP_POSTGRES } from './support/pg-database.ts'
 import { ServerProcess } from './support/server-process.ts'
 
+// Real processes, many rounds: longer than tap's 30 s for a file.
+t.setTimeout(600_000)
+
 /** What a stop may and may not leave behind, counted in the database itself. */
 interface Census { pending: number, processing: number, completed: number, failed: number, pendingAttempted: number, completedRetried: number }
 
