@@ -37,12 +37,12 @@ export function sendError (err: FastifyError, request: FastifyRequest, reply: Fa
   // 413, 415 and errors raised in hooks come before the body is read.
   closeAfterAnswer(request, reply)
   if (status === 500 && isStoreUnavailable(err)) {
-    request.log.warn({ err }, 'store unavailable')
+    request.log.warn({ err, reqId: request.id, url: request.url }, 'store unavailable')
     return reply.code(503).header('retry-after', STORE_RETRY_AFTER_S).send({ error: 'Store unavailable: retry later' })
   }
   if (status === 503) return reply.code(503).send({ error: err.message }) // overload: said on purpose
   if (status >= 500) {
-    request.log.error({ err }, 'request failed')
+    request.log.error({ err, reqId: request.id, url: request.url }, 'request failed')
     return reply.code(status).send({ error: 'Internal server error' })
   }
   // Fastify's own message says only "Unsupported Media Type": say what to send instead.

@@ -23,7 +23,7 @@ const health: FastifyPluginAsyncTypebox = async (app) => {
       await ready()
       return { status: 'ready' }
     } catch (err) {
-      request.log.warn({ err }, 'store not ready')
+      request.log.warn({ err, reqId: request.id }, 'store not ready')
       return reply.code(503).send({ error: 'Store unavailable: it does not take writes now' })
     }
   })

@@ -55,6 +55,8 @@ export const EnvSchema = Type.Object({
   MAX_STREAMS: Type.Integer({ default: 1000, minimum: 1, maximum: 100_000, description: 'event streams (/orders/stream) open at once; one more is a 503' }),
   POPULATE_ENABLED: Type.Boolean({ default: true }),
   POPULATE_MAX: Type.Integer({ default: 1_000_000, minimum: 1, maximum: 10_000_000 }),
+  ACCESS_LOG: Type.Boolean({ default: false, description: 'log every request (one line each); errors and slow requests are logged either way' }),
+  SLOW_REQUEST_MS: Type.Integer({ default: 1000, minimum: 0, maximum: 3_600_000, description: 'log a request that took longer than this at warn; 0 turns it off' }),
   LOG_LEVEL: StringEnum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], { default: 'info' })
 })
 
