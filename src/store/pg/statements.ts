@@ -127,8 +127,12 @@ export const SQL = {
       AS n (id, endpoint_id, order_id, event_type, payload, created_at)`,
   redeliver: `UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = ${DATABASE_NOW_MS}, updated_at = $2
     WHERE endpoint_id = $1 AND status = 'failed'`,
+  // A range over the whole key of webhook_deliveries_by_endpoint, read backwards: given plain
+  // equalities, PostgreSQL read the primary key backwards filtering rows out where it expected
+  // matches to be dense (listQuery explains the same for orders).
   deliveries: `SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries
-    WHERE endpoint_id = $1 AND status = $2 AND seq < $3 ORDER BY seq DESC LIMIT $4`,
+    WHERE (endpoint_id, status, seq) < ($1, $2, $3) AND (endpoint_id, status) >= ($1, $2)
+    ORDER BY endpoint_id DESC, status DESC, seq DESC LIMIT $4`,
   // The due deliveries that are the earliest pending one of their order for their endpoint are
   // claimed (with their endpoint's url and secret; none when it was deleted); the others are put
   // off until that one is due again or its lease ends. Other processes' candidates are skipped.
