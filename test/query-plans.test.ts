@@ -26,7 +26,7 @@ const DELIVERIES = 200_000
 const SKEWED_DELIVERIES = `SELECT 'msg_' || i, CASE WHEN i % 50 = 0 THEN 'ep_b' ELSE 'ep_a' END, 'o' || (i / 3), 'order.completed', '{}',
     CASE WHEN i > ${DELIVERIES - 5000} THEN 'pending' WHEN i % 100 = 1 THEN 'failed' ELSE 'delivered' END,
     CASE WHEN i > ${DELIVERIES - 5000} THEN i END, i, i`
-const INSERT_DELIVERIES = `INSERT INTO webhook_deliveries (id, endpoint_id, order_id, event_type, payload, status, next_attempt_at, created_at, updated_at)`
+const INSERT_DELIVERIES = 'INSERT INTO webhook_deliveries (id, endpoint_id, order_id, event_type, payload, status, next_attempt_at, created_at, updated_at)'
 
 /** Each read of the delivery loop and of the delivery lists, where it is dense, rare or late. */
 function deliveryCalls (): IndexedCall[] {
