@@ -8,7 +8,8 @@ export const MAX_RESPONSE_BYTES = 64 * 1024
 
 const USER_AGENT = 'order-service-webhooks/1.0'
 
-export type AttemptKind = 'delivered' | 'http_error' | 'timeout' | 'network_error' | 'refused'
+export const ATTEMPT_KINDS = ['delivered', 'http_error', 'timeout', 'network_error', 'refused'] as const
+export type AttemptKind = typeof ATTEMPT_KINDS[number]
 
 /** What one attempt came to: delivered only on a 2xx; `error` says why not, for a person. */
 export interface AttemptResult {
