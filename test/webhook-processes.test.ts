@@ -19,14 +19,23 @@ async function subscribe (server: ServerProcess, receiver: WebhookReceiver): Pro
   return res.json.id
 }
 
-/** Every order's Completed event arrived, each under one webhook-id, every signature verified. */
-function checkAllDelivered (t: Test, receiver: WebhookReceiver): void {
+/**
+ * Waits until `server` reports every delivery done, then checks that every order's Completed event
+ * arrived, each under one webhook-id, every signature verified, never two attempts of one at once.
+ */
+async function checkAllDelivered (t: Test, server: ServerProcess, endpointId: string, receiver: WebhookReceiver, after: string): Promise<void> {
+  const endpoint = await waitFor(async () => {
+    const view = (await server.request(`/webhooks/${endpointId}`)).json
+    return view.deliveries.delivered === TOTAL && view
+  }, `every delivery recorded ${after}`, 120_000)
+  t.match(endpoint.deliveries, { pending: 0, failed: 0 })
   const idsByOrder = new Map<string, Set<string>>()
   for (const { body, id } of receiver.received) idsByOrder.set(body.data.order_id as string, (idsByOrder.get(body.data.order_id as string) ?? new Set()).add(id))
   t.equal(idsByOrder.size, TOTAL, 'every order\'s event arrived: nothing lost')
   t.same([...idsByOrder.values()].filter((ids) => ids.size !== 1).length, 0, 'each order\'s event under one webhook-id, repeats included')
   t.ok(receiver.received.every((r) => r.verified), 'every signature verifies')
   t.equal(receiver.maxConcurrentPerId, 1, 'never two attempts of one event at once')
+  t.comment(`${receiver.received.length - TOTAL} repeats of events whose attempt was under way ${after}`)
 }
 
 t.test('kill -9 mid-delivery, then a restart: nothing is lost, a repeat carries the same webhook-id', async (t) => {
@@ -52,13 +61,7 @@ t.test('kill -9 mid-delivery, then a restart: nothing is lost, a repeat carries 
 
   const second = await ServerProcess.start(env)
   t.teardown(() => { second.child.kill('SIGKILL') })
-  const endpoint = await waitFor(async () => {
-    const view = (await second.request(`/webhooks/${id}`)).json
-    return view.deliveries.delivered === TOTAL && view
-  }, 'every delivery recorded after the restart', 120_000)
-  t.match(endpoint.deliveries, { pending: 0, failed: 0 })
-  checkAllDelivered(t, receiver)
-  t.comment(`${receiver.received.length - TOTAL} repeats of events whose attempt was under way at the kill`)
+  await checkAllDelivered(t, second, id, receiver, 'after the restart')
   t.equal(await second.stop('SIGTERM'), 0)
 })
 
@@ -89,13 +92,7 @@ t.test('PostgreSQL: three worker processes deliver, one killed mid-run; each eve
   await waitFor(() => receiver.received.length >= 300, 'deliveries under way')
   t.equal(await workers[0]!.stop('SIGKILL'), null, 'a worker was killed')
 
-  const endpoint = await waitFor(async () => {
-    const view = (await api.request(`/webhooks/${id}`)).json
-    return view.deliveries.delivered === TOTAL && view
-  }, 'every delivery recorded by the surviving workers', 120_000)
-  t.match(endpoint.deliveries, { pending: 0, failed: 0 })
-  checkAllDelivered(t, receiver)
-  t.comment(`${receiver.received.length - TOTAL} repeats of events whose attempt was under way in the killed worker`)
+  await checkAllDelivered(t, api, id, receiver, 'by the surviving workers')
   for (const worker of workers.slice(1)) t.equal(await worker.stop('SIGTERM'), 0, 'a worker exits 0 on SIGTERM')
   t.equal(await api.stop('SIGTERM'), 0)
 })
