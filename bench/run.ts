@@ -1,4 +1,6 @@
 import { writeFileSync } from 'node:fs'
+import { once } from 'node:events'
+import { createServer } from 'node:http'
 import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
 import { ServerProcess } from '../test/support/server-process.ts'
@@ -28,7 +30,8 @@ const ROUNDS = Number(args.rounds ?? (QUICK ? 1 : 3))
 const DURATION_S = QUICK ? 3 : 8
 const CONNECTIONS = 100
 const SCENARIOS = [
-  'post', 'get', 'metrics', 'throughput', 'delays', 'populate', 'pg-post', 'pg-metrics', 'pg-workers', 'bullmq', 'pg-graphile-worker', 'post-streams'
+  'post', 'get', 'metrics', 'throughput', 'delays', 'populate', 'pg-post', 'pg-metrics', 'pg-workers', 'bullmq', 'pg-graphile-worker', 'post-streams',
+  'webhooks'
 ] as const
 type Scenario = typeof SCENARIOS[number]
 const selected = new Set((args.only?.split(',') ?? SCENARIOS) as Scenario[])
@@ -216,6 +219,42 @@ async function endToEnd (env: Record<string, string>, total: number): Promise<{ 
   })
 }
 
+/** A webhook receiver in the harness's process, on the driver's core: answers 204 at once and counts what it got. */
+async function startReceiver (): Promise<{ url: string, received: () => number, close: () => Promise<void> }> {
+  let received = 0
+  const server = createServer((request, response) => {
+    request.resume().on('end', () => { received++; response.writeHead(204).end() })
+  }).listen(0, '127.0.0.1')
+  await once(server, 'listening')
+  return {
+    url: `http://127.0.0.1:${(server.address() as { port: number }).port}/hook`,
+    received: () => received,
+    close: async () => { server.closeAllConnections(); server.close(); await once(server, 'close') }
+  }
+}
+
+/**
+ * endToEnd with one webhook endpoint subscribed to Completed at the harness's receiver: orders/s
+ * until all are Completed, and deliveries/s from the populate call until the receiver has them all.
+ */
+async function endToEndWithWebhook (total: number): Promise<{ perSecond: number, deliveriesPerSecond: number }> {
+  const receiver = await startReceiver()
+  try {
+    return await withService({ ...ZERO_DELAY, WEBHOOK_ALLOW_PRIVATE: 'true' }, async (service) => {
+      const registered = await service.request('/webhooks', { url: receiver.url, events: ['Completed'] })
+      if (registered.status !== 201) throw new Error(`could not register the receiver: ${JSON.stringify(registered.json)}`)
+      const started = performance.now()
+      await populate(service, total, 'e2e')
+      await waitFor(async () => (await completedCount(service)) === total, 'all orders completed', 300_000)
+      const perSecond = total / ((performance.now() - started) / 1000)
+      await waitFor(() => receiver.received() >= total, 'every webhook delivered', 300_000)
+      return { perSecond, deliveriesPerSecond: total / ((performance.now() - started) / 1000) }
+    })
+  } finally {
+    await receiver.close()
+  }
+}
+
 const scenarios: Record<Scenario, () => Promise<void>> = {
   async post () {
     await withService(ZERO_DELAY, (service) => compare('1. POST /orders (processing on)', 0.75, service, creates('b')))
@@ -366,6 +405,25 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
     await versusPeer(name, 'BullMQ', 3,
       async () => (await endToEnd(ZERO_DELAY, jobs)).perSecond,
       () => runBullmq(REDIS_URL, jobs, SERVER_CPU))
+  },
+
+  async webhooks () {
+    const total = QUICK ? 20_000 : 100_000
+    const name = `13. populate ${total.toLocaleString('en')}, zero delay, until all Completed: one webhook endpoint subscribed to Completed`
+    const without: number[] = []
+    const withWebhook: number[] = []
+    const deliveries: number[] = []
+    // Rounds alternate, so both runs see the same machine.
+    for (let round = 0; round < ROUNDS; round++) {
+      without.push((await endToEnd(ZERO_DELAY, total)).perSecond)
+      const run = await endToEndWithWebhook(total)
+      withWebhook.push(run.perSecond)
+      deliveries.push(run.deliveriesPerSecond)
+    }
+    rows.push({ scenario: name, figure: 'orders/s without webhooks', value: Math.round(median(without)), target: '', pass: null })
+    rows.push({ scenario: name, figure: 'orders/s with the endpoint', value: Math.round(median(withWebhook)), target: '', pass: null })
+    rows.push({ scenario: name, figure: 'ratio with / without', value: Math.round(median(withWebhook) / median(without) * 100) / 100, target: '', pass: null })
+    rows.push({ scenario: name, figure: 'deliveries/s, populate to the last delivered', value: Math.round(median(deliveries)), target: '', pass: null })
   },
 
   async 'pg-graphile-worker' () {

@@ -31,7 +31,8 @@ export default fp(async (app) => {
         { name: 'orders', description: 'Create, read, list and cancel orders' },
         { name: 'metrics', description: 'Counts, average stage times and HTTP timings' },
         { name: 'simulation', description: 'Load simulation' },
-        { name: 'operations', description: 'Liveness and readiness' }
+        { name: 'operations', description: 'Liveness and readiness' },
+        { name: 'webhooks', description: 'Endpoints that receive status changes, signed by the Standard Webhooks specification' }
       ]
     },
     // Only the document changes: validation keeps the route's own schemas.

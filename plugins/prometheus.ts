@@ -9,7 +9,7 @@ declare module 'fastify' {
 }
 
 export default fp(async (app) => {
-  const { registry, stop } = prometheusMetrics(app.store, app.httpTimings)
+  const { registry, stop } = prometheusMetrics(app.store, app.httpTimings, app.deliverer)
   app.decorate('prometheus', registry)
   app.addHook('onClose', async () => { stop() })
-}, { name: 'prometheus', dependencies: ['store', 'http-timings'] })
+}, { name: 'prometheus', dependencies: ['store', 'http-timings', 'deliverer'] })

@@ -13,6 +13,7 @@ import overloadPlugin from '../plugins/overload.ts'
 import docsPlugin from '../plugins/docs.ts'
 import storePlugin from '../plugins/store.ts'
 import processorPlugin from '../plugins/processor.ts'
+import delivererPlugin from '../plugins/deliverer.ts'
 import prometheusPlugin from '../plugins/prometheus.ts'
 import healthRoutes from '../routes/health.ts'
 import orderRoutes from '../routes/orders.ts'
@@ -21,6 +22,7 @@ import orderMetricsRoutes from '../routes/order-metrics.ts'
 import populateRoutes from '../routes/populate.ts'
 import prometheusRoutes from '../routes/prometheus.ts'
 import dashboardRoutes from '../routes/dashboard.ts'
+import webhookRoutes from '../routes/webhooks.ts'
 
 /**
  * CONNECTION_TIMEOUT_MS passed with no traffic: close the connection if it is idle (no response
@@ -75,6 +77,7 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
   await app.register(docsPlugin)
   await app.register(storePlugin)
   await app.register(processorPlugin)
+  await app.register(delivererPlugin)
   await app.register(prometheusPlugin)
 
   await app.register(healthRoutes)
@@ -84,5 +87,6 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
   await app.register(populateRoutes)
   await app.register(prometheusRoutes)
   await app.register(dashboardRoutes)
+  await app.register(webhookRoutes)
   return app
 }

@@ -3,6 +3,7 @@ import { Type, type Static } from '@sinclair/typebox'
 import type { ErrorObject } from 'ajv'
 import { StringEnum } from './string-enum.ts'
 import { describeError } from './validation-errors.ts'
+import { SCHEDULE_PATTERN, STANDARD_SCHEDULE } from './webhooks/retry-schedule.ts'
 
 /** A comma-separated list of `item`s, possibly empty. */
 const listOf = (item: string) => `^ *(${item}( *, *${item})*)? *$`
@@ -53,6 +54,22 @@ export const EnvSchema = Type.Object({
     description: 'comma-separated host names (orders.internal), any port, served besides localhost, 127.0.0.1 and [::1] when HOST is a loopback address'
   }),
   MAX_STREAMS: Type.Integer({ default: 1000, minimum: 1, maximum: 100_000, description: 'event streams (/orders/stream) open at once; one more is a 503' }),
+  WEBHOOK_TIMEOUT_MS: Type.Integer({
+    default: 10_000,
+    minimum: 100,
+    maximum: 300_000,
+    description: 'the longest one webhook attempt may take, from resolving the host to the status line; then it has failed'
+  }),
+  WEBHOOK_ALLOW_PRIVATE: Type.Boolean({
+    default: false,
+    description: 'true: webhooks may go to loopback, private and link-local addresses (a receiver on this machine or network)'
+  }),
+  WEBHOOK_CONCURRENCY: Type.Integer({ default: 50, minimum: 1, maximum: 10_000, description: 'webhook attempts under way at once in one process' }),
+  WEBHOOK_RETRY_SCHEDULE: Type.String({
+    default: STANDARD_SCHEDULE,
+    pattern: SCHEDULE_PATTERN,
+    description: 'the waits after each failed attempt (500ms, 5s, 5m, 2h); when the attempt after the last wait fails, the delivery has failed'
+  }),
   POPULATE_ENABLED: Type.Boolean({ default: true }),
   POPULATE_MAX: Type.Integer({ default: 1_000_000, minimum: 1, maximum: 10_000_000 }),
   ACCESS_LOG: Type.Boolean({ default: false, description: 'log every request (one line each); errors and slow requests are logged either way' }),

@@ -1,10 +1,16 @@
-import { collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
 import type { HttpTimings } from './http-timings.ts'
 import { ORDER_STATUSES, stageDurations } from './order.ts'
 import type { OrderStore } from './store/order-store.ts'
+import type { WebhookDeliverer } from './webhooks/deliverer.ts'
+import { ATTEMPT_KINDS } from './webhooks/sender.ts'
 
 /** Buckets for order stage durations, in seconds: from 1 ms to the original's 2 s + 7 s and beyond. */
 const STAGE_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 3, 5, 7, 10, 30, 60, 300]
+/** Webhook attempts: up to WEBHOOK_TIMEOUT_MS's default and beyond. */
+const ATTEMPT_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
+/** From an event to its delivery: at once, or after retries from 5 s to a day. */
+const DELIVERY_BUCKETS = [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300, 1800, 7200, 86_400]
 
 /**
  * The Prometheus view of the service: process metrics, orders by status (the store's running
@@ -12,7 +18,7 @@ const STAGE_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 3, 5, 7, 10, 30
  * stage timings, read from the same histograms that feed /orders/metrics, and on PostgreSQL how
  * full its notification queue is.
  */
-export function prometheusMetrics (store: OrderStore, httpTimings: HttpTimings): { registry: Registry, stop: () => void } {
+export function prometheusMetrics (store: OrderStore, httpTimings: HttpTimings, deliverer: WebhookDeliverer | null): { registry: Registry, stop: () => void } {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
 
@@ -55,6 +61,7 @@ export function prometheusMetrics (store: OrderStore, httpTimings: HttpTimings):
       }
     }
   }, ['Processing', 'Completed'])
+  const stopWebhooks = deliverer ? webhookMetrics(registry, deliverer) : () => {}
 
   registry.registerMetric(new Gauge({
     name: 'http_requests',
@@ -78,5 +85,30 @@ export function prometheusMetrics (store: OrderStore, httpTimings: HttpTimings):
       }
     }
   }))
-  return { registry, stop }
+  return { registry, stop: () => { stop(); stopWebhooks() } }
+}
+
+/** Attempts of this process's deliverer by outcome, deliveries given up, attempt durations and delivery latency. */
+function webhookMetrics (registry: Registry, deliverer: WebhookDeliverer): () => void {
+  const attempts = new Counter({
+    name: 'webhook_delivery_attempts_total',
+    help: 'Webhook attempts by outcome: delivered (2xx), http_error (another status, redirects included), timeout, network_error, refused (a destination the rules forbid)',
+    labelNames: ['outcome'],
+    registers: [registry]
+  })
+  for (const outcome of ATTEMPT_KINDS) attempts.inc({ outcome }, 0)
+  const failed = new Counter({ name: 'webhook_deliveries_failed_total', help: 'Deliveries given up after their last attempt (redeliverable)', registers: [registry] })
+  const duration = new Histogram({ name: 'webhook_attempt_seconds', help: 'Duration of each webhook attempt', buckets: ATTEMPT_BUCKETS, registers: [registry] })
+  const latency = new Histogram({
+    name: 'webhook_delivery_latency_seconds',
+    help: 'From the recording of an event to its delivery, retries included',
+    buckets: DELIVERY_BUCKETS,
+    registers: [registry]
+  })
+  return deliverer.onAttempt((report) => {
+    attempts.inc({ outcome: report.kind })
+    duration.observe(report.seconds)
+    if (report.latencySeconds !== null) latency.observe(report.latencySeconds)
+    if (report.gaveUp) failed.inc()
+  })
 }

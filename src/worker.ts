@@ -2,6 +2,7 @@ import pino from 'pino'
 import { loadConfig, type Config } from './config.ts'
 import { openStore } from './store/open-store.ts'
 import { configuredProcessor } from './processor.ts'
+import { configuredDeliverer } from './webhooks/deliverer.ts'
 import { closeOnStopSignals } from './stop-signals.ts'
 import type { OrderStore } from './store/order-store.ts'
 
@@ -23,13 +24,16 @@ try {
   process.exit(1)
 }
 const processor = configuredProcessor(store, config, (err, context) => log.error({ err }, `processor failed while ${context}`))
+const deliverer = configuredDeliverer(store, config, (err, context) => log.error({ err }, `webhook deliverer failed while ${context}`))
 processor.start()
+deliverer.start()
 log.info({ concurrency: config.PROCESSOR_CONCURRENCY }, 'worker processing orders')
 
-// SIGTERM/SIGINT: stop claiming, finish in-flight orders within the grace period, hand back the rest.
+// SIGTERM/SIGINT: stop claiming, finish in-flight orders and webhook attempts within the grace period, hand back the rest.
 closeOnStopSignals(config.SHUTDOWN_GRACE_MS + 5000, log, async () => {
   try {
-    await processor.stop(config.SHUTDOWN_GRACE_MS)
+    const stopped = await Promise.allSettled([processor.stop(config.SHUTDOWN_GRACE_MS), deliverer.stop(config.SHUTDOWN_GRACE_MS)])
+    for (const result of stopped) if (result.status === 'rejected') throw result.reason
   } finally {
     await store.close()
   }

@@ -12,7 +12,12 @@ const ROUTES: Record<string, Record<string, string[]>> = {
   '/metrics': { get: ['200', '500', '503'] },
   '/dashboard': { get: ['200'] },
   '/health': { get: ['200'] },
-  '/ready': { get: ['200', '503'] }
+  '/ready': { get: ['200', '503'] },
+  '/webhooks': { post: ['201', '400', '409', '413', '415', '500', '503'], get: ['200', '500', '503'] },
+  '/webhooks/{id}': { get: ['200', '400', '404', '500', '503'], delete: ['204', '400', '404', '500', '503'] },
+  '/webhooks/{id}/test': { post: ['202', '400', '404', '500', '503'] },
+  '/webhooks/{id}/redeliver': { post: ['200', '400', '404', '500', '503'] },
+  '/webhooks/{id}/deliveries': { get: ['200', '400', '404', '500', '503'] }
 }
 
 t.test('GET /docs/json is a valid OpenAPI 3 document of every route and response', async (t) => {

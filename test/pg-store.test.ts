@@ -6,6 +6,7 @@ import { anOrder, waitFor } from './helper.ts'
 import { createDatabase, openPgStore, SKIP_POSTGRES } from './support/pg-database.ts'
 import { recordingLog } from './support/recording-log.ts'
 import { storeContract } from './support/store-contract.ts'
+import { webhookStoreContract } from './support/webhook-store-contract.ts'
 import { TcpProxy } from './support/tcp-proxy.ts'
 
 const T0 = 1_700_000_000_000
@@ -25,14 +26,21 @@ async function openStore (t: Test, url: string, timeoutMs = 5000) {
   return { store, log }
 }
 
+/** A store on a database of its own, dropped when the store closes. */
+async function storeOnFreshDatabase (): Promise<PgStore> {
+  const database = await createDatabase()
+  const store = await openPgStore(database.url)
+  const close = store.close.bind(store)
+  store.close = async () => { await close(); await database.drop() }
+  return store
+}
+
 t.test('PostgreSQL store', { skip: SKIP_POSTGRES }, async (t) => {
-  storeContract(t, async () => {
-    const database = await createDatabase()
-    const store = await openPgStore(database.url)
-    const close = store.close.bind(store)
-    store.close = async () => { await close(); await database.drop() }
-    return store
-  })
+  storeContract(t, storeOnFreshDatabase)
+})
+
+t.test('PostgreSQL store: webhooks', { skip: SKIP_POSTGRES }, async (t) => {
+  webhookStoreContract(t, storeOnFreshDatabase)
 })
 
 t.test('PostgreSQL: hundreds of changes of orders with 64-character ids in one transaction reach every process', { skip: SKIP_POSTGRES }, async (t) => {

@@ -6,6 +6,8 @@ import type { OrderStatus } from '../src/order.ts'
 import type { IndexedCall, ListQuery } from '../src/store/order-store.ts'
 import type { PlanNode } from '../src/store/pg/pg-store.ts'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
+import { SQL as SQLITE_SQL } from '../src/store/sqlite/statements.ts'
+import { SQL as PG_SQL } from '../src/store/pg/statements.ts'
 import { tempDir } from './helper.ts'
 import { createDatabase, openPgStore, SKIP_POSTGRES } from './support/pg-database.ts'
 
@@ -17,6 +19,25 @@ const SKEWED_ROWS = `SELECT 'o' || i, CASE WHEN i % 50 = 0 THEN i % 1000 ELSE 0 
     CASE WHEN i > ${ORDERS - 5000} THEN 'Pending' WHEN i % 100 = 1 THEN 'Cancelled' WHEN i % 100 = 2 THEN 'Failed' ELSE 'Completed' END,
     i, i, i`
 const INSERT = 'INSERT INTO orders (order_id, user_id, item_ids, total_cents, status, created_at, available_at, updated_at)'
+
+// Webhook deliveries skewed alike: 200,000 for three events of each order, nearly all to one endpoint
+// and delivered, some failed, and the pending ones (due at their sequence number) all at the end.
+const DELIVERIES = 200_000
+const SKEWED_DELIVERIES = `SELECT 'msg_' || i, CASE WHEN i % 50 = 0 THEN 'ep_b' ELSE 'ep_a' END, 'o' || (i / 3), 'order.completed', '{}',
+    CASE WHEN i > ${DELIVERIES - 5000} THEN 'pending' WHEN i % 100 = 1 THEN 'failed' ELSE 'delivered' END,
+    CASE WHEN i > ${DELIVERIES - 5000} THEN i END, i, i`
+const INSERT_DELIVERIES = 'INSERT INTO webhook_deliveries (id, endpoint_id, order_id, event_type, payload, status, next_attempt_at, created_at, updated_at)'
+
+/** Each read of the delivery loop and of the delivery lists, where it is dense, rare or late. */
+function deliveryCalls (): IndexedCall[] {
+  return [
+    ['claimDeliveries', 100, DELIVERIES, 30_000],
+    ['claimDeliveries', 100, 0, 30_000],
+    ['nextDeliveryIn', 0],
+    ...(['ep_a', 'ep_b'] as const).flatMap((endpointId) => (['pending', 'delivered', 'failed'] as const).flatMap((status) =>
+      [undefined, DELIVERIES * 0.9].map((before): IndexedCall => ['deliveries', endpointId, { status, limit: 100, before }])))
+  ]
+}
 
 /** Each filter combination, with statuses and users dense, rare, late or absent, from the start and from a cursor. */
 function listQueries (): ListQuery[] {
@@ -43,12 +64,14 @@ function listIndex ({ status, userId }: ListQuery): { index: string, columns: st
 
 const describe = (call: IndexedCall) => JSON.stringify(call)
 
-t.test('SQLite: every list filter, idsByStatus, claim and nextAvailableAt search an index bounded by all their conditions', async (t) => {
+t.test('SQLite: every list filter, idsByStatus, claim, nextAvailableAt and the webhook delivery reads search an index bounded by all their conditions', async (t) => {
   const path = join(tempDir(t), 'orders.db')
   const store = new SqliteStore(path)
   t.teardown(() => store.close())
   const other = new Database(path)
-  other.exec(`WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ${ORDERS}) ${INSERT} ${SKEWED_ROWS} FROM n; ANALYZE`)
+  other.exec(`WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ${ORDERS}) ${INSERT} ${SKEWED_ROWS} FROM n`)
+  other.exec(`WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ${DELIVERIES}) ${INSERT_DELIVERIES} ${SKEWED_DELIVERIES} FROM n; ANALYZE`)
+  const promotion = other.prepare(`EXPLAIN QUERY PLAN ${SQLITE_SQL.promoteNext}`).all({ endpointId: 'ep_a', orderId: 'o1', now: 0 }) as Array<{ detail: string }>
   other.close()
 
   const expect = (call: IndexedCall, plan: string[]) => t.same(store.explain(...call), plan, describe(call))
@@ -69,14 +92,34 @@ t.test('SQLite: every list filter, idsByStatus, claim and nextAvailableAt search
   ])
   // The smallest entry of the index of claimable orders: one seek (min() over an index stops at its first entry).
   expect(['nextAvailableAt'], ['SEARCH orders USING COVERING INDEX orders_claimable'])
+
+  for (const call of deliveryCalls()) {
+    if (call[0] === 'claimDeliveries') {
+      // Due deliveries in due order, each looking up the earliest pending one of its order for its endpoint.
+      expect(call, [
+        'SEARCH d USING INDEX webhook_deliveries_due (next_attempt_at<?)',
+        'CORRELATED SCALAR SUBQUERY 1',
+        'SEARCH e USING INDEX webhook_deliveries_chain (endpoint_id=? AND order_id=? AND rowid<?)'
+      ])
+    } else if (call[0] === 'nextDeliveryIn') {
+      expect(call, ['SEARCH webhook_deliveries USING COVERING INDEX webhook_deliveries_due'])
+    } else {
+      expect(call, ['SEARCH webhook_deliveries USING INDEX webhook_deliveries_by_endpoint (endpoint_id=? AND status=? AND rowid<?)'])
+    }
+  }
+  t.same(promotion.map((row) => row.detail), [
+    'SEARCH webhook_deliveries USING INTEGER PRIMARY KEY (rowid=?)',
+    'SCALAR SUBQUERY 1',
+    'SEARCH webhook_deliveries USING COVERING INDEX webhook_deliveries_chain (endpoint_id=? AND order_id=?)'
+  ], 'settling: the next pending delivery of an order to an endpoint is found from an index')
 })
 
-/** The nodes of a plan that read the orders table, and whether it sorts anywhere. */
-function scansOf (plan: PlanNode): { scans: PlanNode[], sorts: boolean } {
+/** The nodes of a plan that read a table, and whether it sorts anywhere. */
+function scansOf (plan: PlanNode, table = 'orders'): { scans: PlanNode[], sorts: boolean } {
   const scans: PlanNode[] = []
   let sorts = false
   const visit = (node: PlanNode) => {
-    if (node['Relation Name'] === 'orders' && node['Node Type'].endsWith('Scan')) scans.push(node)
+    if (node['Relation Name'] === table && node['Node Type'].endsWith('Scan')) scans.push(node)
     if (node['Node Type'].includes('Sort')) sorts = true
     node.Plans?.forEach(visit)
   }
@@ -90,21 +133,25 @@ function scansOf (plan: PlanNode): { scans: PlanNode[], sorts: boolean } {
  * The claimable index is partial on status = 'Pending', which a locking read checks again: that
  * Filter removes no row.
  */
-function boundedScan (t: Test, scan: PlanNode | undefined, index: string, columns: string[], what: string): void {
+function boundedScan (t: Test, scan: PlanNode | undefined, index: string, columns: string[], what: string, filter?: RegExp): void {
   t.match(scan, { 'Node Type': /^Index (Only )?Scan$/, 'Index Name': index }, `${what}: reads ${index} in order`)
   for (const column of columns) t.match(scan?.['Index Cond'], new RegExp(`\\b${column}\\b`), `${what}: ${column} bounds the search`)
-  if (index === 'orders_claimable') t.match(scan?.Filter ?? '', /^(\(status = 'Pending'::text\))?$/, `${what}: filters nothing out`)
+  if (filter) t.match(scan?.Filter, filter, `${what}: checks the one row it finds`)
+  else if (index === 'orders_claimable') t.match(scan?.Filter ?? '', /^(\(status = 'Pending'::text\))?$/, `${what}: filters nothing out`)
+  else if (index.startsWith('webhook_deliveries_')) t.match(scan?.Filter ?? '', /^(\(status = 'pending'::text\))?$/, `${what}: filters nothing out`)
   else t.equal(scan?.Filter, undefined, `${what}: filters nothing out`)
 }
 
-t.test('PostgreSQL: every list filter, idsByStatus, claim and nextAvailableAt read an index bounded by all their conditions', { skip: SKIP_POSTGRES }, async (t) => {
+t.test('PostgreSQL: every list filter, idsByStatus, claim, nextAvailableAt and the webhook delivery reads read an index bounded by all their conditions', { skip: SKIP_POSTGRES }, async (t) => {
   const database = await createDatabase()
   const store = await openPgStore(database.url)
   const other = new pg.Client({ connectionString: database.url })
   t.teardown(async () => { await other.end(); await store.close(); await database.drop() })
   await other.connect()
   await other.query(`${INSERT} ${SKEWED_ROWS} FROM generate_series(1, ${ORDERS}) AS i`)
+  await other.query(`${INSERT_DELIVERIES} ${SKEWED_DELIVERIES} FROM generate_series(1, ${DELIVERIES}) AS i`)
   await other.query('ANALYZE orders')
+  await other.query('ANALYZE webhook_deliveries')
 
   const check = async (call: IndexedCall, expected: Array<{ index: string, columns: string[] }>) => {
     const { scans, sorts } = scansOf(await store.explain(...call))
@@ -119,4 +166,32 @@ t.test('PostgreSQL: every list filter, idsByStatus, claim and nextAvailableAt re
     { index: 'orders_pkey', columns: ['seq'] }
   ])
   await check(['nextAvailableAt'], [{ index: 'orders_claimable', columns: ['available_at'] }])
+
+  const deliveryScans = async (call: IndexedCall | PlanNode, expected: Array<{ index: string, columns: string[], filter?: RegExp }>) => {
+    const what = 'Node Type' in call ? 'promoteNext' : describe(call)
+    const { scans, sorts } = scansOf('Node Type' in call ? call : await store.explain(...call), 'webhook_deliveries')
+    t.notOk(sorts, `${what}: sorts nothing`)
+    t.equal(scans.length, expected.length, `${what}: reads webhook_deliveries ${expected.length} way(s)`)
+    expected.forEach(({ index, columns, filter }, i) => { boundedScan(t, scans.find((s) => s['Index Name'] === index) ?? scans[i], index, columns, what, filter) })
+  }
+  for (const call of deliveryCalls()) {
+    if (call[0] === 'claimDeliveries') {
+      await deliveryScans(call, [
+        { index: 'webhook_deliveries_due', columns: ['next_attempt_at'] },
+        { index: 'webhook_deliveries_chain', columns: ['endpoint_id', 'order_id', 'seq'] },
+        // the rows claimed, and those put off
+        { index: 'webhook_deliveries_pkey', columns: ['seq'] },
+        { index: 'webhook_deliveries_pkey', columns: ['seq'] }
+      ])
+    } else if (call[0] === 'nextDeliveryIn') {
+      await deliveryScans(call, [{ index: 'webhook_deliveries_due', columns: [] }])
+    } else {
+      await deliveryScans(call, [{ index: 'webhook_deliveries_by_endpoint', columns: ['endpoint_id', 'status', 'seq'] }])
+    }
+  }
+  const { rows } = await other.query<{ 'QUERY PLAN': Array<{ Plan: PlanNode }> }>(`EXPLAIN (FORMAT JSON) ${PG_SQL.promoteNext}`, [['ep_a'], ['o1']])
+  await deliveryScans(rows[0]!['QUERY PLAN'][0]!.Plan, [
+    { index: 'webhook_deliveries_chain', columns: ['endpoint_id', 'order_id'] },
+    { index: 'webhook_deliveries_pkey', columns: ['seq'], filter: /^\(\(lease_token IS NULL\) AND \(next_attempt_at > / }
+  ])
 })

@@ -6,9 +6,14 @@ import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
 import { anOrder, tempDir } from './helper.ts'
 import { fillUp, SKIP_UNLESS_ROOT, smallDisk } from './support/small-disk.ts'
 import { recount, storeContract } from './support/store-contract.ts'
+import { webhookStoreContract } from './support/webhook-store-contract.ts'
 
 t.test('SQLite store in memory', async (t) => {
   storeContract(t, async () => new SqliteStore(':memory:'))
+})
+
+t.test('SQLite store: webhooks', async (t) => {
+  webhookStoreContract(t, async () => new SqliteStore(':memory:'))
 })
 
 t.test('SQLite store keeps orders and aggregates in its file across reopening', async (t) => {

@@ -1,4 +1,5 @@
 import type { NewOrder, OrderRecord, OrderStatus } from '../order.ts'
+import type { WebhookStore } from './webhook-store.ts'
 
 export type CreateResult = 'created' | 'exists' | 'conflict'
 /** The order after the attempt (undefined when there is none), and whether it was cancelled. */
@@ -77,7 +78,7 @@ export type WorkListener = (availableAt: number) => void
  * The store is the source of truth and the queue. Every method that changes state changes the
  * aggregates in the same transaction, so OrderStats always equals a recount.
  */
-export interface OrderStore {
+export interface OrderStore extends WebhookStore {
   create (order: NewOrder, now: number, availableAt: number): Promise<CreateResult>
   /** Inserts many orders in one transaction; returns the ids that already existed. */
   createMany (orders: NewOrder[], now: number, availableAt: number): Promise<string[]>
@@ -124,7 +125,7 @@ export interface OrderStore {
 }
 
 /** The store methods whose reads must come from an index, in time proportional to their limit. */
-export type IndexedRead = 'list' | 'idsByStatus' | 'claim' | 'nextAvailableAt'
+export type IndexedRead = 'list' | 'idsByStatus' | 'claim' | 'nextAvailableAt' | 'claimDeliveries' | 'nextDeliveryIn' | 'deliveries'
 
 /** A call of one of them, as its name and arguments: each store can show the plan its database picks for it. */
 export type IndexedCall = { [M in IndexedRead]: [M, ...Parameters<OrderStore[M]>] }[IndexedRead]

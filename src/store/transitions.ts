@@ -1,5 +1,6 @@
 import { stageDurations, type OrderStatus } from '../order.ts'
 import { ChangeLog, type ChangedRow } from './change-log.ts'
+import { DeliveryTransitions } from './delivery-transitions.ts'
 import type { Claim } from './order-store.ts'
 import { StatsDelta } from './stats-delta.ts'
 
@@ -21,6 +22,8 @@ export type QueuedRow = ChangedRow & { available_at: number }
 export class Transitions {
   readonly delta = new StatsDelta()
   readonly log: ChangeLog
+  /** What the transaction did to webhook deliveries (their counts, whether some became due). */
+  readonly deliveries = new DeliveryTransitions()
   /** The earliest time work this transaction made claimable becomes so; Infinity when it made none. */
   wakeAt = Infinity
 
@@ -98,6 +101,7 @@ export class Transitions {
   merge (other: Transitions): void {
     this.delta.merge(other.delta)
     this.log.append(other.log)
+    this.deliveries.merge(other.deliveries)
     this.wakeAt = Math.min(this.wakeAt, other.wakeAt)
   }
 }

@@ -2,6 +2,7 @@ import t from 'tap'
 import parsePrometheusTextFormat from 'parse-prometheus-text-format'
 import { build, waitFor } from '../helper.ts'
 import { POSTGRES_URL } from '../support/pg-database.ts'
+import { WebhookReceiver } from '../support/webhook-receiver.ts'
 
 interface Family { name: string, type: string, metrics: Array<{ labels?: Record<string, string>, value?: string, buckets?: Record<string, string>, count?: string }> }
 
@@ -46,4 +47,24 @@ t.test('on PostgreSQL, /metrics reports how full its notification queue is; SQLi
   t.equal(usage?.type, 'GAUGE')
   const value = Number(usage?.metrics[0]?.value)
   t.ok(value >= 0 && value <= 1, `a fraction (${value})`)
+})
+
+t.test('GET /metrics counts webhook attempts by outcome and times them', async (t) => {
+  const receiver = await WebhookReceiver.start(t)
+  const app = await build(t, { WEBHOOK_ALLOW_PRIVATE: 'true', WEBHOOK_RETRY_SCHEDULE: '1h' })
+  await app.inject({ method: 'POST', url: '/webhooks', payload: { url: receiver.url(), events: ['Completed'] } })
+  await app.inject({ method: 'POST', url: '/webhooks', payload: { url: receiver.url('/broken'), events: ['Completed'] } })
+  receiver.behaviour = async (request, reply) => reply.code(request.url === '/broken' ? 500 : 204).send()
+  await app.inject({ method: 'POST', url: '/orders/populate', payload: { total_entries: 3, batch_id: 'hooks' } })
+  await waitFor(() => receiver.received.length === 6, 'every attempt')
+  const families = await waitFor(async () => {
+    const found = new Map((parsePrometheusTextFormat((await app.inject({ url: '/metrics' })).body) as Family[]).map((f) => [f.name, f]))
+    return Number(found.get('webhook_attempt_seconds')?.metrics[0]?.count) === 6 && found
+  }, 'the attempts observed')
+  const attempts = families.get('webhook_delivery_attempts_total')!
+  t.equal(attempts.type, 'COUNTER')
+  t.same(Object.fromEntries(attempts.metrics.map((m) => [m.labels!.outcome, Number(m.value)])),
+    { delivered: 3, http_error: 3, timeout: 0, network_error: 0, refused: 0 })
+  t.equal(Number(families.get('webhook_delivery_latency_seconds')!.metrics[0]!.count), 3, 'latency of the delivered ones')
+  t.equal(Number(families.get('webhook_deliveries_failed_total')!.metrics[0]!.value), 0, 'none given up yet')
 })

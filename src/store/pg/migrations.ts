@@ -55,6 +55,47 @@ const MIGRATIONS: string[] = [
     ADD COLUMN failed_ids TEXT[] NOT NULL DEFAULT '{}';
   -- Batches recorded before kept no progress: taken as finished, their ids stay used.
   UPDATE populate_batches SET entries_done = total_entries;
+  `,
+  `
+  -- Webhooks: endpoints, one delivery per event and endpoint (its id is the webhook-id), and
+  -- per-endpoint counts kept with each delivery's change, sharded like order_stats.
+  CREATE TABLE webhook_endpoints (
+    id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    events JSONB NOT NULL,
+    description TEXT,
+    secret TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    last_error TEXT,
+    last_error_at BIGINT
+  );
+  CREATE TABLE webhook_deliveries (
+    seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL,
+    order_id TEXT,
+    event_type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT,
+    lease_token TEXT,
+    last_error TEXT,
+    last_status_code INTEGER,
+    created_at BIGINT NOT NULL,
+    delivered_at BIGINT,
+    updated_at BIGINT NOT NULL
+  );
+  CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at, seq) WHERE status = 'pending';
+  CREATE INDEX webhook_deliveries_chain ON webhook_deliveries (endpoint_id, order_id, seq) WHERE status = 'pending';
+  CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, status, seq);
+  CREATE TABLE webhook_stats (
+    endpoint_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    value BIGINT NOT NULL,
+    PRIMARY KEY (endpoint_id, name, shard)
+  );
   `
 ]
 

@@ -57,3 +57,8 @@ export function decodeAvailableAt (payload: string): number {
   if (payload.trim() === '' || !Number.isSafeInteger(at)) throw new Error('not a time in epoch milliseconds')
   return at
 }
+
+/** A notification that only says something happened: its payload is empty; throws on one this service did not send. */
+export function decodeSignal (payload: string): void {
+  if (payload !== '') throw new Error('not an empty payload')
+}

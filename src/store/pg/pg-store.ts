@@ -6,7 +6,7 @@ import { ORDER_STATUSES, sameOrder, toCents } from '../../order.ts'
 import { GroupCommit, type Settled } from '../group-commit.ts'
 import { migrate } from './migrations.ts'
 import { PgListener } from './listener.ts'
-import { decodeAvailableAt, decodeChanges, encodeChanges } from './notifications.ts'
+import { decodeAvailableAt, decodeChanges, decodeSignal, encodeChanges } from './notifications.ts'
 import { statsFromRows } from '../stats-delta.ts'
 import type {
   CancelResult, ChangeListener, Claim, CreateResult, IdPage, IndexedCall, ListQuery, OrderPage, OrderStats, OrderStore,
@@ -19,9 +19,17 @@ import { ChangeListeners, type ChangedRow } from '../change-log.ts'
 import { claimsOf, Transitions, type ClaimedRow, type QueuedRow } from '../transitions.ts'
 import { claimQuery, idsQuery, listQuery, SQL } from './statements.ts'
 import type { StoreLog } from '../store-log.ts'
+import { claimDeliveriesQuery, deliveriesQuery, PgWebhooks } from './pg-webhooks.ts'
+import type {
+  DeliveryClaim, DeliveryOutcome, DeliveryPage, DeliveryQuery, EndpointRecord, NewDelivery, NewEndpoint
+} from '../webhook-store.ts'
 
 const CHANNEL = 'orders_available'
 const CHANGES_CHANNEL = 'order_changes'
+/** Webhook deliveries became due (no payload): every process's deliverer looks. */
+const DELIVERIES_CHANNEL = 'webhook_deliveries_due'
+/** Webhook endpoints were created or deleted (no payload): every process reloads which statuses they want. */
+const ENDPOINTS_CHANNEL = 'webhook_endpoints_changed'
 /** Counter shards: each process writes one, picked at random, so that no single row is hot. */
 const STAT_SHARDS = 64
 /**
@@ -73,19 +81,28 @@ export class PgStore implements OrderStore {
   private readonly listener: PgListener
   private readonly timeoutMs: number
   private readonly log: StoreLog
+  private readonly webhooks: PgWebhooks
+  private readonly deliveryListeners = new Listeners<void>()
 
   private constructor (private readonly pool: pg.Pool, connection: pg.ClientConfig, { timeoutMs, log }: PgStoreOptions) {
     this.timeoutMs = timeoutMs
     this.log = log
+    this.webhooks = new PgWebhooks(pool, this.shard)
     this.listener = new PgListener({
       connection: { ...connection, query_timeout: timeoutMs },
       checkEveryMs: timeoutMs,
       channels: {
         [CHANNEL]: this.receive(decodeAvailableAt, (at) => this.workListeners.emit(at)),
-        [CHANGES_CHANNEL]: this.receive(decodeChanges, (changes) => this.changeListeners.emit(changes))
+        [CHANGES_CHANNEL]: this.receive(decodeChanges, (changes) => this.changeListeners.emit(changes)),
+        [DELIVERIES_CHANNEL]: this.receive(decodeSignal, () => this.deliveryListeners.emit()),
+        [ENDPOINTS_CHANNEL]: this.receive(decodeSignal, () => { void this.reloadSubscriptions() })
       },
       // Work announced while the listener was away would wait for the next announcement.
-      onReconnected: () => this.workListeners.emit(Date.now()),
+      onReconnected: () => {
+        this.workListeners.emit(Date.now())
+        this.deliveryListeners.emit()
+        void this.reloadSubscriptions()
+      },
       log
     })
   }
@@ -116,6 +133,8 @@ export class PgStore implements OrderStore {
     pool.on('error', () => {})
     const store = new PgStore(pool, connection, options)
     await store.listener.ready
+    // After LISTEN: an endpoint created meanwhile is either read here or announced.
+    await store.webhooks.reload()
     return store
   }
 
@@ -183,6 +202,8 @@ export class PgStore implements OrderStore {
       const result = await fn(tx, transitions)
       await this.record(tx, transitions)
       await tx.query('COMMIT')
+      // Other processes reload when they hear it; this one before its caller goes on.
+      if (transitions.deliveries.endpointsChanged) await this.reloadSubscriptions()
       return result
     } catch (err) {
       failure = err as Error
@@ -196,7 +217,10 @@ export class PgStore implements OrderStore {
   }
 
   /** Writes the transaction's aggregates, and sends its change events and wake-up, all delivered on commit. */
-  private async record (tx: Tx, { delta, log, wakeAt }: Transitions): Promise<void> {
+  private async record (tx: Tx, transitions: Transitions): Promise<void> {
+    const { delta, log, wakeAt, deliveries } = transitions
+    // Deliveries are recorded with the status changes that make them, in their transaction.
+    await this.webhooks.finish(tx, transitions, Date.now())
     if (delta.changes.size > 0) {
       // Rows are locked in name order, so two transactions on the same shard cannot deadlock.
       const entries = [...delta.changes].sort(([a], [b]) => (a < b ? -1 : 1))
@@ -204,6 +228,17 @@ export class PgStore implements OrderStore {
     }
     if (log.changes.length > 0) await tx.query(SQL.notify, [CHANGES_CHANNEL, encodeChanges(log.changes)])
     if (wakeAt !== Infinity) await tx.query(SQL.notify, [CHANNEL, [String(wakeAt)]])
+    if (deliveries.due) await tx.query(SQL.notify, [DELIVERIES_CHANNEL, ['']])
+    if (deliveries.endpointsChanged) await tx.query(SQL.notify, [ENDPOINTS_CHANNEL, ['']])
+  }
+
+  /** A failed reload keeps the subscriptions as they were: logged, and tried again at the next announcement. */
+  private async reloadSubscriptions (): Promise<void> {
+    try {
+      await this.webhooks.reload()
+    } catch (err) {
+      this.log.warn({ err }, 'could not reload webhook endpoints')
+    }
   }
 
   /** Inserts orders in one statement; returns the rows inserted, as new orders. */
@@ -388,6 +423,55 @@ export class PgStore implements OrderStore {
     return (rows[0] as { usage: number }).usage
   }
 
+  async createEndpoint (endpoint: NewEndpoint, now: number, maxEndpoints: number): Promise<EndpointRecord | null> {
+    return this.transaction((tx, transitions) => this.webhooks.createEndpoint(tx, transitions, endpoint, now, maxEndpoints))
+  }
+
+  async endpoints (): Promise<EndpointRecord[]> {
+    return this.webhooks.endpoints()
+  }
+
+  async endpoint (id: string): Promise<EndpointRecord | undefined> {
+    return this.webhooks.endpoint(id)
+  }
+
+  async deleteEndpoint (id: string): Promise<boolean> {
+    return this.transaction((tx, transitions) => this.webhooks.deleteEndpoint(tx, transitions, id))
+  }
+
+  async queueDelivery (delivery: NewDelivery, now: number): Promise<boolean> {
+    return this.transaction((tx, transitions) => this.webhooks.queue(tx, transitions, delivery, now))
+  }
+
+  async redeliver (endpointId: string, now: number): Promise<number | undefined> {
+    return this.transaction((tx, transitions) => this.webhooks.redeliver(tx, transitions, endpointId, now))
+  }
+
+  async deliveries (endpointId: string, query: DeliveryQuery): Promise<DeliveryPage> {
+    return this.webhooks.deliveries(endpointId, query)
+  }
+
+  // Due times and leases go by the database's clock, shared by every process: `now` only dates the rows.
+  async claimDeliveries (limit: number, _now: number, leaseMs: number): Promise<DeliveryClaim[]> {
+    return this.transaction((tx) => this.webhooks.claim(tx, limit, leaseMs))
+  }
+
+  async settleDeliveries (outcomes: DeliveryOutcome[], now: number): Promise<number> {
+    return this.transaction((tx, transitions) => this.webhooks.settle(tx, transitions, outcomes, now))
+  }
+
+  async releaseDeliveries (claims: DeliveryClaim[], now: number): Promise<number> {
+    return this.transaction((tx, transitions) => this.webhooks.release(tx, transitions, claims, now))
+  }
+
+  async nextDeliveryIn (): Promise<number | null> {
+    return this.webhooks.nextIn()
+  }
+
+  onDeliveries (listener: () => void): () => void {
+    return this.deliveryListeners.add(listener)
+  }
+
   onWork (listener: WorkListener): () => void {
     return this.workListeners.add(listener)
   }
@@ -413,5 +497,8 @@ function indexedQuery (call: IndexedCall): pg.QueryConfig {
     case 'idsByStatus': return idsQuery(call[1], call[2], call[3] ?? 0)
     case 'claim': return claimQuery(call[1], call[2], call[3], 'a token')
     case 'nextAvailableAt': return { text: SQL.nextAvailable }
+    case 'claimDeliveries': return claimDeliveriesQuery(call[1], call[3], 'a token')
+    case 'nextDeliveryIn': return { text: SQL.nextDelivery }
+    case 'deliveries': return deliveriesQuery(call[1], call[2])
   }
 }

@@ -9,7 +9,10 @@ import { ORDER_OTHER_BYTES, PAGE_BYTES } from '../page-size.ts'
  * round trip here, so settles and hand-backs change all their orders in one statement (unnest of
  * arrays), and a hand-back reads each row as it was while claimed in the same statement (SQLite
  * needs `claimed` for that). Besides: `existing` (the orders a batched create found), `lockOrders`
- * (the readiness check takes the lock a write to orders needs) and `notify`.
+ * (the readiness check takes the lock a write to orders needs), `lockEndpoints` and `notify`. Webhook
+ * deliveries go by the database's clock (due times, leases, retries), so every process agrees on
+ * them; SQLite's `dueDeliveries`, `claimDelivery`, `putOffDelivery` and `deliveryTarget` are one
+ * statement here, `claimDeliveries`.
  */
 
 const ORDER_COLUMNS = `seq, order_id, user_id, item_ids, total_cents, status, created_at,
@@ -18,6 +21,12 @@ const ORDER_COLUMNS = `seq, order_id, user_id, item_ids, total_cents, status, cr
 const CHANGED = 'o.order_id, o.attempts, o.created_at, o.processing_started_at'
 /** The same, for an order that became Pending: from when it can be claimed (a QueuedRow). */
 const QUEUED = `${CHANGED}, o.available_at`
+
+const ENDPOINT_COLUMNS = 'id, url, events, description, secret, created_at, last_error, last_error_at'
+const DELIVERY_COLUMNS = `seq, id, endpoint_id, order_id, event_type, status, attempts, next_attempt_at, last_error,
+  last_status_code, created_at, delivered_at`
+/** What a deliverer needs of a delivery it claimed. */
+const CLAIMED_DELIVERY = 'd.seq, d.id, d.endpoint_id, d.order_id, d.payload, d.attempts, d.created_at'
 
 /**
  * The database's clock in epoch ms, the same for every process, for leases: they are set and
@@ -95,7 +104,79 @@ export const SQL = {
   // The lock a write to orders takes: a table locked by another session (even for an index build) is not ready.
   lockOrders: 'LOCK TABLE orders IN ROW EXCLUSIVE MODE',
   readinessCheck: 'UPDATE readiness_checks SET checked_at = $1 WHERE id = 1',
-  notify: 'SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload'
+  notify: 'SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload',
+
+  countEndpoints: 'SELECT count(*)::int AS n FROM webhook_endpoints',
+  // Creates wait for each other, so that two at once cannot both pass the count.
+  lockEndpoints: 'LOCK TABLE webhook_endpoints IN SHARE ROW EXCLUSIVE MODE',
+  insertEndpoint: `INSERT INTO webhook_endpoints (id, url, events, description, secret, created_at)
+    VALUES ($1, $2, $3, $4, $5, $6)`,
+  endpoints: `SELECT ${ENDPOINT_COLUMNS} FROM webhook_endpoints ORDER BY created_at, id`,
+  endpoint: `SELECT ${ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1`,
+  endpointCounts: 'SELECT endpoint_id, name, SUM(value)::bigint AS value FROM webhook_stats GROUP BY endpoint_id, name',
+  deleteEndpoint: 'DELETE FROM webhook_endpoints WHERE id = $1',
+  deleteEndpointDeliveries: 'DELETE FROM webhook_deliveries WHERE endpoint_id = $1',
+  deleteEndpointCounts: 'DELETE FROM webhook_stats WHERE endpoint_id = $1',
+  // Sharded like order_stats; rows come sorted, so two transactions lock them in one order.
+  addDeliveryCount: `INSERT INTO webhook_stats (endpoint_id, name, shard, value)
+    SELECT endpoint_id, name, $1, value FROM unnest($2::text[], $3::text[], $4::bigint[]) AS c (endpoint_id, name, value)
+    ON CONFLICT (endpoint_id, name, shard) DO UPDATE SET value = webhook_stats.value + EXCLUDED.value`,
+  insertDelivery: `INSERT INTO webhook_deliveries (id, endpoint_id, order_id, event_type, payload, status, next_attempt_at, created_at, updated_at)
+    SELECT id, endpoint_id, order_id, event_type, payload, 'pending', ${DATABASE_NOW_MS}, created_at, $1
+    FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[])
+      AS n (id, endpoint_id, order_id, event_type, payload, created_at)`,
+  redeliver: `UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = ${DATABASE_NOW_MS}, updated_at = $2
+    WHERE endpoint_id = $1 AND status = 'failed'`,
+  // A range over the whole key of webhook_deliveries_by_endpoint, read backwards: given plain
+  // equalities, PostgreSQL read the primary key backwards filtering rows out where it expected
+  // matches to be dense (listQuery explains the same for orders).
+  deliveries: `SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries
+    WHERE (endpoint_id, status, seq) < ($1, $2, $3) AND (endpoint_id, status) >= ($1, $2)
+    ORDER BY endpoint_id DESC, status DESC, seq DESC LIMIT $4`,
+  // The due deliveries that are the earliest pending one of their order for their endpoint are
+  // claimed (with their endpoint's url and secret; none when it was deleted); the others are put
+  // off until that one is due again or its lease ends. Other processes' candidates are skipped.
+  claimDeliveries: `WITH due AS (
+      SELECT d.seq, d.endpoint_id, (SELECT e.next_attempt_at FROM webhook_deliveries e
+          WHERE e.endpoint_id = d.endpoint_id AND e.order_id = d.order_id AND e.status = 'pending' AND e.seq < d.seq
+          ORDER BY e.seq LIMIT 1) AS blocked_until
+      FROM webhook_deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= ${DATABASE_NOW_MS}
+      ORDER BY d.next_attempt_at, d.seq LIMIT $3 FOR UPDATE OF d SKIP LOCKED
+    ), put_off AS (
+      UPDATE webhook_deliveries d SET next_attempt_at = GREATEST(due.blocked_until, ${DATABASE_NOW_MS} + $2)
+      FROM due WHERE d.seq = due.seq AND due.blocked_until IS NOT NULL
+    )
+    UPDATE webhook_deliveries d SET lease_token = $1, next_attempt_at = ${DATABASE_NOW_MS} + $2
+    FROM due LEFT JOIN webhook_endpoints e ON e.id = due.endpoint_id
+    WHERE d.seq = due.seq AND due.blocked_until IS NULL
+    RETURNING ${CLAIMED_DELIVERY}, e.url, e.secret`,
+  delivered: `UPDATE webhook_deliveries d SET status = 'delivered', attempts = d.attempts + 1, delivered_at = $1, updated_at = $1,
+      next_attempt_at = NULL, lease_token = NULL, last_status_code = s.status_code, last_error = NULL
+    FROM unnest($2::bigint[], $3::text[], $4::int[]) AS s (seq, token, status_code)
+    WHERE d.seq = s.seq AND d.lease_token = s.token AND d.status = 'pending' RETURNING d.endpoint_id, d.order_id`,
+  retryDelivery: `UPDATE webhook_deliveries d SET attempts = d.attempts + 1, next_attempt_at = ${DATABASE_NOW_MS} + s.retry_in_ms,
+      updated_at = $1, lease_token = NULL, last_status_code = s.status_code, last_error = s.error
+    FROM unnest($2::bigint[], $3::text[], $4::int[], $5::text[], $6::bigint[]) AS s (seq, token, status_code, error, retry_in_ms)
+    WHERE d.seq = s.seq AND d.lease_token = s.token AND d.status = 'pending' RETURNING d.endpoint_id, d.order_id`,
+  failDelivery: `UPDATE webhook_deliveries d SET status = 'failed', attempts = d.attempts + 1, next_attempt_at = NULL, updated_at = $1,
+      lease_token = NULL, last_status_code = s.status_code, last_error = s.error
+    FROM unnest($2::bigint[], $3::text[], $4::int[], $5::text[]) AS s (seq, token, status_code, error)
+    WHERE d.seq = s.seq AND d.lease_token = s.token AND d.status = 'pending' RETURNING d.endpoint_id, d.order_id`,
+  discardDelivery: `DELETE FROM webhook_deliveries d USING unnest($1::bigint[], $2::text[]) AS s (seq, token)
+    WHERE d.seq = s.seq AND d.lease_token = s.token AND d.status = 'pending' RETURNING d.endpoint_id, d.order_id`,
+  promoteNext: `UPDATE webhook_deliveries d SET next_attempt_at = ${DATABASE_NOW_MS}
+    FROM unnest($1::text[], $2::text[]) AS c (endpoint_id, order_id)
+    CROSS JOIN LATERAL (SELECT e.seq FROM webhook_deliveries e
+      WHERE e.endpoint_id = c.endpoint_id AND e.order_id = c.order_id AND e.status = 'pending' ORDER BY e.seq LIMIT 1) AS head
+    WHERE d.seq = head.seq AND d.lease_token IS NULL AND d.next_attempt_at > ${DATABASE_NOW_MS}`,
+  // Endpoints come sorted: two processes recording errors lock them in one order.
+  endpointError: `UPDATE webhook_endpoints w SET last_error = e.error, last_error_at = $1
+    FROM unnest($2::text[], $3::text[]) AS e (id, error) WHERE w.id = e.id`,
+  releaseDelivery: `UPDATE webhook_deliveries d SET lease_token = NULL, next_attempt_at = ${DATABASE_NOW_MS}, updated_at = $1
+    FROM unnest($2::bigint[], $3::text[]) AS c (seq, token)
+    WHERE d.seq = c.seq AND d.lease_token = c.token AND d.status = 'pending'`,
+  nextDelivery: `SELECT MIN(next_attempt_at) - ${DATABASE_NOW_MS} AS delay FROM webhook_deliveries WHERE status = 'pending'`,
+  subscriptions: 'SELECT id, events FROM webhook_endpoints'
 } as const
 
 /**

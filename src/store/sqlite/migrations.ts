@@ -51,6 +51,47 @@ const MIGRATIONS: string[] = [
   ALTER TABLE populate_batches ADD COLUMN failed_ids TEXT NOT NULL DEFAULT '[]';
   -- Batches recorded before kept no progress: taken as finished, their ids stay used.
   UPDATE populate_batches SET entries_done = total_entries;
+  `,
+  `
+  -- Webhooks: endpoints, one delivery per event and endpoint (its id is the webhook-id), and
+  -- per-endpoint counts kept with each delivery's change, like order_stats (one shard here).
+  CREATE TABLE webhook_endpoints (
+    id TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    description TEXT,
+    secret TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    last_error TEXT,
+    last_error_at INTEGER
+  ) WITHOUT ROWID;
+  CREATE TABLE webhook_deliveries (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL,
+    endpoint_id TEXT NOT NULL,
+    order_id TEXT,
+    event_type TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER,
+    lease_token TEXT,
+    last_error TEXT,
+    last_status_code INTEGER,
+    created_at INTEGER NOT NULL,
+    delivered_at INTEGER,
+    updated_at INTEGER NOT NULL
+  );
+  CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+  CREATE INDEX webhook_deliveries_chain ON webhook_deliveries (endpoint_id, order_id) WHERE status = 'pending';
+  CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, status);
+  CREATE TABLE webhook_stats (
+    endpoint_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    shard INTEGER NOT NULL,
+    value INTEGER NOT NULL,
+    PRIMARY KEY (endpoint_id, name, shard)
+  ) WITHOUT ROWID;
   `
 ]
 

@@ -19,6 +19,10 @@ import { Listeners } from '../listeners.ts'
 import { ChangeListeners, type ChangedRow } from '../change-log.ts'
 import { claimsOf, Transitions, type ClaimedRow, type QueuedRow } from '../transitions.ts'
 import { listSql, SQL } from './statements.ts'
+import { SqliteWebhooks } from './sqlite-webhooks.ts'
+import type {
+  DeliveryClaim, DeliveryOutcome, DeliveryPage, DeliveryQuery, EndpointRecord, NewDelivery, NewEndpoint
+} from '../webhook-store.ts'
 
 const CHECKPOINT_INTERVAL_MS = 100
 
@@ -53,6 +57,10 @@ export class SqliteStore implements OrderStore {
   private readonly atomically: <T>(fn: () => T) => T
   private readonly listStatements = new Map<string, Database.Statement>()
   private readonly checkpointer: Checkpointer | undefined
+  private readonly webhooks: SqliteWebhooks
+  private readonly deliveryListeners = new Listeners<void>()
+  /** The statuses whose changes someone listens for or some endpoint wants, and the two sets it was made of. */
+  private wanted: { statuses: ReadonlySet<OrderStatus>, listened: ReadonlySet<OrderStatus>, subscribed: ReadonlySet<OrderStatus> } | null = null
 
   /** `busyTimeoutMs`: how long a write waits for another connection's lock (blocking the event loop) before failing. */
   constructor (path: string, busyTimeoutMs = 1000) {
@@ -75,6 +83,17 @@ export class SqliteStore implements OrderStore {
     // better-sqlite3 runs a transaction function called inside another in a savepoint.
     this.atomically = db.transaction((fn: () => unknown) => fn()) as <T>(fn: () => T) => T
     this.writes = new GroupCommit((writes) => this.commit(writes))
+    this.webhooks = new SqliteWebhooks(this.sql, (orderId) => this.getSync(orderId))
+  }
+
+  /** Changes to these statuses are kept: listeners or endpoints want them; others cost nothing. */
+  private wantedStatuses (): ReadonlySet<OrderStatus> {
+    const listened = this.changeListeners.wanted
+    const subscribed = this.webhooks.subscriptions.statuses
+    if (this.wanted?.listened !== listened || this.wanted.subscribed !== subscribed) {
+      this.wanted = { statuses: new Set([...listened, ...subscribed]), listened, subscribed }
+    }
+    return this.wanted.statuses
   }
 
   /** Runs `fn` inside the transaction that commits every write of this event-loop turn. */
@@ -84,17 +103,20 @@ export class SqliteStore implements OrderStore {
 
   /** Writes one batch in one transaction, then announces its status changes and the work it made claimable. */
   private commit (writes: Array<Write<unknown>>): Array<Settled<unknown>> {
-    let transitions = new Transitions(this.changeListeners.wanted)
+    const wanted = this.wantedStatuses()
+    let transitions = new Transitions(wanted)
     let results: Array<Settled<unknown>>
     try {
       results = this.atomically(() => this.writeBatch(writes, transitions, false))
     } catch (err) {
       if (!(err instanceof FailedHalfway)) throw err
-      transitions = new Transitions(this.changeListeners.wanted)
+      transitions = new Transitions(wanted)
       results = this.atomically(() => this.writeBatch(writes, transitions, true))
     }
+    if (transitions.deliveries.endpointsChanged) this.webhooks.reload()
     if (transitions.log.changes.length > 0) this.changeListeners.emit(transitions.log.changes)
     if (transitions.wakeAt !== Infinity) this.workListeners.emit(transitions.wakeAt)
+    if (transitions.deliveries.due) this.deliveryListeners.emit()
     return results
   }
 
@@ -116,6 +138,8 @@ export class SqliteStore implements OrderStore {
       }
       return result
     })
+    // Deliveries are recorded with the status changes that make them, in their transaction.
+    this.webhooks.finish(transitions, Date.now())
     for (const [name, amount] of transitions.delta.changes) this.sql.addStat.run(amount, name)
     return results
   }
@@ -314,6 +338,7 @@ export class SqliteStore implements OrderStore {
       case 'idsByStatus': return this.idsQuery(call[1], call[2], call[3] ?? 0)
       case 'claim': return this.claimQuery(call[1], call[2], call[3], 'a token')
       case 'nextAvailableAt': return [this.sql.nextAvailable, []]
+      default: return this.webhooks.query(call)
     }
   }
 
@@ -324,6 +349,54 @@ export class SqliteStore implements OrderStore {
   // Goes through the same commit as orders, so it fails exactly when they would: locked, read-only, disk full.
   async ping (now: number): Promise<void> {
     await this.write(() => this.sql.readinessCheck.run(now))
+  }
+
+  async createEndpoint (endpoint: NewEndpoint, now: number, maxEndpoints: number): Promise<EndpointRecord | null> {
+    return this.write((transitions) => this.webhooks.createEndpoint(transitions, endpoint, now, maxEndpoints))
+  }
+
+  async endpoints (): Promise<EndpointRecord[]> {
+    return this.webhooks.endpoints()
+  }
+
+  async endpoint (id: string): Promise<EndpointRecord | undefined> {
+    return this.webhooks.endpoint(id)
+  }
+
+  async deleteEndpoint (id: string): Promise<boolean> {
+    return this.write((transitions) => this.webhooks.deleteEndpoint(transitions, id))
+  }
+
+  async queueDelivery (delivery: NewDelivery, now: number): Promise<boolean> {
+    return this.write((transitions) => this.webhooks.queue(transitions, delivery, now))
+  }
+
+  async redeliver (endpointId: string, now: number): Promise<number | undefined> {
+    return this.write((transitions) => this.webhooks.redeliver(transitions, endpointId, now))
+  }
+
+  async deliveries (endpointId: string, query: DeliveryQuery): Promise<DeliveryPage> {
+    return this.webhooks.deliveries(endpointId, query)
+  }
+
+  async claimDeliveries (limit: number, now: number, leaseMs: number): Promise<DeliveryClaim[]> {
+    return this.write(() => this.webhooks.claim(limit, now, leaseMs))
+  }
+
+  async settleDeliveries (outcomes: DeliveryOutcome[], now: number): Promise<number> {
+    return this.write((transitions) => this.webhooks.settle(transitions, outcomes, now))
+  }
+
+  async releaseDeliveries (claims: DeliveryClaim[], now: number): Promise<number> {
+    return this.write((transitions) => this.webhooks.release(transitions, claims, now))
+  }
+
+  async nextDeliveryIn (now: number): Promise<number | null> {
+    return this.webhooks.nextIn(now)
+  }
+
+  onDeliveries (listener: () => void): () => void {
+    return this.deliveryListeners.add(listener)
   }
 
   onWork (listener: WorkListener): () => void {

@@ -17,6 +17,12 @@ const CHANGED = 'order_id, attempts, created_at, processing_started_at'
 /** The same, for an order that became Pending: from when it can be claimed (a QueuedRow). */
 const QUEUED = `${CHANGED}, available_at`
 
+const ENDPOINT_COLUMNS = 'id, url, events, description, secret, created_at, last_error, last_error_at'
+const DELIVERY_COLUMNS = `seq, id, endpoint_id, order_id, event_type, status, attempts, next_attempt_at, last_error,
+  last_status_code, created_at, delivered_at`
+/** What a deliverer needs of a delivery it claimed (with its endpoint's url and secret, read beside it). */
+const CLAIMED_DELIVERY = 'seq, id, endpoint_id, order_id, payload, attempts, created_at'
+
 export const SQL = {
   insert: `INSERT INTO orders (order_id, user_id, item_ids, total_cents, status, created_at, available_at, updated_at)
     VALUES (?, ?, ?, ?, 'Pending', ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
@@ -70,7 +76,58 @@ export const SQL = {
   advanceBatch: 'UPDATE populate_batches SET entries_done = ? WHERE batch_id = ? AND entries_done = ?',
   batchFailures: 'UPDATE populate_batches SET failure_count = ?, failed_ids = ? WHERE batch_id = ?',
   cursorKey: "SELECT value FROM service_keys WHERE name = 'cursor'",
-  readinessCheck: 'UPDATE readiness_checks SET checked_at = ? WHERE id = 1'
+  readinessCheck: 'UPDATE readiness_checks SET checked_at = ? WHERE id = 1',
+
+  countEndpoints: 'SELECT count(*) AS n FROM webhook_endpoints',
+  insertEndpoint: `INSERT INTO webhook_endpoints (id, url, events, description, secret, created_at)
+    VALUES (@id, @url, @events, @description, @secret, @now)`,
+  endpoints: `SELECT ${ENDPOINT_COLUMNS} FROM webhook_endpoints ORDER BY created_at, id`,
+  endpoint: `SELECT ${ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = ?`,
+  // At most MAX_ENDPOINTS endpoints, so all their counts are few rows.
+  endpointCounts: 'SELECT endpoint_id, name, SUM(value) AS value FROM webhook_stats GROUP BY endpoint_id, name',
+  deleteEndpoint: 'DELETE FROM webhook_endpoints WHERE id = ?',
+  deleteEndpointDeliveries: 'DELETE FROM webhook_deliveries WHERE endpoint_id = ?',
+  deleteEndpointCounts: 'DELETE FROM webhook_stats WHERE endpoint_id = ?',
+  addDeliveryCount: `INSERT INTO webhook_stats (endpoint_id, name, shard, value) VALUES (?, ?, 0, ?)
+    ON CONFLICT (endpoint_id, name, shard) DO UPDATE SET value = value + excluded.value`,
+  insertDelivery: `INSERT INTO webhook_deliveries (id, endpoint_id, order_id, event_type, payload, status, next_attempt_at, created_at, updated_at)
+    VALUES (@id, @endpoint_id, @order_id, @event_type, @payload, 'pending', @now, @created_at, @now)`,
+  redeliver: `UPDATE webhook_deliveries SET status = 'pending', attempts = 0, next_attempt_at = @now, updated_at = @now
+    WHERE endpoint_id = @endpointId AND status = 'failed'`,
+  deliveries: `SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries INDEXED BY webhook_deliveries_by_endpoint
+    WHERE endpoint_id = @endpointId AND status = @status AND seq < @before ORDER BY seq DESC LIMIT @limit`,
+  // Due deliveries, each with the time its order's earliest pending delivery to the same endpoint
+  // is due (blocked_until) when there is one: such a delivery waits for it.
+  dueDeliveries: `SELECT d.seq, (SELECT e.next_attempt_at FROM webhook_deliveries e INDEXED BY webhook_deliveries_chain
+        WHERE e.endpoint_id = d.endpoint_id AND e.order_id = d.order_id AND e.status = 'pending' AND e.seq < d.seq
+        ORDER BY e.seq LIMIT 1) AS blocked_until
+    FROM webhook_deliveries d INDEXED BY webhook_deliveries_due
+    WHERE d.status = 'pending' AND d.next_attempt_at <= @now ORDER BY d.next_attempt_at, d.seq LIMIT @limit`,
+  claimDelivery: `UPDATE webhook_deliveries SET lease_token = @token, next_attempt_at = @leaseUntil
+    WHERE seq = @seq RETURNING ${CLAIMED_DELIVERY}`,
+  putOffDelivery: 'UPDATE webhook_deliveries SET next_attempt_at = @at WHERE seq = @seq',
+  deliveryTarget: 'SELECT url, secret FROM webhook_endpoints WHERE id = ?',
+  delivered: `UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, delivered_at = @now, updated_at = @now,
+      next_attempt_at = NULL, lease_token = NULL, last_status_code = @statusCode, last_error = NULL
+    WHERE seq = @seq AND lease_token = @token AND status = 'pending' RETURNING endpoint_id, order_id`,
+  retryDelivery: `UPDATE webhook_deliveries SET attempts = attempts + 1, next_attempt_at = @now + @retryInMs, updated_at = @now,
+      lease_token = NULL, last_status_code = @statusCode, last_error = @error
+    WHERE seq = @seq AND lease_token = @token AND status = 'pending' RETURNING endpoint_id, order_id`,
+  failDelivery: `UPDATE webhook_deliveries SET status = 'failed', attempts = attempts + 1, next_attempt_at = NULL, updated_at = @now,
+      lease_token = NULL, last_status_code = @statusCode, last_error = @error
+    WHERE seq = @seq AND lease_token = @token AND status = 'pending' RETURNING endpoint_id, order_id`,
+  discardDelivery: `DELETE FROM webhook_deliveries WHERE seq = @seq AND lease_token = @token AND status = 'pending'
+    RETURNING endpoint_id, order_id`,
+  // The next pending delivery of an order to an endpoint whose earlier one was just settled is due at once.
+  promoteNext: `UPDATE webhook_deliveries SET next_attempt_at = @now
+    WHERE seq = (SELECT seq FROM webhook_deliveries INDEXED BY webhook_deliveries_chain
+        WHERE endpoint_id = @endpointId AND order_id = @orderId AND status = 'pending' ORDER BY seq LIMIT 1)
+      AND lease_token IS NULL AND next_attempt_at > @now`,
+  endpointError: 'UPDATE webhook_endpoints SET last_error = @error, last_error_at = @now WHERE id = @endpointId',
+  releaseDelivery: `UPDATE webhook_deliveries SET lease_token = NULL, next_attempt_at = @now, updated_at = @now
+    WHERE seq = @seq AND lease_token = @token AND status = 'pending'`,
+  nextDelivery: "SELECT MIN(next_attempt_at) - @now AS delay FROM webhook_deliveries INDEXED BY webhook_deliveries_due WHERE status = 'pending'",
+  subscriptions: 'SELECT id, events FROM webhook_endpoints'
 } as const
 
 /** A list page for one combination of filters, with one more order than the limit to tell whether another page follows. */

@@ -1,0 +1,189 @@
+import { randomUUID } from 'node:crypto'
+import type pg from 'pg'
+import type { OrderRecord, OrderStatus } from '../../order.ts'
+import type { Transitions } from '../transitions.ts'
+import type { ChangedDelivery } from '../delivery-transitions.ts'
+import { WebhookSubscriptions } from '../webhook-events.ts'
+import {
+  noDeliveries, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryRecord,
+  type DeliveryStatus, type EndpointRecord, type NewDelivery, type NewEndpoint
+} from '../webhook-store.ts'
+import { SQL } from './statements.ts'
+
+type Queryable = Pick<pg.Pool | pg.PoolClient, 'query'>
+type EndpointRow = Omit<EndpointRecord, 'counts'>
+type SettledRow = ChangedDelivery & { order_id: string | null }
+type ClaimedRow = Omit<DeliveryClaim, 'token' | 'target'> & { url: string | null, secret: string | null }
+
+/**
+ * The webhook half of the PostgreSQL store: endpoints, and the deliveries recorded with each
+ * status change. Writes run in the store's transactions (`tx`), with their Transitions.
+ */
+export class PgWebhooks {
+  readonly subscriptions = new WebhookSubscriptions()
+  private reloading: Promise<void> | null = null
+  private reloadAgain = false
+
+  /** `shard`: the counter shard this process writes, as for the order aggregates. */
+  constructor (private readonly pool: pg.Pool, private readonly shard: number) {}
+
+  /**
+   * Reads which endpoints want which statuses: at start, after this process changed endpoints, and
+   * when another announces it did. Reloads asked for meanwhile run once more after, so the last read wins.
+   */
+  async reload (): Promise<void> {
+    if (this.reloading) {
+      this.reloadAgain = true
+      return this.reloading
+    }
+    this.reloading = (async () => {
+      try {
+        do {
+          this.reloadAgain = false
+          const { rows } = await this.pool.query<{ id: string, events: OrderStatus[] }>(SQL.subscriptions)
+          this.subscriptions.load(rows)
+        } while (this.reloadAgain)
+      } finally {
+        this.reloading = null
+      }
+    })()
+    return this.reloading
+  }
+
+  /** Records the deliveries of the transaction's status changes that endpoints want, then its delivery counts. */
+  async finish (tx: pg.PoolClient, transitions: Transitions, now: number): Promise<void> {
+    const changes = this.subscriptions.wanted(transitions.log.changes)
+    if (changes.length > 0) {
+      const ids = [...new Set(changes.map((change) => change.order_id))]
+      const { rows } = await tx.query<OrderRecord>(SQL.existing, [ids])
+      const orders = new Map(rows.map((order) => [order.order_id, order]))
+      await this.insert(tx, transitions, this.subscriptions.deliveries(changes, orders), now)
+    }
+    const entries = transitions.deliveries.entries()
+    if (entries.length > 0) {
+      await tx.query(SQL.addDeliveryCount, [this.shard, entries.map(([id]) => id), entries.map(([, name]) => name), entries.map(([, , value]) => value)])
+    }
+  }
+
+  private async insert (tx: pg.PoolClient, transitions: Transitions, deliveries: NewDelivery[], now: number): Promise<void> {
+    if (deliveries.length === 0) return
+    const column = <K extends keyof NewDelivery>(key: K) => deliveries.map((d) => d[key])
+    await tx.query(SQL.insertDelivery, [now, column('id'), column('endpoint_id'), column('order_id'), column('event_type'), column('payload'), column('created_at')])
+    transitions.deliveries.queued(deliveries)
+  }
+
+  async createEndpoint (tx: pg.PoolClient, transitions: Transitions, endpoint: NewEndpoint, now: number, maxEndpoints: number): Promise<EndpointRecord | null> {
+    await tx.query(SQL.lockEndpoints)
+    const { rows } = await tx.query<{ n: number }>(SQL.countEndpoints)
+    if ((rows[0] as { n: number }).n >= maxEndpoints) return null
+    await tx.query(SQL.insertEndpoint, [endpoint.id, endpoint.url, JSON.stringify(endpoint.events), endpoint.description, endpoint.secret, now])
+    transitions.deliveries.endpointsChanged = true
+    return { ...endpoint, created_at: now, counts: noDeliveries(), last_error: null, last_error_at: null }
+  }
+
+  async endpoints (): Promise<EndpointRecord[]> {
+    return this.withCounts((await this.pool.query<EndpointRow>(SQL.endpoints)).rows)
+  }
+
+  async endpoint (id: string): Promise<EndpointRecord | undefined> {
+    const { rows } = await this.pool.query<EndpointRow>(SQL.endpoint, [id])
+    return rows.length === 0 ? undefined : (await this.withCounts(rows))[0]
+  }
+
+  private async withCounts (rows: EndpointRow[]): Promise<EndpointRecord[]> {
+    const counts = new Map<string, Record<DeliveryStatus, number>>()
+    const { rows: stats } = await this.pool.query<{ endpoint_id: string, name: DeliveryStatus, value: number }>(SQL.endpointCounts)
+    for (const { endpoint_id: id, name, value } of stats) {
+      let record = counts.get(id)
+      if (!record) counts.set(id, record = noDeliveries())
+      record[name] = value
+    }
+    return rows.map((row) => ({ ...row, counts: counts.get(row.id) ?? noDeliveries() }))
+  }
+
+  async deleteEndpoint (tx: pg.PoolClient, transitions: Transitions, id: string): Promise<boolean> {
+    if ((await tx.query(SQL.deleteEndpoint, [id])).rowCount === 0) return false
+    await tx.query(SQL.deleteEndpointDeliveries, [id])
+    await tx.query(SQL.deleteEndpointCounts, [id])
+    transitions.deliveries.endpointsChanged = true
+    return true
+  }
+
+  private async exists (tx: Queryable, endpointId: string): Promise<boolean> {
+    return (await tx.query(SQL.endpoint, [endpointId])).rows.length > 0
+  }
+
+  async queue (tx: pg.PoolClient, transitions: Transitions, delivery: NewDelivery, now: number): Promise<boolean> {
+    if (!await this.exists(tx, delivery.endpoint_id)) return false
+    await this.insert(tx, transitions, [delivery], now)
+    return true
+  }
+
+  async redeliver (tx: pg.PoolClient, transitions: Transitions, endpointId: string, now: number): Promise<number | undefined> {
+    if (!await this.exists(tx, endpointId)) return undefined
+    const count = (await tx.query(SQL.redeliver, [endpointId, now])).rowCount ?? 0
+    transitions.deliveries.redelivered(endpointId, count)
+    return count
+  }
+
+  async deliveries (endpointId: string, query: DeliveryQuery): Promise<DeliveryPage> {
+    const { text, values } = deliveriesQuery(endpointId, query)
+    const { rows } = await this.pool.query<DeliveryRecord>(text, values)
+    const deliveries = rows.slice(0, query.limit)
+    return { deliveries, lastSeq: rows.length > query.limit ? (deliveries.at(-1) as DeliveryRecord).seq : null }
+  }
+
+  async claim (tx: pg.PoolClient, limit: number, leaseMs: number): Promise<DeliveryClaim[]> {
+    const token = randomUUID()
+    const { rows } = await tx.query<ClaimedRow>(claimDeliveriesQuery(limit, leaseMs, token))
+    return rows.map(({ url, secret, ...row }) => ({ ...row, token, target: url === null || secret === null ? null : { url, secret } }))
+  }
+
+  async settle (tx: pg.PoolClient, transitions: Transitions, outcomes: DeliveryOutcome[], now: number): Promise<number> {
+    const of = <K extends DeliveryOutcome['kind']>(kind: K) => outcomes.filter((o): o is Extract<DeliveryOutcome, { kind: K }> => o.kind === kind)
+    const [delivered, retries, failures, discards] = [of('delivered'), of('retry'), of('failed'), of('discarded')]
+    const seqs = (list: DeliveryOutcome[]) => list.map((o) => o.claim.seq)
+    const tokens = (list: DeliveryOutcome[]) => list.map((o) => o.claim.token)
+    const run = async (list: DeliveryOutcome[], sql: string, params: unknown[]): Promise<SettledRow[]> =>
+      list.length === 0 ? [] : (await tx.query<SettledRow>(sql, params)).rows
+    const done = await run(delivered, SQL.delivered, [now, seqs(delivered), tokens(delivered), delivered.map((o) => o.statusCode)])
+    const retried = await run(retries, SQL.retryDelivery, [now, seqs(retries), tokens(retries),
+      retries.map((o) => o.statusCode), retries.map((o) => o.error), retries.map((o) => o.retryInMs)])
+    const failed = await run(failures, SQL.failDelivery, [now, seqs(failures), tokens(failures),
+      failures.map((o) => o.statusCode), failures.map((o) => o.error)])
+    const discarded = await run(discards, SQL.discardDelivery, [seqs(discards), tokens(discards)])
+    const errors = new Map([...retries, ...failures].map((o) => [o.claim.endpoint_id, o.error]))
+    if (errors.size > 0) {
+      const ids = [...errors.keys()].sort()
+      await tx.query(SQL.endpointError, [now, ids, ids.map((id) => errors.get(id))])
+    }
+    transitions.deliveries.delivered(done)
+    transitions.deliveries.failed(failed)
+    transitions.deliveries.discarded(discarded)
+    const settledChains = [...done, ...failed, ...discarded].filter((row): row is ChangedDelivery & { order_id: string } => row.order_id !== null)
+    if (settledChains.length > 0) {
+      const { rowCount } = await tx.query(SQL.promoteNext, [settledChains.map((row) => row.endpoint_id), settledChains.map((row) => row.order_id)])
+      transitions.deliveries.madeDue(rowCount ?? 0)
+    }
+    return done.length + retried.length + failed.length + discarded.length
+  }
+
+  async release (tx: pg.PoolClient, transitions: Transitions, claims: DeliveryClaim[], now: number): Promise<number> {
+    const { rowCount } = await tx.query(SQL.releaseDelivery, [now, claims.map((c) => c.seq), claims.map((c) => c.token)])
+    transitions.deliveries.madeDue(rowCount ?? 0)
+    return rowCount ?? 0
+  }
+
+  async nextIn (): Promise<number | null> {
+    const { rows } = await this.pool.query<{ delay: number | null }>(SQL.nextDelivery)
+    return rows[0]?.delay ?? null
+  }
+}
+
+export function deliveriesQuery (endpointId: string, { status, limit, before = Number.MAX_SAFE_INTEGER }: DeliveryQuery): pg.QueryConfig {
+  return { text: SQL.deliveries, values: [endpointId, status, before, limit + 1] }
+}
+
+export function claimDeliveriesQuery (limit: number, leaseMs: number, token: string): pg.QueryConfig {
+  return { text: SQL.claimDeliveries, values: [token, leaseMs, limit] }
+}

@@ -1,0 +1,177 @@
+import { randomUUID } from 'node:crypto'
+import type Database from 'better-sqlite3'
+import type { OrderRecord, OrderStatus } from '../../order.ts'
+import type { Transitions } from '../transitions.ts'
+import type { ChangedDelivery } from '../delivery-transitions.ts'
+import { WebhookSubscriptions } from '../webhook-events.ts'
+import {
+  noDeliveries, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryRecord,
+  type DeliveryStatus, type EndpointRecord, type NewDelivery, type NewEndpoint
+} from '../webhook-store.ts'
+import type { SQL } from './statements.ts'
+
+type Statements = Record<keyof typeof SQL, Database.Statement>
+type EndpointRow = Omit<EndpointRecord, 'events' | 'counts'> & { events: string }
+type SettledRow = ChangedDelivery & { order_id: string | null }
+
+/**
+ * The webhook half of the SQLite store: endpoints, and the deliveries recorded with each status
+ * change. Every method that writes runs inside the store's group-commit transaction, with its
+ * Transitions; like every write there, it may run twice and changes nothing outside the database.
+ */
+export class SqliteWebhooks {
+  readonly subscriptions = new WebhookSubscriptions()
+
+  constructor (private readonly sql: Statements, private readonly getOrder: (orderId: string) => OrderRecord | undefined) {
+    this.reload()
+  }
+
+  /** Reads which endpoints want which statuses (at start and after a commit that changed endpoints). */
+  reload (): void {
+    const rows = this.sql.subscriptions.all() as Array<{ id: string, events: string }>
+    this.subscriptions.load(rows.map((row) => ({ id: row.id, events: JSON.parse(row.events) as OrderStatus[] })))
+  }
+
+  /** Records the deliveries of the transaction's status changes that endpoints want, then its delivery counts. */
+  finish (transitions: Transitions, now: number): void {
+    const changes = this.subscriptions.wanted(transitions.log.changes)
+    if (changes.length > 0) {
+      const orders = new Map<string, OrderRecord>()
+      for (const { order_id: orderId } of changes) {
+        if (orders.has(orderId)) continue
+        const order = this.getOrder(orderId)
+        if (order) orders.set(orderId, order)
+      }
+      this.insert(transitions, this.subscriptions.deliveries(changes, orders), now)
+    }
+    for (const [endpointId, name, amount] of transitions.deliveries.entries()) this.sql.addDeliveryCount.run(endpointId, name, amount)
+  }
+
+  private insert (transitions: Transitions, deliveries: NewDelivery[], now: number): void {
+    for (const delivery of deliveries) this.sql.insertDelivery.run({ ...delivery, now })
+    transitions.deliveries.queued(deliveries)
+  }
+
+  createEndpoint (transitions: Transitions, endpoint: NewEndpoint, now: number, maxEndpoints: number): EndpointRecord | null {
+    if ((this.sql.countEndpoints.get() as { n: number }).n >= maxEndpoints) return null
+    this.sql.insertEndpoint.run({ ...endpoint, events: JSON.stringify(endpoint.events), now })
+    transitions.deliveries.endpointsChanged = true
+    return { ...endpoint, created_at: now, counts: noDeliveries(), last_error: null, last_error_at: null }
+  }
+
+  endpoints (): EndpointRecord[] {
+    return this.withCounts(this.sql.endpoints.all() as EndpointRow[])
+  }
+
+  endpoint (id: string): EndpointRecord | undefined {
+    const row = this.sql.endpoint.get(id) as EndpointRow | undefined
+    return row && this.withCounts([row])[0]
+  }
+
+  private withCounts (rows: EndpointRow[]): EndpointRecord[] {
+    const counts = new Map<string, Record<DeliveryStatus, number>>()
+    for (const { endpoint_id: id, name, value } of this.sql.endpointCounts.all() as Array<{ endpoint_id: string, name: DeliveryStatus, value: number }>) {
+      let record = counts.get(id)
+      if (!record) counts.set(id, record = noDeliveries())
+      record[name] = value
+    }
+    return rows.map((row) => ({ ...row, events: JSON.parse(row.events) as OrderStatus[], counts: counts.get(row.id) ?? noDeliveries() }))
+  }
+
+  deleteEndpoint (transitions: Transitions, id: string): boolean {
+    if (this.sql.deleteEndpoint.run(id).changes === 0) return false
+    this.sql.deleteEndpointDeliveries.run(id)
+    this.sql.deleteEndpointCounts.run(id)
+    transitions.deliveries.endpointsChanged = true
+    return true
+  }
+
+  queue (transitions: Transitions, delivery: NewDelivery, now: number): boolean {
+    if (this.sql.endpoint.get(delivery.endpoint_id) === undefined) return false
+    this.insert(transitions, [delivery], now)
+    return true
+  }
+
+  redeliver (transitions: Transitions, endpointId: string, now: number): number | undefined {
+    if (this.sql.endpoint.get(endpointId) === undefined) return undefined
+    const count = this.sql.redeliver.run({ endpointId, now }).changes
+    transitions.deliveries.redelivered(endpointId, count)
+    return count
+  }
+
+  deliveries (endpointId: string, { status, limit, before = Number.MAX_SAFE_INTEGER }: DeliveryQuery): DeliveryPage {
+    const rows = this.sql.deliveries.all({ endpointId, status, before, limit: limit + 1 }) as DeliveryRecord[]
+    const deliveries = rows.slice(0, limit)
+    return { deliveries, lastSeq: rows.length > limit ? (deliveries.at(-1) as DeliveryRecord).seq : null }
+  }
+
+  /**
+   * Claims the due deliveries that are the earliest pending one of their order for their endpoint;
+   * a later one is put off until that one is due again or its lease ends (its settle makes the next due at once).
+   */
+  claim (limit: number, now: number, leaseMs: number): DeliveryClaim[] {
+    const token = randomUUID()
+    const due = this.sql.dueDeliveries.all({ now, limit }) as Array<{ seq: number, blocked_until: number | null }>
+    const claims: DeliveryClaim[] = []
+    const targets = new Map<string, DeliveryClaim['target']>()
+    for (const { seq, blocked_until: blockedUntil } of due) {
+      if (blockedUntil !== null) {
+        this.sql.putOffDelivery.run({ seq, at: Math.max(blockedUntil, now + leaseMs) })
+        continue
+      }
+      const row = this.sql.claimDelivery.get({ seq, token, leaseUntil: now + leaseMs }) as Omit<DeliveryClaim, 'token' | 'target'>
+      if (!targets.has(row.endpoint_id)) targets.set(row.endpoint_id, (this.sql.deliveryTarget.get(row.endpoint_id) as DeliveryClaim['target'] | undefined) ?? null)
+      claims.push({ ...row, token, target: targets.get(row.endpoint_id) ?? null })
+    }
+    return claims
+  }
+
+  settle (transitions: Transitions, outcomes: DeliveryOutcome[], now: number): number {
+    const settled: Record<DeliveryOutcome['kind'], SettledRow[]> = { delivered: [], retry: [], failed: [], discarded: [] }
+    const errors = new Map<string, string>()
+    for (const outcome of outcomes) {
+      const claim = { seq: outcome.claim.seq, token: outcome.claim.token, now }
+      let row: SettledRow | undefined
+      if (outcome.kind === 'delivered') row = this.sql.delivered.get({ ...claim, statusCode: outcome.statusCode }) as SettledRow | undefined
+      else if (outcome.kind === 'discarded') row = this.sql.discardDelivery.get(claim) as SettledRow | undefined
+      else {
+        const failure = { ...claim, error: outcome.error, statusCode: outcome.statusCode }
+        row = (outcome.kind === 'retry'
+          ? this.sql.retryDelivery.get({ ...failure, retryInMs: outcome.retryInMs })
+          : this.sql.failDelivery.get(failure)) as SettledRow | undefined
+        if (row) errors.set(row.endpoint_id, outcome.error)
+      }
+      if (row) settled[outcome.kind].push(row)
+    }
+    for (const [endpointId, error] of errors) this.sql.endpointError.run({ endpointId, error, now })
+    transitions.deliveries.delivered(settled.delivered)
+    transitions.deliveries.failed(settled.failed)
+    transitions.deliveries.discarded(settled.discarded)
+    let promoted = 0
+    for (const { endpoint_id: endpointId, order_id: orderId } of [...settled.delivered, ...settled.failed, ...settled.discarded]) {
+      if (orderId !== null) promoted += this.sql.promoteNext.run({ endpointId, orderId, now }).changes
+    }
+    transitions.deliveries.madeDue(promoted)
+    return Object.values(settled).reduce((sum, rows) => sum + rows.length, 0)
+  }
+
+  release (transitions: Transitions, claims: DeliveryClaim[], now: number): number {
+    let released = 0
+    for (const { seq, token } of claims) released += this.sql.releaseDelivery.run({ seq, token, now }).changes
+    transitions.deliveries.madeDue(released)
+    return released
+  }
+
+  nextIn (now: number): number | null {
+    return (this.sql.nextDelivery.get({ now }) as { delay: number | null }).delay
+  }
+
+  /** What claimDeliveries, nextDeliveryIn and deliveries run: a statement and its parameters. */
+  query (call: ['claimDeliveries', number, number, number] | ['nextDeliveryIn', number] | ['deliveries', string, DeliveryQuery]): [Database.Statement, Record<string, unknown>] {
+    switch (call[0]) {
+      case 'claimDeliveries': return [this.sql.dueDeliveries, { now: call[2], limit: call[1] }]
+      case 'nextDeliveryIn': return [this.sql.nextDelivery, { now: call[1] }]
+      case 'deliveries': return [this.sql.deliveries, { endpointId: call[1], status: call[2].status, before: call[2].before ?? Number.MAX_SAFE_INTEGER, limit: call[2].limit + 1 }]
+    }
+  }
+}

@@ -1,0 +1,125 @@
+import type { OrderStatus } from '../order.ts'
+
+export const DELIVERY_STATUSES = ['pending', 'delivered', 'failed'] as const
+export type DeliveryStatus = typeof DELIVERY_STATUSES[number]
+
+/** An endpoint as registered; `id` and `secret` are made by the caller. */
+export interface NewEndpoint {
+  id: string
+  url: string
+  events: OrderStatus[]
+  description: string | null
+  secret: string
+}
+
+/** An endpoint as stored, with how many of its deliveries are in each state and its last failed attempt. */
+export interface EndpointRecord extends NewEndpoint {
+  created_at: number
+  counts: Record<DeliveryStatus, number>
+  last_error: string | null
+  last_error_at: number | null
+}
+
+/** One event for one endpoint: its id is the `webhook-id`, the same on every attempt. */
+export interface DeliveryRecord {
+  seq: number
+  id: string
+  endpoint_id: string
+  /** null for a test event */
+  order_id: string | null
+  event_type: string
+  status: DeliveryStatus
+  attempts: number
+  /** When it is tried next, by the store's clock (pending only). */
+  next_attempt_at: number | null
+  last_error: string | null
+  last_status_code: number | null
+  created_at: number
+  delivered_at: number | null
+}
+
+export interface DeliveryQuery {
+  status: DeliveryStatus
+  limit: number
+  /** Keyset position: deliveries before this sequence number (newest first). */
+  before?: number
+}
+
+export interface DeliveryPage {
+  deliveries: DeliveryRecord[]
+  /** Sequence number of the last delivery when more may follow, else null. */
+  lastSeq: number | null
+}
+
+/** A delivery handed to one deliverer until its lease ends; only the holder of `token` may settle it. */
+export interface DeliveryClaim {
+  seq: number
+  id: string
+  endpoint_id: string
+  order_id: string | null
+  /** The body, exactly as it is sent on every attempt. */
+  payload: string
+  /** Attempts made before this one. */
+  attempts: number
+  created_at: number
+  token: string
+  /** Where to send it; null when its endpoint was deleted meanwhile. */
+  target: { url: string, secret: string } | null
+}
+
+export type DeliveryOutcome =
+  | { claim: DeliveryClaim, kind: 'delivered', statusCode: number }
+  /** Tried again `retryInMs` from now, by the store's clock. */
+  | { claim: DeliveryClaim, kind: 'retry', retryInMs: number, error: string, statusCode: number | null }
+  /** Given up: redeliverable by hand. */
+  | { claim: DeliveryClaim, kind: 'failed', error: string, statusCode: number | null }
+  /** Its endpoint is gone: dropped. */
+  | { claim: DeliveryClaim, kind: 'discarded' }
+
+/** A new event for one endpoint, as recorded in the transaction that made it. */
+export interface NewDelivery {
+  id: string
+  endpoint_id: string
+  order_id: string | null
+  event_type: string
+  payload: string
+  created_at: number
+}
+
+/**
+ * Outbound webhooks, kept by the order store: deliveries of status changes are recorded in the
+ * transaction of the change, so that neither exists without the other.
+ */
+export interface WebhookStore {
+  /** Registers an endpoint unless `maxEndpoints` exist already (then null). */
+  createEndpoint (endpoint: NewEndpoint, now: number, maxEndpoints: number): Promise<EndpointRecord | null>
+  /** Every endpoint, oldest first. */
+  endpoints (): Promise<EndpointRecord[]>
+  endpoint (id: string): Promise<EndpointRecord | undefined>
+  /** Removes an endpoint and its deliveries; false when there is none. */
+  deleteEndpoint (id: string): Promise<boolean>
+  /** Records an event for one endpoint (a test); false when there is no such endpoint. */
+  queueDelivery (delivery: NewDelivery, now: number): Promise<boolean>
+  /** An endpoint's failed deliveries back to pending, due at once; undefined when there is no such endpoint. */
+  redeliver (endpointId: string, now: number): Promise<number | undefined>
+  /** An endpoint's deliveries in one state, newest first. */
+  deliveries (endpointId: string, query: DeliveryQuery): Promise<DeliveryPage>
+  /**
+   * Claims up to `limit` due pending deliveries, each for `leaseMs` by the store's clock, only the
+   * earliest pending one of each (endpoint, order): a later one found due is put off instead.
+   */
+  claimDeliveries (limit: number, now: number, leaseMs: number): Promise<DeliveryClaim[]>
+  /** Records the outcomes whose claim is still current; returns how many were. */
+  settleDeliveries (outcomes: DeliveryOutcome[], now: number): Promise<number>
+  /** Hands unfinished claims back, due at once; the attempt does not count. */
+  releaseDeliveries (claims: DeliveryClaim[], now: number): Promise<number>
+  /** Milliseconds until the earliest pending delivery is due (0 or less: due now), by the store's clock; null when none is pending. */
+  nextDeliveryIn (now: number): Promise<number | null>
+  /** Called when deliveries may have become due (new events, redeliveries, hand-backs), maybe from another process. */
+  onDeliveries (listener: () => void): () => void
+}
+
+/** The counts of an endpoint with no delivery yet. */
+export function noDeliveries (): Record<DeliveryStatus, number> {
+  return { pending: 0, delivered: 0, failed: 0 }
+}

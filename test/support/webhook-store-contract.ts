@@ -1,0 +1,193 @@
+import type { Test } from 'tap'
+import { toOrder, type OrderStatus } from '../../src/order.ts'
+import type { OrderStore } from '../../src/store/order-store.ts'
+import type { DeliveryClaim, NewEndpoint } from '../../src/store/webhook-store.ts'
+import { anOrder, waitFor } from '../helper.ts'
+
+const LEASE = 30_000
+const MAX_ENDPOINTS = 100
+
+let endpoints = 0
+function anEndpoint (events: OrderStatus[], id = `ep_test_${++endpoints}`): NewEndpoint {
+  return { id, url: `http://127.0.0.1:9/${id}`, events, description: null, secret: 'whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0' }
+}
+
+/** Creates an order and takes it to Completed, one transaction per step. */
+async function complete (store: OrderStore, orderId: string): Promise<void> {
+  const now = Date.now()
+  await store.create(anOrder(orderId), now, now)
+  const claims = await store.claim(1, now, LEASE)
+  await store.settle(claims.map((claim) => ({ claim, ok: true as const })), now)
+}
+
+const parse = (claim: DeliveryClaim) => JSON.parse(claim.payload) as { type: string, timestamp: string, data: { order_id: string, status: string } }
+
+/** What every store must do for webhooks; run against each store by its own test file. */
+export function webhookStoreContract (t: Test, open: () => Promise<OrderStore>): void {
+  const fresh = async (t: Test) => {
+    const store = await open()
+    t.teardown(() => store.close())
+    return store
+  }
+
+  t.test('status changes no endpoint wants record nothing', async (t) => {
+    const store = await fresh(t)
+    await complete(store, 'A')
+    t.equal(await store.nextDeliveryIn(Date.now()), null)
+    await store.createEndpoint(anEndpoint(['Failed']), Date.now(), MAX_ENDPOINTS)
+    await complete(store, 'B')
+    t.equal(await store.nextDeliveryIn(Date.now()), null, 'not even with an endpoint that wants another status')
+  })
+
+  t.test('a change an endpoint wants is recorded with it: the order as GET returns it, due at once, counted', async (t) => {
+    const store = await fresh(t)
+    const endpoint = anEndpoint(['Completed'])
+    const created = await store.createEndpoint(endpoint, Date.now(), MAX_ENDPOINTS)
+    t.match(created, { ...endpoint, counts: { pending: 0, delivered: 0, failed: 0 }, last_error: null })
+    let woken = 0
+    store.onDeliveries(() => { woken++ })
+    await complete(store, 'A')
+    await waitFor(() => woken > 0, 'deliverers told')
+    t.ok((await store.nextDeliveryIn(Date.now()) as number) <= 0, 'due now')
+    t.match(await store.endpoint(endpoint.id), { counts: { pending: 1, delivered: 0, failed: 0 } })
+
+    const [claim, ...others] = await store.claimDeliveries(10, Date.now(), LEASE)
+    t.same(others, [])
+    const body = parse(claim!)
+    t.equal(body.type, 'order.completed')
+    t.same(body.data, toOrder((await store.get('A'))!), 'the order as GET returns it')
+    t.match(claim, { endpoint_id: endpoint.id, order_id: 'A', attempts: 0, target: { url: endpoint.url, secret: endpoint.secret } })
+    t.match(claim!.id, /^msg_[A-Za-z0-9_-]{22}$/)
+    t.same(await store.claimDeliveries(10, Date.now(), LEASE), [], 'a claimed delivery is not claimed again while its lease runs')
+
+    t.equal(await store.settleDeliveries([{ claim: claim!, kind: 'delivered', statusCode: 204 }], Date.now()), 1)
+    t.equal(await store.settleDeliveries([{ claim: claim!, kind: 'delivered', statusCode: 204 }], Date.now()), 0, 'settled once')
+    t.match(await store.endpoint(endpoint.id), { counts: { pending: 0, delivered: 1, failed: 0 } })
+    const { deliveries } = await store.deliveries(endpoint.id, { status: 'delivered', limit: 10 })
+    t.match(deliveries, [{ id: claim!.id, status: 'delivered', attempts: 1, last_status_code: 204, event_type: 'order.completed' }])
+    t.equal(await store.nextDeliveryIn(Date.now()), null)
+  })
+
+  t.test('events of one order reach an endpoint in order: a later one waits for the earlier one to be settled', async (t) => {
+    const store = await fresh(t)
+    const endpoint = anEndpoint(['Pending', 'Processing', 'Completed'])
+    await store.createEndpoint(endpoint, Date.now(), MAX_ENDPOINTS)
+    await complete(store, 'A')
+    await complete(store, 'B')
+    const first = await store.claimDeliveries(10, Date.now(), LEASE)
+    t.same(first.map((c) => `${c.order_id} ${parse(c).type}`), ['A order.pending', 'B order.pending'], 'only the first event of each order')
+    t.same(await store.claimDeliveries(10, Date.now(), LEASE), [], 'the later ones were put off')
+    const [a, b] = first as [DeliveryClaim, DeliveryClaim]
+    await store.settleDeliveries([{ claim: a, kind: 'delivered', statusCode: 200 }], Date.now())
+    t.ok((await store.nextDeliveryIn(Date.now()) as number) <= 0, 'the next event of A is due at once')
+    const second = await store.claimDeliveries(10, Date.now(), LEASE)
+    t.same(second.map((c) => `${c.order_id} ${parse(c).type}`), ['A order.processing'])
+
+    // B's first event fails for good: its next events go on.
+    await store.settleDeliveries([{ claim: b, kind: 'failed', error: 'HTTP 500', statusCode: 500 }], Date.now())
+    const third = await store.claimDeliveries(10, Date.now(), LEASE)
+    t.same(third.map((c) => `${c.order_id} ${parse(c).type}`), ['B order.processing'])
+    t.match(await store.endpoint(endpoint.id), { counts: { pending: 4, delivered: 1, failed: 1 }, last_error: 'HTTP 500' })
+  })
+
+  t.test('a failed attempt is tried again later; given up, it is redelivered by hand from the start', async (t) => {
+    const store = await fresh(t)
+    const endpoint = anEndpoint(['Completed'])
+    await store.createEndpoint(endpoint, Date.now(), MAX_ENDPOINTS)
+    await complete(store, 'A')
+    const [claim] = await store.claimDeliveries(10, Date.now(), LEASE)
+    await store.settleDeliveries([{ claim: claim!, kind: 'retry', retryInMs: 60_000, error: 'connect ECONNREFUSED', statusCode: null }], Date.now())
+    const wait = await store.nextDeliveryIn(Date.now()) as number
+    t.ok(wait > 55_000 && wait <= 60_000, `due again in a minute (${wait} ms)`)
+    t.same(await store.claimDeliveries(10, Date.now(), LEASE), [], 'not before')
+    t.match(await store.endpoint(endpoint.id), { counts: { pending: 1 }, last_error: 'connect ECONNREFUSED' })
+    t.match((await store.deliveries(endpoint.id, { status: 'pending', limit: 10 })).deliveries, [{ attempts: 1, last_error: 'connect ECONNREFUSED', last_status_code: null }])
+
+    t.equal(await store.redeliver(endpoint.id, Date.now()), 0, 'nothing failed yet')
+    const stranger = { ...claim!, token: 'not the holder' }
+    t.equal(await store.settleDeliveries([{ claim: stranger, kind: 'failed', error: 'x', statusCode: null }], Date.now()), 0, 'only the holder settles')
+
+    const other = anEndpoint(['Completed'])
+    await store.createEndpoint(other, Date.now(), MAX_ENDPOINTS)
+    await complete(store, 'B')
+    const claims = (await store.claimDeliveries(10, Date.now(), LEASE)).filter((c) => c.endpoint_id === other.id)
+    await store.settleDeliveries(claims.map((c) => ({ claim: c, kind: 'failed' as const, error: 'HTTP 410', statusCode: 410 })), Date.now())
+    t.match(await store.endpoint(other.id), { counts: { pending: 0, delivered: 0, failed: 1 } })
+    t.equal(await store.redeliver(other.id, Date.now()), 1)
+    t.match(await store.endpoint(other.id), { counts: { pending: 1, delivered: 0, failed: 0 } })
+    const [again] = (await store.claimDeliveries(10, Date.now(), LEASE)).filter((c) => c.endpoint_id === other.id)
+    t.match(again, { id: claims[0]!.id, attempts: 0 }, 'the same webhook-id, its attempts counted afresh')
+    t.equal(await store.redeliver('ep_unknown', Date.now()), undefined)
+  })
+
+  t.test('claims handed back are due at once, their attempt not counted', async (t) => {
+    const store = await fresh(t)
+    await store.createEndpoint(anEndpoint(['Completed']), Date.now(), MAX_ENDPOINTS)
+    await complete(store, 'A')
+    const claims = await store.claimDeliveries(10, Date.now(), LEASE)
+    t.equal(await store.releaseDeliveries(claims, Date.now()), 1)
+    const again = await store.claimDeliveries(10, Date.now(), LEASE)
+    t.match(again, [{ id: claims[0]!.id, attempts: 0 }])
+  })
+
+  t.test('a lease that ended (its process died) makes the delivery due again, with the same webhook-id', async (t) => {
+    const store = await fresh(t)
+    await store.createEndpoint(anEndpoint(['Completed']), Date.now(), MAX_ENDPOINTS)
+    await complete(store, 'A')
+    const [claim] = await store.claimDeliveries(10, Date.now(), 50)
+    const [again] = await waitFor(async () => {
+      const claims = await store.claimDeliveries(10, Date.now(), LEASE)
+      return claims.length > 0 && claims
+    }, 'the lease to end')
+    t.equal(again!.id, claim!.id)
+    t.equal(await store.settleDeliveries([{ claim: claim!, kind: 'delivered', statusCode: 200 }], Date.now()), 0, 'the old holder can no longer settle it')
+    t.equal(await store.settleDeliveries([{ claim: again!, kind: 'delivered', statusCode: 200 }], Date.now()), 1)
+  })
+
+  t.test('deleting an endpoint removes its deliveries; events recorded for it meanwhile are dropped when claimed', async (t) => {
+    const store = await fresh(t)
+    const endpoint = anEndpoint(['Completed'])
+    await store.createEndpoint(endpoint, Date.now(), MAX_ENDPOINTS)
+    await complete(store, 'A')
+    t.equal(await store.deleteEndpoint(endpoint.id), true)
+    t.equal(await store.deleteEndpoint(endpoint.id), false)
+    t.equal(await store.endpoint(endpoint.id), undefined)
+    t.equal(await store.nextDeliveryIn(Date.now()), null, 'its delivery is gone')
+    t.equal(await store.queueDelivery({ id: 'msg_x', endpoint_id: endpoint.id, order_id: null, event_type: 'webhook.test', payload: '{}', created_at: Date.now() }, Date.now()), false)
+
+    // As another process that has not heard of the deletion yet would record one.
+    const gone = anEndpoint(['Completed'])
+    await store.createEndpoint(gone, Date.now(), MAX_ENDPOINTS)
+    t.equal(await store.queueDelivery({ id: 'msg_y', endpoint_id: gone.id, order_id: null, event_type: 'webhook.test', payload: '{}', created_at: Date.now() }, Date.now()), true)
+    const [claim] = await store.claimDeliveries(10, Date.now(), LEASE)
+    await store.deleteEndpoint(gone.id)
+    await store.queueDelivery({ id: 'msg_z', endpoint_id: gone.id, order_id: null, event_type: 'webhook.test', payload: '{}', created_at: Date.now() }, Date.now())
+    t.equal(await store.settleDeliveries([{ claim: claim!, kind: 'discarded' }], Date.now()), 0, 'deleted with its endpoint')
+  })
+
+  t.test('at most maxEndpoints endpoints; they list oldest first, with counts and without changing', async (t) => {
+    const store = await fresh(t)
+    const a = anEndpoint(['Completed'])
+    const b = anEndpoint(['Failed', 'Cancelled'])
+    t.ok(await store.createEndpoint(a, 1000, 2))
+    t.ok(await store.createEndpoint(b, 2000, 2))
+    t.equal(await store.createEndpoint(anEndpoint(['Failed']), 3000, 2), null, 'the third is refused')
+    t.match(await store.endpoints(), [
+      { ...a, created_at: 1000, counts: { pending: 0, delivered: 0, failed: 0 } },
+      { ...b, created_at: 2000 }
+    ])
+  })
+
+  t.test('deliveries list newest first, page by page, per state', async (t) => {
+    const store = await fresh(t)
+    const endpoint = anEndpoint(['Pending'])
+    await store.createEndpoint(endpoint, Date.now(), MAX_ENDPOINTS)
+    await store.createMany(['A', 'B', 'C'].map((id) => anOrder(id)), Date.now(), Date.now())
+    const first = await store.deliveries(endpoint.id, { status: 'pending', limit: 2 })
+    t.same(first.deliveries.map((d) => d.order_id), ['C', 'B'])
+    const second = await store.deliveries(endpoint.id, { status: 'pending', limit: 2, before: first.lastSeq! })
+    t.same(second.deliveries.map((d) => d.order_id), ['A'])
+    t.equal(second.lastSeq, null)
+    t.same((await store.deliveries(endpoint.id, { status: 'failed', limit: 2 })).deliveries, [])
+  })
+}
