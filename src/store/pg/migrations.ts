@@ -55,6 +55,15 @@ const MIGRATIONS: string[] = [
     ADD COLUMN failed_ids TEXT[] NOT NULL DEFAULT '{}';
   -- Batches recorded before kept no progress: taken as finished, their ids stay used.
   UPDATE populate_batches SET entries_done = total_entries;
+  `,
+  `
+  -- Whether processors claim orders (POST /processing/pause and /resume), for every process, kept across restarts.
+  CREATE TABLE processing_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    state TEXT NOT NULL CHECK (state IN ('running', 'paused')),
+    since BIGINT NOT NULL
+  );
+  INSERT INTO processing_state (id, state, since) VALUES (1, 'running', (extract(epoch FROM clock_timestamp()) * 1000)::bigint);
   `
 ]
 
