@@ -11,7 +11,12 @@ const HOST = '127.0.0.1:3000'
 const CHANGES: InjectOptions[] = [
   { method: 'POST', url: '/orders', payload: anOrder('X2') },
   { method: 'POST', url: '/orders/X1/cancel' },
-  { method: 'POST', url: '/orders/populate', payload: { total_entries: 1, batch_id: 'x' } }
+  { method: 'POST', url: '/orders/populate', payload: { total_entries: 1, batch_id: 'x' } },
+  { method: 'POST', url: '/orders/batch', payload: { orders: [anOrder('X3')] } },
+  { method: 'POST', url: '/orders/X1/retry' },
+  { method: 'POST', url: '/orders/retry-failed', payload: {} },
+  { method: 'POST', url: '/processing/pause' },
+  { method: 'POST', url: '/processing/resume' }
 ]
 
 async function withOrder (t: Test, settings = {}): Promise<FastifyInstance> {
@@ -44,6 +49,7 @@ t.test('a request a browser sends from another site may not change anything: 403
   }
   t.equal((await app.inject({ url: '/orders/X1' })).json().status, 'Pending', 'the order is not cancelled')
   t.same((await app.store.stats()).counts.Pending, 1, 'nothing created')
+  t.equal((await app.store.processingState()).state, 'running', 'processing not paused')
   for (const method of ['PUT', 'PATCH', 'DELETE'] as const) {
     const res = await send(app, { method, url: '/orders/X1' }, FROM_ANOTHER_SITE['an Origin alone (a browser without Sec-Fetch-*)']!)
     t.equal(res.statusCode, 403, `${method} is refused too`)
