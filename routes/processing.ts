@@ -24,7 +24,7 @@ const processing: FastifyPluginAsyncTypebox = async (app) => {
   }, async () => view(await store.processingState()))
 
   const changes = [
-    ['pause', 'paused', 'Pause processing: within a second no processor, in any process, claims an order. ' +
+    ['pause', 'paused', 'Pause processing: once this answers, no processor, in any process, takes another order. ' +
       'Orders being processed finish; new orders are accepted and wait as Pending. Kept across restarts.'],
     ['resume', 'running', 'Resume processing: the orders that waited are processed.']
   ] as const
