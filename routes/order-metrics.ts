@@ -95,7 +95,7 @@ const metrics: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     const { getOrderIds, limit } = request.query
-    const [stats, processing] = await Promise.all([app.store.stats(), app.store.processingState()])
+    const { stats, processing } = await app.store.overview()
     const completed = stats.counts.Completed
     const body: Static<typeof Metrics> = {
       total_orders: ORDER_STATUSES.reduce((sum, status) => sum + stats.counts[status], 0),

@@ -18,6 +18,8 @@ export const PROCESSING_STATES = ['running', 'paused'] as const
 export interface ProcessingState { state: typeof PROCESSING_STATES[number], since: number }
 export type ProcessingStateListener = (state: ProcessingState) => void
 
+export interface Overview { stats: OrderStats, processing: ProcessingState }
+
 /** An order handed to one worker until its lease ends; only the holder of `token` may settle it. */
 export interface Claim {
   order_id: string
@@ -127,6 +129,8 @@ export interface OrderStore {
   /** The earliest time a Pending order becomes claimable, if any. */
   nextAvailableAt (): Promise<number | null>
   stats (): Promise<OrderStats>
+  /** The aggregates and the processing state together, as /orders/metrics reports them: one query on PostgreSQL. */
+  overview (): Promise<Overview>
   /** Ids of orders with this status, oldest first, after the keyset position `after`. */
   idsByStatus (status: OrderStatus, limit: number, after?: number): Promise<IdPage>
   /** Records a populate batch unless it exists; returns the batch as recorded (maybe with another total, maybe finished). */

@@ -10,7 +10,8 @@ import { ORDER_OTHER_BYTES, PAGE_BYTES } from '../page-size.ts'
  * arrays), and a hand-back reads each row as it was while claimed in the same statement (SQLite
  * needs `claimed` for that, and `failed` for a retry). Besides: `existing` (the orders a batched
  * create found), `lockOrders` (the readiness check takes the lock a write to orders needs),
- * `holdProcessingState` (what a claim holds against a pause) and `notify`.
+ * `holdProcessingState` (what a claim holds against a pause), `overview` (the aggregates and the
+ * processing state in one query) and `notify`.
  */
 
 const ORDER_COLUMNS = `seq, order_id, user_id, item_ids, total_cents, status, created_at,
@@ -27,6 +28,8 @@ const QUEUED = `${CHANGED}, o.available_at`
  * on their last attempt, then retries the others, and both must see the same ones expired).
  */
 const DATABASE_NOW_MS = '(extract(epoch FROM now()) * 1000)::bigint'
+
+const STATS = 'SELECT name, SUM(value)::bigint AS value FROM order_stats GROUP BY name'
 
 export const SQL = {
   insert: `INSERT INTO orders AS o (order_id, user_id, item_ids, total_cents, status, created_at, available_at, updated_at)
@@ -96,7 +99,7 @@ export const SQL = {
   nextAvailable: "SELECT MIN(available_at) AS at FROM orders WHERE status = 'Pending'",
   // A keyset range over orders_by_status, as listQuery explains; one more id than the limit tells whether more follow.
   idsByStatus: 'SELECT seq, order_id FROM orders WHERE (status, seq) > ($1, $2) AND status <= $1 ORDER BY status, seq LIMIT $3',
-  stats: 'SELECT name, SUM(value)::bigint AS value FROM order_stats GROUP BY name',
+  stats: STATS,
   // Counters are sharded: each process adds to its own shard, so no single row is hot.
   addStat: `INSERT INTO order_stats (name, shard, value)
     SELECT name, $1, value FROM unnest($2::text[], $3::bigint[]) AS d (name, value)
@@ -107,6 +110,8 @@ export const SQL = {
   advanceBatch: 'UPDATE populate_batches SET entries_done = $1 WHERE batch_id = $2 AND entries_done = $3',
   batchFailures: 'UPDATE populate_batches SET failure_count = $1, failed_ids = $2 WHERE batch_id = $3',
   processingState: 'SELECT state, since FROM processing_state',
+  // A row per aggregate, each with the state; one row without a name while there are no aggregates yet.
+  overview: `SELECT totals.name, totals.value, p.state, p.since FROM processing_state p LEFT JOIN (${STATS}) totals ON true`,
   // Only a change of state moves `since`.
   setProcessingState: `UPDATE processing_state SET state = $1, since = $2 WHERE state <> $1
     RETURNING state, since`,

@@ -10,7 +10,7 @@ import { migrate } from './migrations.ts'
 import { statsFromRows } from '../stats-delta.ts'
 import type {
   CancelResult, ChangeListener, Claim, CreateResult, IdPage, IndexedCall, ListQuery, OrderPage, OrderStats, OrderStore, Outcome,
-  PopulateBatch, ProcessingState, ProcessingStateListener, RetriedChunk, RetryResult, WorkListener
+  Overview, PopulateBatch, ProcessingState, ProcessingStateListener, RetriedChunk, RetryResult, WorkListener
 } from '../order-store.ts'
 import { advanced } from '../populate-batches.ts'
 import { ORDER_OTHER_BYTES, PAGE_BYTES } from '../page-size.ts'
@@ -320,6 +320,10 @@ export class SqliteStore implements OrderStore {
 
   async stats (): Promise<OrderStats> {
     return statsFromRows(this.sql.stats.all() as Array<{ name: string, value: number }>)
+  }
+
+  async overview (): Promise<Overview> {
+    return { stats: await this.stats(), processing: await this.processingState() }
   }
 
   async idsByStatus (status: OrderStatus, limit: number, after = 0): Promise<IdPage> {
