@@ -28,7 +28,8 @@ export default fp(async (app) => {
         version: '1.0.0'
       },
       tags: [
-        { name: 'orders', description: 'Create, read, list and cancel orders' },
+        { name: 'orders', description: 'Create, read, list, cancel and retry orders' },
+        { name: 'processing', description: 'Pause and resume order processing' },
         { name: 'metrics', description: 'Counts, average stage times and HTTP timings' },
         { name: 'simulation', description: 'Load simulation' },
         { name: 'operations', description: 'Liveness and readiness' },

@@ -3,7 +3,8 @@ import { Type, type FastifyPluginAsyncTypebox, type Static } from '@fastify/type
 import { errorResponses } from '../plugins/errors.ts'
 import { STAGES } from '../src/http-timings.ts'
 import { ORDER_STATUSES, type OrderStatus } from '../src/order.ts'
-import type { IdPage, OrderStore } from '../src/store/order-store.ts'
+import { PROCESSING_STATES, type IdPage, type OrderStore } from '../src/store/order-store.ts'
+import { StringEnum } from '../src/string-enum.ts'
 
 export const MetricsQuery = Type.Object({
   getOrderIds: Type.Boolean({ default: false, description: 'fill order_ids, oldest first' }),
@@ -35,6 +36,7 @@ export const Metrics = Type.Object({
   completed: StatusGroup,
   failed: StatusGroup,
   cancelled: StatusGroup,
+  processing_state: StringEnum(PROCESSING_STATES, { description: 'running, or paused (POST /processing/pause): then Pending orders wait' }),
   http: Type.Record(Type.String(), RouteTimings, { description: 'per route ("POST /orders"): requests answered, and lifecycle stage timings refreshed at most once a second' })
 })
 
@@ -93,7 +95,7 @@ const metrics: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     const { getOrderIds, limit } = request.query
-    const stats = await app.store.stats()
+    const { stats, processing } = await app.store.overview()
     const completed = stats.counts.Completed
     const body: Static<typeof Metrics> = {
       total_orders: ORDER_STATUSES.reduce((sum, status) => sum + stats.counts[status], 0),
@@ -104,6 +106,7 @@ const metrics: FastifyPluginAsyncTypebox = async (app) => {
         const count = stats.counts[status]
         return [groupName(status), { count, order_ids: [] as string[], truncated: count > 0 }]
       })) as Record<Lowercase<OrderStatus>, Static<typeof StatusGroup>>,
+      processing_state: processing.state,
       http: app.httpTimings.summary()
     }
     if (!getOrderIds) return body

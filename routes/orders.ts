@@ -1,7 +1,11 @@
-import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
+import { Type, type FastifyPluginAsyncTypebox, type Static } from '@fastify/type-provider-typebox'
+import type { FastifyReply } from 'fastify'
 import { BODY_ERRORS, ErrorSchema, errorResponses } from '../plugins/errors.ts'
 import { CursorCodec } from '../src/cursor.ts'
-import { claimableAt, NewOrderSchema, OrderIdSchema, OrderSchema, OrderStatusSchema, toOrder } from '../src/order.ts'
+import {
+  claimableAt, NewOrderSchema, OrderIdSchema, OrderSchema, OrderStatusSchema, toOrder, type OrderRecord, type OrderStatus
+} from '../src/order.ts'
+import { RETRY_CHUNK, retryFailed } from '../src/retry-failed.ts'
 
 export const OrderIdParams = Type.Object({ order_id: OrderIdSchema })
 
@@ -22,7 +26,48 @@ const OrderList = Type.Object({
   next_cursor: Type.Union([Type.String(), Type.Null()], { description: 'pass as cursor for the next page; null on the last page' })
 })
 
+const RetryFailedBody = Type.Object({
+  limit: Type.Integer({ minimum: 1, maximum: 100_000, default: 100_000, description: 'most Failed orders retried, oldest first' })
+}, { additionalProperties: false, examples: [{ limit: 1000 }] })
+
+const RetryFailedResult = Type.Object({
+  retried: Type.Integer({ description: 'Failed orders sent back to Pending' }),
+  remaining_failed: Type.Integer({ description: 'Failed orders left once done' })
+}, { examples: [{ retried: 1000, remaining_failed: 42 }] })
+
 const notFound = { error: 'Order not found' }
+
+/** The schema of a route that moves one order out of one status. */
+function statusChangeSchema (summary: string, description: string, conflict: string) {
+  return {
+    tags: ['orders'],
+    summary,
+    description,
+    params: OrderIdParams,
+    response: {
+      200: OrderSchema,
+      ...errorResponses(400, 404, 500, 503),
+      409: { ...ErrorSchema, description: conflict }
+    }
+  }
+}
+
+/** The answer to moving one order out of `from`: the order as it now is, 404 when there is none, or 409 naming its status. */
+function statusChanged (reply: FastifyReply, order: OrderRecord | undefined, changed: boolean, from: OrderStatus, done: string) {
+  if (!order) return reply.code(404).send(notFound)
+  if (!changed) return reply.code(409).send({ error: `Order is ${order.status}: only a ${from} order can be ${done}` })
+  return reply.send(toOrder(order))
+}
+
+/** The next page's address: the same filters and limit, from its cursor (RFC 8288's Link, rel="next"). */
+function nextLink (query: Static<typeof ListQuery>, cursor: string): string {
+  const params = new URLSearchParams()
+  if (query.status !== undefined) params.set('status', query.status)
+  if (query.user_id !== undefined) params.set('user_id', String(query.user_id))
+  params.set('limit', String(query.limit))
+  params.set('cursor', cursor)
+  return `</orders?${params.toString()}>; rel="next"`
+}
 
 const orders: FastifyPluginAsyncTypebox = async (app) => {
   const { store, config } = app
@@ -63,17 +108,22 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'List orders, oldest first',
       description: 'Keyset pagination: stable while orders are being added.',
       querystring: ListQuery,
-      response: { 200: OrderList, ...errorResponses(400, 500, 503) }
+      response: {
+        200: {
+          ...OrderList,
+          headers: { link: Type.String({ description: 'while there is a next page: </orders?<the same filters and limit>&cursor=<next_cursor>>; rel="next" (RFC 8288)' }) }
+        },
+        ...errorResponses(400, 500, 503)
+      }
     }
   }, async (request, reply) => {
     const { status, user_id: userId, limit, cursor } = request.query
     const after = cursor === undefined ? undefined : cursors.decode(cursor)
     if (after === null) return reply.code(400).send({ error: 'querystring/cursor is not a cursor this service issued' })
     const page = await store.list({ status, userId, limit, after })
-    return {
-      orders: page.orders.map(toOrder),
-      next_cursor: page.lastSeq === null ? null : cursors.encode(page.lastSeq)
-    }
+    const next = page.lastSeq === null ? null : cursors.encode(page.lastSeq)
+    if (next !== null) reply.header('link', nextLink(request.query, next))
+    return { orders: page.orders.map(toOrder), next_cursor: next }
   })
 
   app.get('/orders/:order_id', {
@@ -89,23 +139,36 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
   })
 
   app.post('/orders/:order_id/cancel', {
-    schema: {
-      tags: ['orders'],
-      summary: 'Cancel a Pending order',
-      params: OrderIdParams,
-      response: {
-        200: OrderSchema,
-        ...errorResponses(400, 404, 500, 503),
-        409: { ...ErrorSchema, description: 'The order is no longer Pending' }
-      }
-    }
+    schema: statusChangeSchema('Cancel a Pending order', 'A Pending order becomes Cancelled and is never processed.', 'The order is no longer Pending')
   }, async (request, reply) => {
     const { cancelled, order } = await store.cancel(request.params.order_id, Date.now())
-    if (!order) return reply.code(404).send(notFound)
-    if (!cancelled) {
-      return reply.code(409).send({ error: `Order is ${order.status}: only a Pending order can be cancelled` })
-    }
-    return toOrder(order)
+    return statusChanged(reply, order, cancelled, 'Pending', 'cancelled')
+  })
+
+  app.post('/orders/:order_id/retry', {
+    schema: statusChangeSchema('Retry a Failed order',
+      'The order goes back to Pending, claimable at once, for a fresh run: attempts 0, processing_started_at, completed_at ' +
+      'and the durations null again; last_error stays until the next outcome.',
+      'The order is not Failed')
+  }, async (request, reply) => {
+    const { retried, order } = await store.retry(request.params.order_id, Date.now())
+    return statusChanged(reply, order, retried, 'Failed', 'retried')
+  })
+
+  app.post('/orders/retry-failed', {
+    schema: {
+      tags: ['orders'],
+      summary: 'Retry the oldest Failed orders',
+      description: 'Retries up to limit Failed orders, oldest first, each as POST /orders/{order_id}/retry does, ' +
+        `in transactions of ${RETRY_CHUNK.toLocaleString('en')}. Send {}, or no body, for the default limit.`,
+      body: RetryFailedBody,
+      response: { 200: RetryFailedResult, ...errorResponses(...BODY_ERRORS) }
+    },
+    // No body at all (curl -X POST) asks for the defaults too.
+    preValidation: async (request) => { request.body ??= {} as typeof request.body }
+  }, async (request) => {
+    const retried = await retryFailed(store, request.body.limit, Date.now)
+    return { retried, remaining_failed: (await store.stats()).counts.Failed }
   })
 }
 

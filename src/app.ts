@@ -17,6 +17,8 @@ import delivererPlugin from '../plugins/deliverer.ts'
 import prometheusPlugin from '../plugins/prometheus.ts'
 import healthRoutes from '../routes/health.ts'
 import orderRoutes from '../routes/orders.ts'
+import orderBatchRoutes from '../routes/order-batch.ts'
+import processingRoutes from '../routes/processing.ts'
 import orderStreamRoutes from '../routes/order-stream.ts'
 import orderMetricsRoutes from '../routes/order-metrics.ts'
 import populateRoutes from '../routes/populate.ts'
@@ -83,6 +85,8 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
   await app.register(healthRoutes)
   await app.register(orderStreamRoutes)
   await app.register(orderRoutes)
+  await app.register(orderBatchRoutes)
+  await app.register(processingRoutes)
   await app.register(orderMetricsRoutes)
   await app.register(populateRoutes)
   await app.register(prometheusRoutes)

@@ -9,7 +9,7 @@ export const OrderStatusSchema = StringEnum(ORDER_STATUSES, {
 })
 
 /** Words that name other routes under /orders and so cannot be order ids. */
-export const RESERVED_ORDER_IDS = ['metrics', 'populate', 'stream'] as const
+export const RESERVED_ORDER_IDS = ['metrics', 'populate', 'stream', 'batch', 'retry-failed'] as const
 
 export const OrderIdSchema = Type.String({
   minLength: 1,

@@ -49,6 +49,8 @@ const MAX_TIMER_MS = 2 ** 31 - 1
  *   claim to p-queue, and sets the timer for the next claimable order; a wake-up that comes
  *   meanwhile makes it attempt again (`tickAgain`) instead of starting a second one. A store
  *   failure sends it back to sleeping with a wake-up STORE_RETRY_MS later.
+ * - `running`, paused (the store's processing state, POST /processing/pause): a claim attempt only
+ *   recovers expired claims and reads the state again, once a second; the resume wakes it.
  * - Orders run in p-queue beside both: each outcome joins the batch settled in the next tick
  *   (`flush`), which frees capacity and wakes it.
  * - `stopped`: `stop()` from either running state. No wake-up claims any more; it waits for the
@@ -70,13 +72,25 @@ export class OrderProcessor {
   private tickAgain = false
   private state: 'new' | 'running' | 'stopped' = 'new'
   private recoveryDueAt = 0
+  /** Processing paused (POST /processing/pause): it sleeps until resumed. Told of changes, and read from the store at each recovery. */
+  private paused = false
+  /** Changes told so far: a read under way when one is told is older than it. */
+  private stateChanges = 0
   private readonly now: () => number
   private readonly unsubscribe: () => void
 
   constructor (private readonly store: OrderStore, private readonly options: ProcessorOptions) {
     this.queue = new PQueue({ concurrency: options.concurrency })
     this.now = options.now ?? Date.now
-    this.unsubscribe = store.onWork((availableAt) => this.wake(availableAt))
+    const stops = [
+      store.onWork((availableAt) => this.wake(availableAt)),
+      store.onProcessingState(({ state }) => {
+        this.stateChanges++
+        this.paused = state === 'paused'
+        if (!this.paused) this.wake()
+      })
+    ]
+    this.unsubscribe = () => { for (const stop of stops) stop() }
   }
 
   private get stopped (): boolean {
@@ -132,6 +146,15 @@ export class OrderProcessor {
       this.recoveryDueAt = now + Math.min(RECOVERY_INTERVAL_MS, options.leaseMs / 2)
       // This process's own claims are still being worked on, however late their settle comes.
       await store.recoverExpired(now, options.maxAttempts, this.heldTokens())
+      // The state at start, and a change whose announcement was lost.
+      const told = this.stateChanges
+      const { state } = await store.processingState()
+      if (told === this.stateChanges) this.paused = state === 'paused'
+    }
+    // The claim would take nothing: the resume wakes it, or else the next recovery.
+    if (this.paused) {
+      this.wake(this.recoveryDueAt)
+      return
     }
     const free = options.concurrency - this.inFlight.size
     if (free <= 0) return // a finishing order wakes us

@@ -14,9 +14,9 @@ const DELIVERY_BUCKETS = [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300, 1800, 7200, 8
 
 /**
  * The Prometheus view of the service: process metrics, orders by status (the store's running
- * aggregates), order stage durations (from the store's status changes), the HTTP lifecycle
- * stage timings, read from the same histograms that feed /orders/metrics, and on PostgreSQL how
- * full its notification queue is.
+ * aggregates), whether processing is paused, order stage durations (from the store's status
+ * changes), the HTTP lifecycle stage timings, read from the same histograms that feed
+ * /orders/metrics, and on PostgreSQL how full its notification queue is.
  */
 export function prometheusMetrics (store: OrderStore, httpTimings: HttpTimings, deliverer: WebhookDeliverer | null): { registry: Registry, stop: () => void } {
   const registry = new Registry()
@@ -31,6 +31,13 @@ export function prometheusMetrics (store: OrderStore, httpTimings: HttpTimings, 
       const { counts } = await store.stats()
       for (const status of ORDER_STATUSES) this.set({ status }, counts[status])
     }
+  }))
+
+  registry.registerMetric(new Gauge({
+    name: 'processing_paused',
+    help: 'Whether order processing is paused (POST /processing/pause): 1, or 0 while running',
+    registers: [],
+    async collect () { this.set((await store.processingState()).state === 'paused' ? 1 : 0) }
   }))
 
   const queueUsage = store.notificationQueueUsage?.bind(store)

@@ -19,6 +19,12 @@ t.test('with API_KEY set, every route but /health, /ready, /docs and the dashboa
     { method: 'GET' as const, url: '/dashboards' },
     { method: 'POST' as const, url: '/orders/populate', payload: { total_entries: 1 } },
     { method: 'POST' as const, url: '/orders/K1/cancel' },
+    { method: 'POST' as const, url: '/orders/K1/retry' },
+    { method: 'POST' as const, url: '/orders/retry-failed', payload: {} },
+    { method: 'POST' as const, url: '/orders/batch', payload: { orders: [anOrder('K2')] } },
+    { method: 'GET' as const, url: '/processing' },
+    { method: 'POST' as const, url: '/processing/pause' },
+    { method: 'POST' as const, url: '/processing/resume' },
     { method: 'GET' as const, url: '/healthz' }
   ]
   for (const request of requests) {
@@ -29,6 +35,7 @@ t.test('with API_KEY set, every route but /health, /ready, /docs and the dashboa
     }
   }
   t.equal((await app.store.stats()).counts.Pending, 0, 'nothing was created')
+  t.equal((await app.store.processingState()).state, 'running', 'nor paused')
   const ok = await app.inject({ method: 'POST', url: '/orders', payload: anOrder('K1'), headers: { authorization: `Bearer ${KEY}` } })
   t.equal(ok.statusCode, 201)
 })

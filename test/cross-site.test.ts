@@ -15,7 +15,12 @@ const CHANGES: InjectOptions[] = [
   { method: 'POST', url: '/webhooks', payload: { url: 'http://127.0.0.1:9/hook' } },
   { method: 'DELETE', url: '/webhooks/ep_AAAAAAAAAAAAAAAAAAAAAA' },
   { method: 'POST', url: '/webhooks/ep_AAAAAAAAAAAAAAAAAAAAAA/test' },
-  { method: 'POST', url: '/webhooks/ep_AAAAAAAAAAAAAAAAAAAAAA/redeliver' }
+  { method: 'POST', url: '/webhooks/ep_AAAAAAAAAAAAAAAAAAAAAA/redeliver' },
+  { method: 'POST', url: '/orders/batch', payload: { orders: [anOrder('X3')] } },
+  { method: 'POST', url: '/orders/X1/retry' },
+  { method: 'POST', url: '/orders/retry-failed', payload: {} },
+  { method: 'POST', url: '/processing/pause' },
+  { method: 'POST', url: '/processing/resume' }
 ]
 
 async function withOrder (t: Test, settings = {}): Promise<FastifyInstance> {
@@ -49,6 +54,7 @@ t.test('a request a browser sends from another site may not change anything: 403
   t.equal((await app.inject({ url: '/orders/X1' })).json().status, 'Pending', 'the order is not cancelled')
   t.same((await app.store.stats()).counts.Pending, 1, 'nothing created')
   t.same((await app.inject({ url: '/webhooks' })).json(), { webhooks: [] }, 'no webhook endpoint registered')
+  t.equal((await app.store.processingState()).state, 'running', 'processing not paused')
   for (const method of ['PUT', 'PATCH', 'DELETE'] as const) {
     const res = await send(app, { method, url: '/orders/X1' }, FROM_ANOTHER_SITE['an Origin alone (a browser without Sec-Fetch-*)']!)
     t.equal(res.statusCode, 403, `${method} is refused too`)

@@ -6,6 +6,12 @@ const ROUTES: Record<string, Record<string, string[]>> = {
   '/orders': { post: ['200', '201', '400', '409', '413', '415', '500', '503'], get: ['200', '400', '500', '503'] },
   '/orders/{order_id}': { get: ['200', '400', '404', '500', '503'] },
   '/orders/{order_id}/cancel': { post: ['200', '400', '404', '409', '500', '503'] },
+  '/orders/{order_id}/retry': { post: ['200', '400', '404', '409', '500', '503'] },
+  '/orders/retry-failed': { post: ['200', '400', '413', '415', '500', '503'] },
+  '/orders/batch': { post: ['200', '400', '413', '415', '500', '503'] },
+  '/processing': { get: ['200', '500', '503'] },
+  '/processing/pause': { post: ['200', '400', '413', '415', '500', '503'] },
+  '/processing/resume': { post: ['200', '400', '413', '415', '500', '503'] },
   '/orders/metrics': { get: ['200', '400', '500', '503'] },
   '/orders/populate': { post: ['201', '400', '409', '413', '415', '500', '503'] },
   '/orders/stream': { get: ['200', '400', '503'] },
@@ -43,6 +49,14 @@ t.test('GET /docs/json is a valid OpenAPI 3 document of every route and response
     user_id: 1, order_id: 'ORD003', item_ids: [101, 102, 103], total_amount: 59.99
   }, 'the create body has an example')
   t.ok(create.responses['201'].headers?.location, 'the Location header is documented')
+  t.ok(doc.paths['/orders'].get.responses['200'].headers?.link, 'the Link header is documented')
+  for (const [path, method] of [['/orders/batch', 'post'], ['/orders/retry-failed', 'post'], ['/processing', 'get'], ['/processing/pause', 'post']] as const) {
+    const operation = doc.paths[path][method]
+    t.ok(operation.responses['200'].content['application/json'].schema.examples ?? operation.responses['200'].content['application/json'].example,
+      `${method.toUpperCase()} ${path} has an example answer`)
+  }
+  t.same(doc.paths['/orders/batch'].post.requestBody.content['application/json'].example.orders.length, 2, 'the batch body has an example')
+  t.match(doc.paths['/orders/batch'].post.description, /up to 1 MiB/, 'the batch body limit is documented')
 })
 
 t.test('listening on an address that is not loopback, no route documents 421', async (t) => {

@@ -9,7 +9,7 @@ const RUNS = Number(process.env.FUZZ_RUNS ?? 150)
 const SEED = process.env.FUZZ_RUNS ? Date.now() : 20261125
 const params = { numRuns: RUNS, seed: SEED }
 
-const field = fc.constantFrom('user_id', 'order_id', 'item_ids', 'total_amount', 'total_entries', 'batch_id',
+const field = fc.constantFrom('user_id', 'order_id', 'item_ids', 'total_amount', 'total_entries', 'batch_id', 'orders', 'limit',
   '__proto__', 'constructor', 'prototype', '', 'extra')
 const extreme = fc.oneof(
   fc.double(), fc.integer(), fc.bigInt().map(String), fc.constantFrom(-0, 1e308, -1e308, 2 ** 53, 5e-324, 0.005, 1e13 + 0.01),
@@ -22,14 +22,15 @@ const nearlyValid = fc.tuple(field, extreme, fc.boolean()).map(([key, value, dro
   else order[key] = value
   return order
 })
-const body = fc.oneof(nearlyValid, fc.jsonValue(), fc.object())
+const body = fc.oneof(nearlyValid, fc.array(nearlyValid, { maxLength: 5 }).map((orders) => ({ orders })), fc.jsonValue(), fc.object())
 const rawText = fc.oneof(fc.string(), fc.string({ unit: 'binary' }), fc.uint8Array({ maxLength: 200 }).map((b) => Buffer.from(b).toString('latin1')),
   fc.integer({ min: 1, max: 5000 }).map((n) => '['.repeat(n)), fc.integer({ min: 1, max: 2000 }).map((n) => `${'{"a":'.repeat(n)}1${'}'.repeat(n)}`))
 const contentType = fc.constantFrom('application/json', 'application/json; charset=utf-8', 'text/plain', 'application/x-www-form-urlencoded',
   'multipart/form-data; boundary=x', 'application/xml', '', 'application/json; charset=latin1')
-const postPath = fc.constantFrom('/orders', '/orders/', '/orders/populate', '/orders/FZ1/cancel')
+const postPath = fc.constantFrom('/orders', '/orders/', '/orders/populate', '/orders/FZ1/cancel', '/orders/FZ1/retry', '/orders/batch',
+  '/orders/retry-failed', '/processing/pause', '/processing/resume')
 const getPath = fc.oneof(
-  fc.constantFrom('/orders', '/orders/metrics', '/orders/FZ1', '/health', '/ready'),
+  fc.constantFrom('/orders', '/orders/metrics', '/orders/FZ1', '/health', '/ready', '/processing'),
   fc.string().map((s) => `/orders/${encodeURIComponent(s)}`),
   fc.string().map((s) => `/orders/${s}`),
   fc.tuple(fc.constantFrom('limit', 'cursor', 'status', 'user_id', 'getOrderIds', '__proto__', 'x'), fc.string())

@@ -1,6 +1,8 @@
 import t from 'tap'
 import type { OrderChange } from '../src/store/order-store.ts'
-import { decodeAvailableAt, decodeChanges, encodeChanges, MAX_PAYLOAD_BYTES } from '../src/store/pg/notifications.ts'
+import {
+  decodeAvailableAt, decodeChanges, decodeProcessingState, encodeChanges, encodeProcessingState, MAX_PAYLOAD_BYTES
+} from '../src/store/pg/notifications.ts'
 
 const T0 = 1_700_000_000_000
 
@@ -31,4 +33,13 @@ t.test('payloads this service did not send are refused', async (t) => {
   }
   for (const payload of ['', 'soon', '1.5', '1e400']) t.throws(() => decodeAvailableAt(payload), `"${payload}" refused`)
   t.equal(decodeAvailableAt(String(T0)), T0)
+  for (const payload of ['paused', 'null', '{}', '{"state": "stopped", "since": 1}', '{"state": "paused", "since": 1.5}', '{"state": "paused", "since": 1, "by": "x"}']) {
+    t.throws(() => decodeProcessingState(payload), `${payload} refused`)
+  }
+})
+
+t.test('a processing state is read back unchanged', async (t) => {
+  for (const state of [{ state: 'paused', since: T0 }, { state: 'running', since: T0 + 1 }] as const) {
+    t.same(decodeProcessingState(encodeProcessingState(state)), state)
+  }
 })

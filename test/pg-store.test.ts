@@ -1,6 +1,6 @@
 import pg from 'pg'
 import t, { type Test } from 'tap'
-import type { OrderChange } from '../src/store/order-store.ts'
+import type { OrderChange, ProcessingState } from '../src/store/order-store.ts'
 import { PgStore } from '../src/store/pg/pg-store.ts'
 import { anOrder, waitFor } from './helper.ts'
 import { createDatabase, openPgStore, SKIP_POSTGRES } from './support/pg-database.ts'
@@ -103,13 +103,69 @@ t.test('PostgreSQL: hundreds of changes of orders with 64-character ids in one t
   t.same(log.entries, [], 'nothing went wrong')
 })
 
+t.test('PostgreSQL: a pause reaches every process at once, and outlives them', { skip: SKIP_POSTGRES }, async (t) => {
+  const url = await database(t)
+  const { store } = await openStore(t, url)
+  // Another process's view: it hears the state only through NOTIFY.
+  const { store: other } = await openStore(t, url)
+  const heard: ProcessingState[] = []
+  other.onProcessingState((state) => heard.push(state))
+  await store.createMany([anOrder('A'), anOrder('B')], T0, T0)
+
+  const paused = await store.setProcessingState('paused', T0 + 1)
+  t.same(await other.claim(10, T0 + 2, LEASE), [], 'the other process claims nothing from the moment the pause is answered')
+  await waitFor(() => heard.length === 1, 'the other process to hear the pause')
+  t.same(heard, [paused])
+  await other.close()
+
+  const { store: restarted } = await openStore(t, url)
+  t.same(await restarted.processingState(), paused, 'a process started later finds it paused')
+  t.same(await restarted.claim(10, T0 + 3, LEASE), [])
+  t.same(await restarted.setProcessingState('running', T0 + 4), { state: 'running', since: T0 + 4 })
+  t.equal((await store.claim(10, T0 + 5, LEASE)).length, 2, 'resumed by another process')
+})
+
+t.test('PostgreSQL: a pause and the claims under way wait for each other, so no claim commits orders after a pause', { skip: SKIP_POSTGRES }, async (t) => {
+  const url = await database(t)
+  const { store } = await openStore(t, url)
+  await store.create(anOrder('A'), T0, T0)
+  // Another session, whose transactions stand for a claim or a pause, committed at will.
+  const other = new pg.Client({ connectionString: url })
+  await other.connect()
+  t.teardown(() => other.end())
+  const waitingForLock = async (what: string) => waitFor(async () => (await other.query<{ waiting: number }>(
+    "SELECT count(*)::int AS waiting FROM pg_locks WHERE relation = 'processing_state'::regclass AND NOT granted")).rows[0]!.waiting === 1, what)
+
+  // What a claim holds from its first statement to its commit.
+  await other.query('BEGIN')
+  await other.query('LOCK TABLE processing_state IN SHARE MODE')
+  let answered = false
+  const pause = store.setProcessingState('paused', T0).then((state) => { answered = true; return state })
+  await waitingForLock('the pause to wait for the claim under way')
+  t.equal(answered, false, 'not answered while a claim is under way')
+  await other.query('COMMIT')
+  t.same(await pause, { state: 'paused', since: T0 })
+
+  await store.setProcessingState('running', T0 + 1)
+  // A pause not yet committed: a claim that begins meanwhile waits for it, then sees it.
+  await other.query('BEGIN')
+  await other.query("UPDATE processing_state SET state = 'paused', since = $1", [T0 + 2])
+  const claim = store.claim(10, T0 + 3, LEASE)
+  await waitingForLock('the claim to wait for the pause under way')
+  await other.query('COMMIT')
+  t.same(await claim, [], 'the claim took nothing')
+  t.equal((await store.get('A'))?.status, 'Pending')
+})
+
 t.test('PostgreSQL: a notification this service did not send is logged and ignored', { skip: SKIP_POSTGRES }, async (t) => {
   const url = await database(t)
   const { store, log } = await openStore(t, url)
   const changes: OrderChange[] = []
   const work: number[] = []
+  const states: ProcessingState[] = []
   store.onChanges((batch) => changes.push(...batch))
   store.onWork((at) => work.push(at))
+  store.onProcessingState((state) => states.push(state))
 
   // Any user of the database may send these.
   const stranger = new pg.Client({ connectionString: url })
@@ -124,7 +180,11 @@ t.test('PostgreSQL: a notification this service did not send is logged and ignor
     ['order_changes', '[["A", "Pending", 1, 0, 1]]'],
     ['orders_available', 'soon'],
     ['orders_available', ''],
-    ['orders_available', '1.5']
+    ['orders_available', '1.5'],
+    ['processing_state', 'paused'],
+    ['processing_state', '{"state": "stopped", "since": 1}'],
+    ['processing_state', '{"state": "paused", "since": "now"}'],
+    ['processing_state', '{"state": "paused"}']
   ]
   for (const [channel, payload] of foreign) await stranger.query('SELECT pg_notify($1, $2)', [channel, payload])
 
@@ -132,6 +192,7 @@ t.test('PostgreSQL: a notification this service did not send is logged and ignor
   await waitFor(() => changes.length > 0 && work.length > 0, 'the next changes to be heard')
   t.same(changes.map((c) => `${c.order_id} ${c.status}`), ['after Pending'], 'only the real change was delivered')
   t.same(work, [T0])
+  t.same(states, [], 'no processing state was delivered')
   t.same(log.entries.map((e) => [e.level, e.message, (e.details as { payload: string }).payload]),
     foreign.map(([, payload]) => ['warn', 'ignored a notification this service did not send', payload]), 'each logged once')
 })

@@ -3,6 +3,7 @@ import Database from 'better-sqlite3'
 import pg from 'pg'
 import t, { type Test } from 'tap'
 import type { OrderStatus } from '../src/order.ts'
+import { RETRY_CHUNK } from '../src/retry-failed.ts'
 import type { IndexedCall, ListQuery } from '../src/store/order-store.ts'
 import type { PlanNode } from '../src/store/pg/pg-store.ts'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
@@ -64,7 +65,7 @@ function listIndex ({ status, userId }: ListQuery): { index: string, columns: st
 
 const describe = (call: IndexedCall) => JSON.stringify(call)
 
-t.test('SQLite: every list filter, idsByStatus, claim, nextAvailableAt and the webhook delivery reads search an index bounded by all their conditions', async (t) => {
+t.test('SQLite: every list filter, idsByStatus, claim, nextAvailableAt, retryFailed and the webhook delivery reads search an index bounded by all their conditions', async (t) => {
   const path = join(tempDir(t), 'orders.db')
   const store = new SqliteStore(path)
   t.teardown(() => store.close())
@@ -85,10 +86,16 @@ t.test('SQLite: every list filter, idsByStatus, claim, nextAvailableAt and the w
   for (const [status, after] of idsQueries()) {
     expect(['idsByStatus', status, 1000, after], ['SEARCH orders USING INDEX orders_by_status (status=? AND seq>?)'])
   }
+  for (const after of [0, ORDERS * 0.75]) {
+    expect(['retryFailed', RETRY_CHUNK, ORDERS, after], ['SEARCH orders USING INDEX orders_by_status (status=? AND seq>?)'])
+  }
+  // The processing state is one row, read once.
   expect(['claim', 1000, ORDERS, 30_000], [
     'SEARCH orders USING INTEGER PRIMARY KEY (rowid=?)',
-    'LIST SUBQUERY 1',
-    'SEARCH orders USING COVERING INDEX orders_claimable (available_at<?)'
+    'LIST SUBQUERY 2',
+    'SEARCH orders USING COVERING INDEX orders_claimable (available_at<?)',
+    'SCALAR SUBQUERY 1',
+    'SCAN processing_state'
   ])
   // The smallest entry of the index of claimable orders: one seek (min() over an index stops at its first entry).
   expect(['nextAvailableAt'], ['SEARCH orders USING COVERING INDEX orders_claimable'])
@@ -142,7 +149,7 @@ function boundedScan (t: Test, scan: PlanNode | undefined, index: string, column
   else t.equal(scan?.Filter, undefined, `${what}: filters nothing out`)
 }
 
-t.test('PostgreSQL: every list filter, idsByStatus, claim, nextAvailableAt and the webhook delivery reads read an index bounded by all their conditions', { skip: SKIP_POSTGRES }, async (t) => {
+t.test('PostgreSQL: every list filter, idsByStatus, claim, nextAvailableAt, retryFailed and the webhook delivery reads read an index bounded by all their conditions', { skip: SKIP_POSTGRES }, async (t) => {
   const database = await createDatabase()
   const store = await openPgStore(database.url)
   const other = new pg.Client({ connectionString: database.url })
@@ -161,6 +168,7 @@ t.test('PostgreSQL: every list filter, idsByStatus, claim, nextAvailableAt and t
   }
   for (const query of listQueries()) await check(['list', query], [listIndex(query)])
   for (const [status, after] of idsQueries()) await check(['idsByStatus', status, 1000, after], [{ index: 'orders_by_status', columns: ['status', 'seq'] }])
+  for (const after of [0, ORDERS * 0.75]) await check(['retryFailed', RETRY_CHUNK, ORDERS, after], [{ index: 'orders_by_status', columns: ['status', 'seq'] }])
   await check(['claim', 1000, ORDERS, 30_000], [
     { index: 'orders_claimable', columns: ['available_at'] },
     { index: 'orders_pkey', columns: ['seq'] }

@@ -27,6 +27,20 @@ t.test('SQLite store keeps orders and aggregates in its file across reopening', 
   t.equal((await second.stats()).counts.Pending, 1, 'migrations ran once; the stats rows were not reset')
 })
 
+t.test('SQLite store keeps the processing state in its file across reopening', async (t) => {
+  const path = join(tempDir(t), 'orders.db')
+  const first = new SqliteStore(path)
+  const paused = await first.setProcessingState('paused', 1000)
+  await first.create(anOrder('waiting'), 1000, 1000)
+  await first.close()
+  const second = new SqliteStore(path)
+  t.teardown(() => second.close())
+  t.same(await second.processingState(), paused, 'still paused')
+  t.same(await second.claim(10, 2000, 30_000), [], 'claiming nothing')
+  await second.setProcessingState('running', 3000)
+  t.equal((await second.claim(10, 3000, 30_000)).length, 1)
+})
+
 t.test('a write that makes SQLite roll back the whole transaction fails its whole batch; the aggregates stay true', { skip: SKIP_UNLESS_ROOT }, async (t) => {
   const dir = smallDisk(t)
   const store = new SqliteStore(join(dir, 'orders.db'))
@@ -65,20 +79,36 @@ t.test('a write that fails halfway leaves nothing of itself behind; the other wr
   }
   const LEASE = 30_000
 
-  t.test('createMany', async (t) => {
-    const { store, refuse } = storeRefusing(t, "BEFORE INSERT ON orders WHEN NEW.order_id = 'm3'")
-    await store.create(anOrder('existing'), 1, 1)
+  for (const method of ['createMany', 'createEach'] as const) {
+    t.test(method, async (t) => {
+      const { store, refuse } = storeRefusing(t, "BEFORE INSERT ON orders WHEN NEW.order_id = 'm3'")
+      await store.create(anOrder('existing'), 1, 1)
+      refuse()
+      // One batch: the bulk insert stops at its third order, after inserting one and finding one.
+      const [alone, bulk, cancel] = await Promise.allSettled([
+        store.create(anOrder('alone'), 2, 2),
+        store[method](['m1', 'existing', 'm3', 'm4'].map((id) => anOrder(id)), 2, 2),
+        store.cancel('existing', 2)
+      ])
+      t.match(bulk, { status: 'rejected', reason: { message: 'refused by a trigger' } })
+      t.equal(await store.get('m1'), undefined, 'none of the bulk insert is kept')
+      t.match(alone, { status: 'fulfilled', value: 'created' })
+      t.match(cancel, { status: 'fulfilled', value: { cancelled: true } })
+      t.same(await store.stats(), await recount(store), 'aggregates match the rows')
+    })
+  }
+
+  t.test('retryFailed', async (t) => {
+    const { store, refuse } = storeRefusing(t, "BEFORE UPDATE OF status ON orders WHEN NEW.status = 'Pending' AND NEW.order_id = 'B'")
+    await store.createMany([anOrder('A'), anOrder('B')], 1, 1)
+    const claims = await store.claim(2, 2, LEASE)
+    await store.settle(claims.map((claim) => ({ claim, ok: false as const, error: 'x', retryAt: null })), 3)
     refuse()
-    // One batch: the bulk insert stops at its third order, after inserting two.
-    const [alone, bulk, cancel] = await Promise.allSettled([
-      store.create(anOrder('alone'), 2, 2),
-      store.createMany(['m1', 'm2', 'm3', 'm4'].map((id) => anOrder(id)), 2, 2),
-      store.cancel('existing', 2)
-    ])
-    t.match(bulk, { status: 'rejected', reason: { message: 'refused by a trigger' } })
-    t.equal(await store.get('m1'), undefined, 'none of the bulk insert is kept')
+    // One batch: the retry stops at B, after retrying A.
+    const [alone, retried] = await Promise.allSettled([store.create(anOrder('alone'), 4, 4), store.retryFailed(10, 4)])
+    t.match(retried, { status: 'rejected', reason: { message: 'refused by a trigger' } })
+    t.match(await store.get('A'), { status: 'Failed', attempts: 1 }, 'A is still Failed')
     t.match(alone, { status: 'fulfilled', value: 'created' })
-    t.match(cancel, { status: 'fulfilled', value: { cancelled: true } })
     t.same(await store.stats(), await recount(store), 'aggregates match the rows')
   })
 

@@ -4,6 +4,22 @@ import type { WebhookStore } from './webhook-store.ts'
 export type CreateResult = 'created' | 'exists' | 'conflict'
 /** The order after the attempt (undefined when there is none), and whether it was cancelled. */
 export interface CancelResult { cancelled: boolean, order: OrderRecord | undefined }
+/** The order after the attempt (undefined when there is none), and whether it was Failed and so went back to Pending. */
+export interface RetryResult { retried: boolean, order: OrderRecord | undefined }
+
+/** One transaction of a bulk retry: how many Failed orders went back to Pending, and where the next one starts. */
+export interface RetriedChunk {
+  retried: number
+  /** Sequence number of the last order retried when more Failed orders may follow, else null. */
+  lastSeq: number | null
+}
+
+export const PROCESSING_STATES = ['running', 'paused'] as const
+/** Whether processors claim orders, and since when (epoch ms). */
+export interface ProcessingState { state: typeof PROCESSING_STATES[number], since: number }
+export type ProcessingStateListener = (state: ProcessingState) => void
+
+export interface Overview { stats: OrderStats, processing: ProcessingState }
 
 /** An order handed to one worker until its lease ends; only the holder of `token` may settle it. */
 export interface Claim {
@@ -82,9 +98,21 @@ export interface OrderStore extends WebhookStore {
   create (order: NewOrder, now: number, availableAt: number): Promise<CreateResult>
   /** Inserts many orders in one transaction; returns the ids that already existed. */
   createMany (orders: NewOrder[], now: number, availableAt: number): Promise<string[]>
+  /**
+   * Creates each order as create() does, all in one transaction: a result per order, in their
+   * order. An id given twice: the second is compared with the first.
+   */
+  createEach (orders: NewOrder[], now: number, availableAt: number): Promise<CreateResult[]>
   get (orderId: string): Promise<OrderRecord | undefined>
   list (query: ListQuery): Promise<OrderPage>
   cancel (orderId: string, now: number): Promise<CancelResult>
+  /**
+   * Puts a Failed order back to Pending for a fresh run, claimable at once: no attempts, not
+   * started; its last_error stays until the next outcome.
+   */
+  retry (orderId: string, now: number): Promise<RetryResult>
+  /** Retries, as retry() does, up to `limit` Failed orders after the keyset position `after`, oldest first, in one transaction. */
+  retryFailed (limit: number, now: number, after?: number): Promise<RetriedChunk>
   /**
    * Claims up to `limit` Pending orders available at `now`, oldest first, each for `leaseMs` from
    * now by the store's clock (on PostgreSQL the database's, shared by every process).
@@ -102,6 +130,8 @@ export interface OrderStore extends WebhookStore {
   /** The earliest time a Pending order becomes claimable, if any. */
   nextAvailableAt (): Promise<number | null>
   stats (): Promise<OrderStats>
+  /** The aggregates and the processing state together, as /orders/metrics reports them: one query on PostgreSQL. */
+  overview (): Promise<Overview>
   /** Ids of orders with this status, oldest first, after the keyset position `after`. */
   idsByStatus (status: OrderStatus, limit: number, after?: number): Promise<IdPage>
   /** Records a populate batch unless it exists; returns the batch as recorded (maybe with another total, maybe finished). */
@@ -112,6 +142,13 @@ export interface OrderStore extends WebhookStore {
    * writes nothing. Returns the batch as it now is.
    */
   populateChunk (batch: PopulateBatch, orders: NewOrder[], now: number, availableAt: number): Promise<PopulateBatch>
+  /** Whether processors claim orders: kept in the store, for every process, across restarts. */
+  processingState (): Promise<ProcessingState>
+  /**
+   * Pauses or resumes claiming; returns the state as it now is. Setting the state it already has
+   * changes nothing (`since` stays). Once it resolves, no claim takes an order while paused, in any process.
+   */
+  setProcessingState (state: ProcessingState['state'], now: number): Promise<ProcessingState>
   /** A secret made once per database, to sign list cursors. */
   cursorKey (): Promise<string>
   /** Commits a one-row write: resolves only while the store takes writes (the readiness check). */
@@ -119,13 +156,15 @@ export interface OrderStore extends WebhookStore {
   /** PostgreSQL only: the fraction of its notification queue in use (0 to 1); full, every write fails. */
   notificationQueueUsage?: () => Promise<number>
   onWork (listener: WorkListener): () => void
+  /** Listens for changes of the processing state, made by any process (on PostgreSQL maybe a little later). */
+  onProcessingState (listener: ProcessingStateListener): () => void
   /** Listens for changes to some statuses (all by default). */
   onChanges (listener: ChangeListener, statuses?: readonly OrderStatus[]): () => void
   close (): Promise<void>
 }
 
 /** The store methods whose reads must come from an index, in time proportional to their limit. */
-export type IndexedRead = 'list' | 'idsByStatus' | 'claim' | 'nextAvailableAt' | 'claimDeliveries' | 'nextDeliveryIn' | 'deliveries'
+export type IndexedRead = 'list' | 'idsByStatus' | 'claim' | 'nextAvailableAt' | 'retryFailed' | 'claimDeliveries' | 'nextDeliveryIn' | 'deliveries'
 
 /** A call of one of them, as its name and arguments: each store can show the plan its database picks for it. */
 export type IndexedCall = { [M in IndexedRead]: [M, ...Parameters<OrderStore[M]>] }[IndexedRead]

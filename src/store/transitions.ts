@@ -17,7 +17,8 @@ export type QueuedRow = ChangedRow & { available_at: number }
  * a recount of the orders" is written here once, for both stores.
  *
  * Status moves: Pending -> Processing (claimed) -> Completed, or -> Pending (retried later,
- * released, or recovered when its lease ended) or -> Failed; Pending -> Cancelled.
+ * released, or recovered when its lease ended) or -> Failed; Pending -> Cancelled; Failed ->
+ * Pending (requeued for a fresh run).
  */
 export class Transitions {
   readonly delta = new StatsDelta()
@@ -93,6 +94,21 @@ export class Transitions {
       const first = row.attempts === 1
       if (first) this.delta.add('started', -1).add('pending_ms', -(stageDurations({ ...row, completed_at: null }).pending as number))
       this.log.add({ ...row, attempts: row.attempts - 1, processing_started_at: first ? null : row.processing_started_at }, 'Pending', at)
+    }
+    if (rows.length > 0) this.wakeAt = Math.min(this.wakeAt, at)
+  }
+
+  /**
+   * Failed orders sent back for a fresh run (POST /orders/:id/retry), from each row as it was while
+   * Failed: the run that failed no longer counts as started, so its wait leaves the sums; the order
+   * is new again (no attempts, not started) and claimable at once.
+   */
+  requeued (rows: readonly ChangedRow[], at: number): void {
+    this.delta.move('Failed', 'Pending', rows.length)
+    for (const row of rows) {
+      const { pending } = stageDurations({ ...row, completed_at: null })
+      if (pending !== null) this.delta.add('started', -1).add('pending_ms', -pending)
+      this.log.add({ ...row, attempts: 0, processing_started_at: null }, 'Pending', at)
     }
     if (rows.length > 0) this.wakeAt = Math.min(this.wakeAt, at)
   }

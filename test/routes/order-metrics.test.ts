@@ -26,7 +26,8 @@ t.test('GET /orders/metrics: counts, exact averages and the original fields', as
     processing: { count: 1, order_ids: [], truncated: true },
     completed: { count: 1, order_ids: [], truncated: true },
     failed: { count: 0, order_ids: [], truncated: false },
-    cancelled: { count: 1, order_ids: [], truncated: true }
+    cancelled: { count: 1, order_ids: [], truncated: true },
+    processing_state: 'running'
   })
 
   const ids = (await app.inject({ url: '/orders/metrics/?getOrderIds=true' })).json()

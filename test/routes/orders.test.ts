@@ -1,5 +1,8 @@
 import t from 'tap'
+import { RETRY_CHUNK } from '../../src/retry-failed.ts'
+import type { OrderStore } from '../../src/store/order-store.ts'
 import { anOrder, build, waitFor } from '../helper.ts'
+import { recount } from '../support/store-contract.ts'
 
 const ISO_MS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/
 
@@ -122,4 +125,121 @@ t.test('a Completed order cannot be cancelled', async (t) => {
   const res = await app.inject({ method: 'POST', url: '/orders/C2/cancel' })
   t.equal(res.statusCode, 409)
   t.same(res.json(), { error: 'Order is Completed: only a Pending order can be cancelled' })
+})
+
+/** Fails orders through the store, as a processor whose attempts all failed would. */
+async function failOrders (store: OrderStore, count: number, now: number): Promise<void> {
+  const claims = await store.claim(count, now, 60_000)
+  await store.settle(claims.map((claim) => ({ claim, ok: false as const, error: 'card declined', retryAt: null })), now + 1)
+}
+
+t.test('POST /orders/:order_id/retry sends a Failed order back to Pending for a fresh run; other statuses are a 409', async (t) => {
+  const app = await build(t, { PROCESSOR: 'off' })
+  await app.inject({ method: 'POST', url: '/orders', payload: anOrder('R1') })
+  await app.inject({ method: 'POST', url: '/orders', payload: anOrder('R2') })
+  await failOrders(app.store, 1, Date.now())
+  t.match((await app.inject({ url: '/orders/R1' })).json(), { status: 'Failed', attempts: 1, last_error: 'card declined' })
+
+  const retried = await app.inject({ method: 'POST', url: '/orders/R1/retry' })
+  t.equal(retried.statusCode, 200)
+  t.match(retried.json(), {
+    order_id: 'R1',
+    status: 'Pending',
+    attempts: 0,
+    processing_started_at: null,
+    completed_at: null,
+    pending_duration: null,
+    processing_duration: null,
+    total_duration: null,
+    last_error: 'card declined'
+  })
+  t.same(retried.json(), (await app.inject({ url: '/orders/R1' })).json(), 'the order as GET returns it')
+  const metrics = (await app.inject({ url: '/orders/metrics' })).json()
+  t.match(metrics, { pending: { count: 2 }, failed: { count: 0 }, average_pending_time: 0 }, 'the failed run no longer counts')
+
+  const again = await app.inject({ method: 'POST', url: '/orders/R1/retry/' })
+  t.equal(again.statusCode, 409)
+  t.same(again.json(), { error: 'Order is Pending: only a Failed order can be retried' })
+  const missing = await app.inject({ method: 'POST', url: '/orders/none/retry' })
+  t.equal(missing.statusCode, 404)
+  t.same(missing.json(), { error: 'Order not found' })
+  const bad = await app.inject({ method: 'POST', url: '/orders/-x/retry' })
+  t.equal(bad.statusCode, 400)
+  t.match(bad.json(), { error: /params\/order_id/ })
+})
+
+t.test('a retried order is processed again at once, and its new outcome replaces the last', async (t) => {
+  const app = await build(t, { FAILURE_RATE: '1', MAX_ATTEMPTS: '1' })
+  const seen: string[] = []
+  t.teardown(app.store.onChanges((changes) => { for (const c of changes) seen.push(`${c.status}:${c.attempts}`) }))
+  await app.inject({ method: 'POST', url: '/orders', payload: anOrder('R3') })
+  await waitFor(() => seen.includes('Failed:1'), 'the order to fail')
+  t.equal((await app.inject({ method: 'POST', url: '/orders/R3/retry' })).statusCode, 200)
+  await waitFor(() => seen.length === 6, 'the second run to fail too')
+  t.same(seen, ['Pending:0', 'Processing:1', 'Failed:1', 'Pending:0', 'Processing:1', 'Failed:1'])
+  t.same(await app.store.stats(), await recount(app.store))
+})
+
+t.test('POST /orders/retry-failed retries the oldest Failed orders up to its limit, across transactions', async (t) => {
+  const app = await build(t, { PROCESSOR: 'off' })
+  const ids = Array.from({ length: 2 * RETRY_CHUNK + 500 }, (_, i) => `F${String(i).padStart(5, '0')}`)
+  await app.store.createMany(ids.map((id) => anOrder(id)), 1000, 1000)
+  await app.store.create(anOrder('waiting'), 1000, 1000 + 3_600_000)
+  await failOrders(app.store, ids.length, 2000)
+
+  const some = await app.inject({ method: 'POST', url: '/orders/retry-failed', payload: { limit: 2 * RETRY_CHUNK + 100 } })
+  t.equal(some.statusCode, 200)
+  t.same(some.json(), { retried: 2 * RETRY_CHUNK + 100, remaining_failed: 400 })
+  t.same((await app.store.idsByStatus('Failed', 1000)).ids, ids.slice(-400), 'the newest are left')
+  t.same(await app.store.stats(), await recount(app.store))
+
+  const rest = await app.inject({ method: 'POST', url: '/orders/retry-failed/' })
+  t.same([rest.statusCode, rest.json()], [200, { retried: 400, remaining_failed: 0 }], 'no body: the default limit')
+  const none = await app.inject({ method: 'POST', url: '/orders/retry-failed', payload: {} })
+  t.same([none.statusCode, none.json()], [200, { retried: 0, remaining_failed: 0 }])
+  t.equal((await app.store.stats()).counts.Pending, ids.length + 1)
+
+  for (const payload of [{ limit: 0 }, { limit: 100_001 }, { limit: '5' }, { limit: 1.5 }, { limit: 5, status: 'Failed' }, []]) {
+    const res = await app.inject({ method: 'POST', url: '/orders/retry-failed', payload })
+    t.equal(res.statusCode, 400, JSON.stringify(payload))
+    t.match(res.json(), { error: /^body/ })
+  }
+})
+
+t.test('GET /orders links the next page (RFC 8288) with the same filters and limit; following the links walks every order once', async (t) => {
+  const app = await build(t, { PROCESSOR: 'off' })
+  const ids = Array.from({ length: 7 }, (_, i) => `N${i}`)
+  for (const [i, id] of ids.entries()) await app.inject({ method: 'POST', url: '/orders', payload: anOrder(id, { user_id: i % 2 }) })
+  await app.inject({ method: 'POST', url: '/orders/N2/cancel' })
+
+  const walk = async (first: string) => {
+    const listed: string[] = []
+    const links: string[] = []
+    let url: string | undefined = first
+    while (url !== undefined) {
+      const res = await app.inject({ url })
+      t.equal(res.statusCode, 200, url)
+      const body = res.json()
+      listed.push(...body.orders.map((o: { order_id: string }) => o.order_id))
+      const link = res.headers.link as string | undefined
+      t.equal(link === undefined, body.next_cursor === null, `${url}: a Link exactly while there is a next page`)
+      if (link === undefined) break
+      links.push(link)
+      const [, target] = /^<([^>]+)>; rel="next"$/.exec(link) ?? []
+      t.ok(target, `${link} is a Link with rel="next"`)
+      t.equal(new URLSearchParams(target!.split('?')[1]).get('cursor'), body.next_cursor, 'to the next cursor')
+      url = target
+    }
+    return { listed, links }
+  }
+
+  const all = await walk('/orders?limit=3')
+  t.same(all.listed, ids, 'every order once, oldest first')
+  t.equal(all.links.length, 2)
+  t.ok(all.links.every((link) => link.startsWith('</orders?limit=3&cursor=')), 'the same limit')
+  const filtered = await walk('/orders/?status=Pending&user_id=0&limit=1')
+  t.same(filtered.listed, ['N0', 'N4', 'N6'], 'every matching order once')
+  t.ok(filtered.links.every((link) => link.startsWith('</orders?status=Pending&user_id=0&limit=1&cursor=')), 'the same filters and limit')
+  const whole = await app.inject({ url: '/orders' })
+  t.equal(whole.headers.link, undefined, 'no Link when all orders fit in one page')
 })

@@ -232,6 +232,112 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
     t.same(await store.stats(), await recount(store))
   })
 
+  t.test('retry sends a Failed order back to Pending for a fresh run, at once; any other status is left alone', async (t) => {
+    const store = await fresh(t)
+    const woken: number[] = []
+    store.onWork((at) => woken.push(at))
+    const seen: string[] = []
+    store.onChanges((changes) => { for (const c of changes) seen.push(`${c.order_id}:${c.status}:${c.attempts}:${c.processing_started_at}`) })
+    await store.create(anOrder('A'), T0, T0)
+    const [first] = await store.claim(1, T0 + 10, LEASE)
+    await store.settle([{ claim: first!, ok: false, error: 'boom', retryAt: null }], T0 + 20)
+    t.match(await store.stats(), { started: 1, pendingMs: 10 })
+
+    const retried = await store.retry('A', T0 + 5000)
+    t.equal(retried.retried, true)
+    t.match(retried.order, {
+      status: 'Pending', attempts: 0, processing_started_at: null, completed_at: null, last_error: 'boom', updated_at: T0 + 5000, created_at: T0
+    }, 'a fresh run, the last error kept until the next outcome')
+    t.same(await store.get('A'), retried.order)
+    t.match(await store.stats(), { started: 0, pendingMs: 0 }, 'the failed run no longer counts as started')
+    t.same(await store.stats(), await recount(store))
+    await waitFor(() => woken.includes(T0 + 5000), 'the retry to wake processors')
+
+    const [second] = await store.claim(5, T0 + 5000, LEASE)
+    t.match(second, { order_id: 'A', attempts: 1 }, 'claimable at once, on a first attempt again')
+    for (const status of ['Processing', 'Completed']) {
+      const refused = await store.retry('A', T0 + 5001)
+      t.equal(refused.retried, false, `${status}: not retried`)
+      t.match(refused.order, { status, attempts: 1 })
+      if (status === 'Processing') await store.settle([{ claim: second!, ok: true }], T0 + 5100)
+    }
+    t.match(await store.get('A'), { status: 'Completed', last_error: null, processing_started_at: T0 + 5000, completed_at: T0 + 5100 })
+    t.match(await store.stats(), { started: 1, pendingMs: 5000, processingMs: 100, totalMs: 5100 }, 'the second run counts from creation')
+    t.same(await store.stats(), await recount(store))
+    t.same(await store.retry('nope', T0), { retried: false, order: undefined })
+    await waitFor(() => seen.length === 6, 'six changes')
+    t.same(seen, [
+      'A:Pending:0:null', `A:Processing:1:${T0 + 10}`, `A:Failed:1:${T0 + 10}`, 'A:Pending:0:null', `A:Processing:1:${T0 + 5000}`, `A:Completed:1:${T0 + 5000}`
+    ], 'the retry is announced as a new order\'s')
+  })
+
+  t.test('retryFailed retries the oldest Failed orders, a chunk per call, each call going on from where the last ended', async (t) => {
+    const store = await fresh(t)
+    const ids = ['f1', 'ok2', 'f3', 'f4', 'ok5', 'f6']
+    await store.createMany(ids.map((id) => anOrder(id)), T0, T0)
+    await store.create(anOrder('waiting'), T0, T0 + 60_000)
+    const claims = await store.claim(10, T0 + 1, LEASE)
+    await store.settle(claims.map((claim) => claim.order_id.startsWith('ok')
+      ? { claim, ok: true as const }
+      : { claim, ok: false as const, error: 'boom', retryAt: null }), T0 + 2)
+    t.equal((await store.stats()).counts.Failed, 4)
+
+    const first = await store.retryFailed(2, T0 + 3)
+    t.equal(first.retried, 2)
+    t.not(first.lastSeq, null, 'more may follow')
+    t.same(await Promise.all(ids.map(async (id) => (await store.get(id))?.status)), ['Pending', 'Completed', 'Pending', 'Failed', 'Completed', 'Failed'])
+    t.match(await store.get('f1'), { attempts: 0, processing_started_at: null, last_error: 'boom', updated_at: T0 + 3 })
+    t.same(await store.stats(), await recount(store))
+    t.same(await store.retryFailed(5, T0 + 4, first.lastSeq!), { retried: 2, lastSeq: null }, 'the rest, and no more')
+    t.same(await store.retryFailed(5, T0 + 5), { retried: 0, lastSeq: null }, 'none left')
+    t.equal((await store.stats()).counts.Failed, 0)
+    t.same(await store.stats(), await recount(store))
+    const again = await store.claim(10, T0 + 5, LEASE)
+    t.same(again.map((c) => c.order_id).sort(), ['f1', 'f3', 'f4', 'f6'], 'every retried order is claimable at once; the waiting one is not')
+  })
+
+  t.test('createEach creates a batch in one transaction with a result per order, as create would', async (t) => {
+    const store = await fresh(t)
+    let woken = 0
+    store.onWork(() => { woken++ })
+    await store.create(anOrder('old'), T0, T0)
+    const results = await store.createEach([
+      anOrder('new'), anOrder('old'), anOrder('old', { total_amount: 1 }), anOrder('twice'), anOrder('twice'), anOrder('twice', { user_id: 9 }), anOrder('last')
+    ], T0 + 1, T0 + 2)
+    t.same(results, ['created', 'exists', 'conflict', 'created', 'exists', 'conflict', 'created'])
+    t.match(await store.get('twice'), { user_id: 1, created_at: T0 + 1 }, 'the first of an id given twice is the one kept')
+    t.match(await store.get('old'), { total_cents: 5999, created_at: T0 }, 'an existing order is left as it was')
+    t.same(await store.stats(), await recount(store))
+    t.equal((await store.stats()).counts.Pending, 4)
+    await waitFor(() => woken === 2, 'the batch\'s wake-up')
+    t.same(await store.createEach([anOrder('new'), anOrder('last', { item_ids: [1] })], T0 + 3, T0 + 3), ['exists', 'conflict'], 'a batch that creates nothing')
+    t.equal((await store.stats()).counts.Pending, 4)
+  })
+
+  t.test('pausing stops claims until resumed; setting the state it has changes nothing', async (t) => {
+    const store = await fresh(t)
+    const heard: string[] = []
+    store.onProcessingState(({ state, since }) => heard.push(`${state} ${since}`))
+    const initial = await store.processingState()
+    t.equal(initial.state, 'running', 'a new store runs')
+    t.ok(Number.isSafeInteger(initial.since), 'since it was made')
+    t.same(await store.overview(), { stats: await recount(store), processing: initial }, 'the overview of an empty store')
+    t.same(await store.setProcessingState('running', T0), initial, 'resuming a running store changes nothing')
+
+    await store.create(anOrder('A'), T0, T0)
+    t.same(await store.setProcessingState('paused', T0 + 1), { state: 'paused', since: T0 + 1 })
+    t.same(await store.setProcessingState('paused', T0 + 2), { state: 'paused', since: T0 + 1 }, 'pausing again changes nothing')
+    t.same(await store.processingState(), { state: 'paused', since: T0 + 1 })
+    t.same(await store.overview(), { stats: await store.stats(), processing: { state: 'paused', since: T0 + 1 } }, 'the overview: aggregates and state')
+    t.same(await store.claim(10, T0 + 3, LEASE), [], 'a claim takes nothing while paused')
+    t.equal(await store.create(anOrder('B'), T0 + 3, T0 + 3), 'created', 'orders are still taken')
+    t.equal(await store.nextAvailableAt(), T0, 'and wait')
+    t.same(await store.setProcessingState('running', T0 + 4), { state: 'running', since: T0 + 4 })
+    t.same((await store.claim(10, T0 + 5, LEASE)).map((c) => c.order_id), ['A', 'B'], 'resumed, the waiting orders are claimed')
+    await waitFor(() => heard.length === 2, 'both changes announced')
+    t.same(heard, [`paused ${T0 + 1}`, `running ${T0 + 4}`], 'only changes are announced')
+  })
+
   t.test('list pages by keyset, filters, and stays stable while orders are added', async (t) => {
     const store = await fresh(t)
     for (let i = 1; i <= 7; i++) await store.create(anOrder(`o${i}`, { user_id: i % 2 }), T0 + i, T0 + i)
@@ -378,11 +484,14 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
     let now = T0
     let seed = 42
     const random = () => { seed = (seed * 1103515245 + 12345) % 2 ** 31; return seed / 2 ** 31 }
+    let retried = 0
     for (let i = 0; i < 300; i++) {
       now += 7
       const r = random()
-      if (r < 0.4) await store.create(anOrder(`r${i}`), now, now + Math.floor(random() * 50))
-      else if (r < 0.5) await store.cancel(`r${Math.floor(random() * i)}`, now)
+      if (r < 0.35) await store.create(anOrder(`r${i}`), now, now + Math.floor(random() * 50))
+      else if (r < 0.42) await store.cancel(`r${Math.floor(random() * i)}`, now)
+      else if (r < 0.5) retried += Number((await store.retry(`r${Math.floor(random() * i)}`, now)).retried)
+      else if (r < 0.52) retried += (await store.retryFailed(1 + Math.floor(random() * 3), now)).retried
       else if (r < 0.8) {
         const claims = await store.claim(1 + Math.floor(random() * 5), now, 40)
         const outcomes = claims.map((claim) => random() < 0.7
@@ -391,6 +500,8 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
         if (random() < 0.8) await store.settle(outcomes, now + 3)
       } else await store.recoverExpired(now, 2, [])
     }
-    t.same(await store.stats(), await recount(store))
+    const stats = await store.stats()
+    t.same(stats, await recount(store))
+    t.ok(retried > 0 && stats.counts.Failed > 0, `every path taken: ${retried} retried, ${JSON.stringify(stats.counts)}`)
   })
 }

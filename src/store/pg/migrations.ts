@@ -96,6 +96,15 @@ const MIGRATIONS: string[] = [
     value BIGINT NOT NULL,
     PRIMARY KEY (endpoint_id, name, shard)
   );
+  `,
+  `
+  -- Whether processors claim orders (POST /processing/pause and /resume), for every process, kept across restarts.
+  CREATE TABLE processing_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    state TEXT NOT NULL CHECK (state IN ('running', 'paused')),
+    since BIGINT NOT NULL
+  );
+  INSERT INTO processing_state (id, state, since) VALUES (1, 'running', (extract(epoch FROM clock_timestamp()) * 1000)::bigint);
   `
 ]
 

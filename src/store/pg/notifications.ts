@@ -1,7 +1,7 @@
 import { Type, type Static } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import { ORDER_STATUSES } from '../../order.ts'
-import type { OrderChange } from '../order-store.ts'
+import { PROCESSING_STATES, type OrderChange, type ProcessingState } from '../order-store.ts'
 
 /**
  * PostgreSQL refuses a NOTIFY payload of this many bytes or more ("payload string too long"),
@@ -61,4 +61,20 @@ export function decodeAvailableAt (payload: string): number {
 /** A notification that only says something happened: its payload is empty; throws on one this service did not send. */
 export function decodeSignal (payload: string): void {
   if (payload !== '') throw new Error('not an empty payload')
+}
+
+const processingState = TypeCompiler.Compile(Type.Object({
+  state: Type.Union(PROCESSING_STATES.map((state) => Type.Literal(state))),
+  since: Timestamp
+}, { additionalProperties: false }))
+
+export function encodeProcessingState ({ state, since }: ProcessingState): string {
+  return JSON.stringify({ state, since })
+}
+
+/** The processing state a payload announces; throws on one this service did not send. */
+export function decodeProcessingState (payload: string): ProcessingState {
+  const value: unknown = JSON.parse(payload)
+  if (!processingState.Check(value)) throw new Error('not a processing state')
+  return value
 }

@@ -8,11 +8,13 @@ import { ORDER_OTHER_BYTES, PAGE_BYTES } from '../page-size.ts'
  * in PostgreSQL's dialect, so each operation's two forms can be read side by side. Each costs a
  * round trip here, so settles and hand-backs change all their orders in one statement (unnest of
  * arrays), and a hand-back reads each row as it was while claimed in the same statement (SQLite
- * needs `claimed` for that). Besides: `existing` (the orders a batched create found), `lockOrders`
- * (the readiness check takes the lock a write to orders needs), `lockEndpoints` and `notify`. Webhook
- * deliveries go by the database's clock (due times, leases, retries), so every process agrees on
- * them; SQLite's `dueDeliveries`, `claimDelivery`, `putOffDelivery` and `deliveryTarget` are one
- * statement here, `claimDeliveries`.
+ * needs `claimed` for that, and `failed` for a retry). Besides: `existing` (the orders a batched
+ * create found), `lockOrders` (the readiness check takes the lock a write to orders needs),
+ * `holdProcessingState` (what a claim holds against a pause), `overview` (the aggregates and the
+ * processing state in one query), `lockEndpoints` and `notify`. Webhook deliveries go by the
+ * database's clock (due times, leases, retries), so every process agrees on them; SQLite's
+ * `dueDeliveries`, `claimDelivery`, `putOffDelivery` and `deliveryTarget` are one statement here,
+ * `claimDeliveries`.
  */
 
 const ORDER_COLUMNS = `seq, order_id, user_id, item_ids, total_cents, status, created_at,
@@ -36,6 +38,8 @@ const CLAIMED_DELIVERY = 'd.seq, d.id, d.endpoint_id, d.order_id, d.payload, d.a
  */
 const DATABASE_NOW_MS = '(extract(epoch FROM now()) * 1000)::bigint'
 
+const STATS = 'SELECT name, SUM(value)::bigint AS value FROM order_stats GROUP BY name'
+
 export const SQL = {
   insert: `INSERT INTO orders AS o (order_id, user_id, item_ids, total_cents, status, created_at, available_at, updated_at)
     SELECT order_id, user_id, item_ids::jsonb, total_cents, 'Pending', created_at, available_at, created_at
@@ -50,6 +54,7 @@ export const SQL = {
   claim: `UPDATE orders o SET status = 'Processing', claim_token = $1, lease_until = ${DATABASE_NOW_MS} + $2, attempts = o.attempts + 1,
       processing_started_at = COALESCE(o.processing_started_at, $3), updated_at = $3
     FROM (SELECT seq FROM orders WHERE status = 'Pending' AND available_at <= $3
+            AND (SELECT state FROM processing_state) = 'running'
           ORDER BY available_at, seq LIMIT $4 FOR UPDATE SKIP LOCKED) picked
     WHERE o.seq = picked.seq
     RETURNING ${CHANGED}`,
@@ -79,6 +84,19 @@ export const SQL = {
       processing_started_at = CASE WHEN o.attempts = 1 THEN NULL ELSE o.processing_started_at END
     FROM held WHERE o.order_id = held.order_id
     RETURNING held.order_id, held.created_at, held.processing_started_at, held.attempts`,
+  // The oldest Failed orders after a sequence number, as a keyset range over orders_by_status
+  // (see listQuery), locked: a retry running beside this one takes the next ones.
+  failedChunk: `SELECT seq, order_id FROM orders WHERE (status, seq) > ('Failed', $1) AND status <= 'Failed'
+    ORDER BY status, seq LIMIT $2 FOR UPDATE SKIP LOCKED`,
+  // Failed orders back to Pending for a fresh run; the rows come back as they were while Failed.
+  requeue: `WITH failed AS (
+      SELECT o.order_id, o.created_at, o.processing_started_at, o.attempts FROM orders o
+      WHERE o.order_id = ANY($2::text[]) AND o.status = 'Failed' FOR UPDATE OF o
+    )
+    UPDATE orders o SET status = 'Pending', available_at = $1, updated_at = $1,
+      attempts = 0, processing_started_at = NULL, completed_at = NULL
+    FROM failed WHERE o.order_id = failed.order_id
+    RETURNING failed.order_id, failed.created_at, failed.processing_started_at, failed.attempts`,
   failExpired: `UPDATE orders o SET status = 'Failed', updated_at = $1,
       last_error = 'lease expired on the last attempt', claim_token = NULL, lease_until = NULL
     WHERE status = 'Processing' AND lease_until < ${DATABASE_NOW_MS} AND attempts >= $2 AND claim_token <> ALL($3::text[])
@@ -90,7 +108,7 @@ export const SQL = {
   nextAvailable: "SELECT MIN(available_at) AS at FROM orders WHERE status = 'Pending'",
   // A keyset range over orders_by_status, as listQuery explains; one more id than the limit tells whether more follow.
   idsByStatus: 'SELECT seq, order_id FROM orders WHERE (status, seq) > ($1, $2) AND status <= $1 ORDER BY status, seq LIMIT $3',
-  stats: 'SELECT name, SUM(value)::bigint AS value FROM order_stats GROUP BY name',
+  stats: STATS,
   // Counters are sharded: each process adds to its own shard, so no single row is hot.
   addStat: `INSERT INTO order_stats (name, shard, value)
     SELECT name, $1, value FROM unnest($2::text[], $3::bigint[]) AS d (name, value)
@@ -100,6 +118,15 @@ export const SQL = {
   batch: 'SELECT batch_id, total_entries, entries_done, failure_count, failed_ids FROM populate_batches WHERE batch_id = $1',
   advanceBatch: 'UPDATE populate_batches SET entries_done = $1 WHERE batch_id = $2 AND entries_done = $3',
   batchFailures: 'UPDATE populate_batches SET failure_count = $1, failed_ids = $2 WHERE batch_id = $3',
+  processingState: 'SELECT state, since FROM processing_state',
+  // A row per aggregate, each with the state; one row without a name while there are no aggregates yet.
+  overview: `SELECT totals.name, totals.value, p.state, p.since FROM processing_state p LEFT JOIN (${STATS}) totals ON true`,
+  // Only a change of state moves `since`.
+  setProcessingState: `UPDATE processing_state SET state = $1, since = $2 WHERE state <> $1
+    RETURNING state, since`,
+  // A claim holds the processing state still until it commits: a pause (its UPDATE) waits for the
+  // claims under way, and a claim that begins meanwhile waits for the pause, then reads it.
+  holdProcessingState: 'LOCK TABLE processing_state IN SHARE MODE',
   cursorKey: "SELECT value FROM service_keys WHERE name = 'cursor'",
   // The lock a write to orders takes: a table locked by another session (even for an index build) is not ready.
   lockOrders: 'LOCK TABLE orders IN ROW EXCLUSIVE MODE',
@@ -210,6 +237,10 @@ export function listQuery ({ status, userId, limit, after = 0 }: ListQuery): pg.
 
 export function idsQuery (status: OrderStatus, limit: number, after: number): pg.QueryConfig {
   return { text: SQL.idsByStatus, values: [status, after, limit + 1] }
+}
+
+export function failedChunkQuery (limit: number, after: number): pg.QueryConfig {
+  return { text: SQL.failedChunk, values: [after, limit] }
 }
 
 export function claimQuery (limit: number, now: number, leaseMs: number, token: string): pg.QueryConfig {

@@ -92,6 +92,15 @@ const MIGRATIONS: string[] = [
     value INTEGER NOT NULL,
     PRIMARY KEY (endpoint_id, name, shard)
   ) WITHOUT ROWID;
+  `,
+  `
+  -- Whether processors claim orders (POST /processing/pause and /resume), kept across restarts.
+  CREATE TABLE processing_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    state TEXT NOT NULL CHECK (state IN ('running', 'paused')),
+    since INTEGER NOT NULL
+  );
+  INSERT INTO processing_state (id, state, since) VALUES (1, 'running', CAST(unixepoch('subsec') * 1000 AS INTEGER));
   `
 ]
 

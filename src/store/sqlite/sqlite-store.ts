@@ -10,7 +10,7 @@ import { migrate } from './migrations.ts'
 import { statsFromRows } from '../stats-delta.ts'
 import type {
   CancelResult, ChangeListener, Claim, CreateResult, IdPage, IndexedCall, ListQuery, OrderPage, OrderStats, OrderStore, Outcome,
-  PopulateBatch, WorkListener
+  Overview, PopulateBatch, ProcessingState, ProcessingStateListener, RetriedChunk, RetryResult, WorkListener
 } from '../order-store.ts'
 import { advanced } from '../populate-batches.ts'
 import { ORDER_OTHER_BYTES, PAGE_BYTES } from '../page-size.ts'
@@ -50,6 +50,7 @@ function jsonBytes (row: OrderRow): number {
 export class SqliteStore implements OrderStore {
   private readonly db: Database.Database
   private readonly workListeners = new Listeners<number>()
+  private readonly stateListeners = new Listeners<ProcessingState>()
   private readonly changeListeners = new ChangeListeners()
   private readonly sql: Record<keyof typeof SQL, Database.Statement>
   private readonly writes: GroupCommit<Write<unknown>, unknown>
@@ -157,13 +158,20 @@ export class SqliteStore implements OrderStore {
   }
 
   async create (order: NewOrder, now: number, availableAt: number): Promise<CreateResult> {
-    return this.write((transitions): CreateResult => {
-      if (this.insert(order, now, availableAt)) {
-        transitions.created([newRow(order.order_id, now, availableAt)])
-        return 'created'
-      }
-      return sameOrder(this.getSync(order.order_id) as OrderRecord, order) ? 'exists' : 'conflict'
-    })
+    return this.write((transitions) => this.createOne(order, now, availableAt, transitions))
+  }
+
+  async createEach (orders: NewOrder[], now: number, availableAt: number): Promise<CreateResult[]> {
+    return this.write((transitions) => orders.map((order) => this.createOne(order, now, availableAt, transitions)))
+  }
+
+  /** Inserts an order in the current transaction, or compares it with the one stored under its id. */
+  private createOne (order: NewOrder, now: number, availableAt: number, transitions: Transitions): CreateResult {
+    if (this.insert(order, now, availableAt)) {
+      transitions.created([newRow(order.order_id, now, availableAt)])
+      return 'created'
+    }
+    return sameOrder(this.getSync(order.order_id) as OrderRecord, order) ? 'exists' : 'conflict'
   }
 
   async createMany (orders: NewOrder[], now: number, availableAt: number): Promise<string[]> {
@@ -226,6 +234,30 @@ export class SqliteStore implements OrderStore {
       transitions.cancelled([row], now)
       return { cancelled: true, order: toRecord(row) }
     })
+  }
+
+  async retry (orderId: string, now: number): Promise<RetryResult> {
+    return this.write((transitions): RetryResult => {
+      const failed = this.sql.failed.get(orderId) as ChangedRow | undefined
+      if (!failed) return { retried: false, order: this.getSync(orderId) }
+      const row = this.sql.requeue.get({ orderId, now }) as OrderRow
+      transitions.requeued([failed], now)
+      return { retried: true, order: toRecord(row) }
+    })
+  }
+
+  async retryFailed (limit: number, now: number, after = 0): Promise<RetriedChunk> {
+    return this.write((transitions) => {
+      const [statement, params] = this.failedChunkQuery(limit, after)
+      const rows = statement.all(params) as Array<ChangedRow & { seq: number }>
+      for (const row of rows) this.sql.requeue.get({ orderId: row.order_id, now })
+      transitions.requeued(rows, now)
+      return { retried: rows.length, lastSeq: rows.length < limit ? null : (rows.at(-1) as { seq: number }).seq }
+    })
+  }
+
+  private failedChunkQuery (limit: number, after: number): Query {
+    return [this.sql.failedChunk, [after, limit]]
   }
 
   // One process uses the file: its clock is the store's.
@@ -314,6 +346,10 @@ export class SqliteStore implements OrderStore {
     return statsFromRows(this.sql.stats.all() as Array<{ name: string, value: number }>)
   }
 
+  async overview (): Promise<Overview> {
+    return { stats: await this.stats(), processing: await this.processingState() }
+  }
+
   async idsByStatus (status: OrderStatus, limit: number, after = 0): Promise<IdPage> {
     const [statement, params] = this.idsQuery(status, limit, after)
     const rows = statement.all(params) as Array<{ seq: number, order_id: string }>
@@ -338,8 +374,23 @@ export class SqliteStore implements OrderStore {
       case 'idsByStatus': return this.idsQuery(call[1], call[2], call[3] ?? 0)
       case 'claim': return this.claimQuery(call[1], call[2], call[3], 'a token')
       case 'nextAvailableAt': return [this.sql.nextAvailable, []]
+      case 'retryFailed': return this.failedChunkQuery(call[1], call[3] ?? 0)
       default: return this.webhooks.query(call)
     }
+  }
+
+  async processingState (): Promise<ProcessingState> {
+    return this.sql.processingState.get() as ProcessingState
+  }
+
+  async setProcessingState (state: ProcessingState['state'], now: number): Promise<ProcessingState> {
+    const { changed, current } = await this.write(() => {
+      const set = this.sql.setProcessingState.get({ state, now }) as ProcessingState | undefined
+      return { changed: set !== undefined, current: set ?? this.sql.processingState.get() as ProcessingState }
+    })
+    // Announced once committed, in this process: one process uses the file.
+    if (changed) this.stateListeners.emit(current)
+    return current
   }
 
   async cursorKey (): Promise<string> {
@@ -401,6 +452,10 @@ export class SqliteStore implements OrderStore {
 
   onWork (listener: WorkListener): () => void {
     return this.workListeners.add(listener)
+  }
+
+  onProcessingState (listener: ProcessingStateListener): () => void {
+    return this.stateListeners.add(listener)
   }
 
   onChanges (listener: ChangeListener, statuses: readonly OrderStatus[] = ORDER_STATUSES): () => void {

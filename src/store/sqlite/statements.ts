@@ -32,6 +32,7 @@ export const SQL = {
   claim: `UPDATE orders SET status = 'Processing', claim_token = @token, lease_until = @now + @leaseMs,
       attempts = attempts + 1, processing_started_at = COALESCE(processing_started_at, @now), updated_at = @now
     WHERE seq IN (SELECT seq FROM orders INDEXED BY orders_claimable WHERE status = 'Pending' AND available_at <= @now
+      AND (SELECT state FROM processing_state) = 'running'
       ORDER BY available_at, seq LIMIT @limit)
     RETURNING ${CHANGED}`,
   complete: `UPDATE orders SET status = 'Completed', completed_at = @now, updated_at = @now,
@@ -55,6 +56,15 @@ export const SQL = {
       claim_token = NULL, lease_until = NULL, attempts = attempts - 1,
       processing_started_at = CASE WHEN attempts = 1 THEN NULL ELSE processing_started_at END
     WHERE order_id = @orderId AND claim_token = @token AND status = 'Processing'`,
+  // A retry must know each row as it was while Failed (its run leaves the sums), and RETURNING
+  // gives a row as it becomes: SQLite reads it first (`failed`, `failedChunk`), PostgreSQL in the same statement.
+  failed: "SELECT order_id, created_at, processing_started_at, attempts FROM orders WHERE order_id = ? AND status = 'Failed'",
+  failedChunk: `SELECT seq, ${CHANGED} FROM orders INDEXED BY orders_by_status
+    WHERE status = 'Failed' AND seq > ? ORDER BY seq LIMIT ?`,
+  requeue: `UPDATE orders SET status = 'Pending', available_at = @now, updated_at = @now,
+      attempts = 0, processing_started_at = NULL, completed_at = NULL
+    WHERE order_id = @orderId AND status = 'Failed'
+    RETURNING ${ORDER_COLUMNS}`,
   // The held tokens come as one JSON array: a statement has a fixed number of parameters.
   failExpired: `UPDATE orders SET status = 'Failed', updated_at = @now,
       last_error = 'lease expired on the last attempt', claim_token = NULL, lease_until = NULL
@@ -75,6 +85,10 @@ export const SQL = {
   batch: 'SELECT batch_id, total_entries, entries_done, failure_count, failed_ids FROM populate_batches WHERE batch_id = ?',
   advanceBatch: 'UPDATE populate_batches SET entries_done = ? WHERE batch_id = ? AND entries_done = ?',
   batchFailures: 'UPDATE populate_batches SET failure_count = ?, failed_ids = ? WHERE batch_id = ?',
+  processingState: 'SELECT state, since FROM processing_state',
+  // Only a change of state moves `since`.
+  setProcessingState: `UPDATE processing_state SET state = @state, since = @now WHERE state <> @state
+    RETURNING state, since`,
   cursorKey: "SELECT value FROM service_keys WHERE name = 'cursor'",
   readinessCheck: 'UPDATE readiness_checks SET checked_at = ? WHERE id = 1',
 
