@@ -64,7 +64,10 @@ export const OrderSchema = Type.Object({
   processing_duration: Seconds,
   total_duration: Seconds,
   attempts: Type.Integer({ description: 'processing attempts started so far' }),
-  last_error: nullable(Type.String())
+  last_error: nullable(Type.String()),
+  result: Type.Unknown({
+    description: 'what the processing step (PROCESSOR_MODULE) returned, any JSON value; null until the order is Completed, and for the simulated work'
+  })
 }, {
   examples: [{
     order_id: 'ORD003',
@@ -80,7 +83,8 @@ export const OrderSchema = Type.Object({
     processing_duration: 5.011,
     total_duration: 7.758,
     attempts: 1,
-    last_error: null
+    last_error: null,
+    result: { tracking_id: 'TRK-0042' }
   }]
 })
 export type Order = Static<typeof OrderSchema>
@@ -99,6 +103,8 @@ export interface OrderRecord {
   updated_at: number
   attempts: number
   last_error: string | null
+  /** What the processing step returned, as JSON text; null for none. */
+  result: string | null
 }
 
 /** When a new order may first be claimed: PENDING_DELAY_MS after it was created. */
@@ -151,7 +157,8 @@ export function toOrder (record: OrderRecord): Order {
     processing_duration: seconds(durations.processing),
     total_duration: seconds(durations.total),
     attempts: record.attempts,
-    last_error: record.last_error
+    last_error: record.last_error,
+    result: record.result === null ? null : JSON.parse(record.result)
   }
 }
 

@@ -51,6 +51,10 @@ const MIGRATIONS: string[] = [
   ALTER TABLE populate_batches ADD COLUMN failed_ids TEXT NOT NULL DEFAULT '[]';
   -- Batches recorded before kept no progress: taken as finished, their ids stay used.
   UPDATE populate_batches SET entries_done = total_entries;
+  `,
+  `
+  -- What the processing step returned (JSON text), written with the completion.
+  ALTER TABLE orders ADD COLUMN result TEXT;
   `
 ]
 

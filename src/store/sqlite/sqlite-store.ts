@@ -37,9 +37,10 @@ function toRecord (row: OrderRow): OrderRecord {
   return { ...row, item_ids: JSON.parse(row.item_ids) as number[] }
 }
 
-/** About the bytes of an order's JSON: item_ids is stored as the JSON it is sent as. */
+/** About the bytes of an order's JSON: item_ids and result are stored as the JSON they are sent as. */
 function jsonBytes (row: OrderRow): number {
-  return ORDER_OTHER_BYTES + row.order_id.length + row.item_ids.length + (row.last_error === null ? 0 : Buffer.byteLength(row.last_error))
+  return ORDER_OTHER_BYTES + row.order_id.length + row.item_ids.length + (row.last_error === null ? 0 : Buffer.byteLength(row.last_error)) +
+    (row.result === null ? 0 : Buffer.byteLength(row.result))
 }
 
 /** The embedded store: one SQLite file (WAL) or `:memory:`, used by one process. */
@@ -205,18 +206,26 @@ export class SqliteStore implements OrderStore {
   }
 
   // One process uses the file: its clock is the store's.
-  async claim (limit: number, now: number, leaseMs: number): Promise<Claim[]> {
+  async claim (limit: number, now: number, leaseMs: number, withOrders = false): Promise<Claim[]> {
     return this.write((transitions) => {
       const token = randomUUID()
-      const [statement, params] = this.claimQuery(limit, now, leaseMs, token)
+      const [statement, params] = this.claimQuery(limit, now, leaseMs, token, withOrders)
       const rows = statement.all(params) as ClaimedRow[]
       transitions.claimed(rows, now)
-      return claimsOf(rows, token)
+      return claimsOf(rows, token, withOrders ? (rows as unknown as OrderRow[]).map(toRecord) : undefined)
     })
   }
 
-  private claimQuery (limit: number, now: number, leaseMs: number, token: string): Query {
-    return [this.sql.claim, { token, now, leaseMs, limit }]
+  private claimQuery (limit: number, now: number, leaseMs: number, token: string, withOrders = false): Query {
+    return [withOrders ? this.sql.claimOrders : this.sql.claim, { token, now, leaseMs, limit }]
+  }
+
+  async extendLeases (claims: readonly Claim[], now: number, leaseMs: number): Promise<number> {
+    return this.write(() => {
+      let extended = 0
+      for (const { order_id: orderId, token } of claims) extended += this.sql.extendLeases.run({ orderId, token, now, leaseMs }).changes
+      return extended
+    })
   }
 
   async settle (outcomes: Outcome[], now: number): Promise<number> {
@@ -226,7 +235,7 @@ export class SqliteStore implements OrderStore {
       const failed: ChangedRow[] = []
       for (const outcome of outcomes) {
         const claim = { orderId: outcome.claim.order_id, token: outcome.claim.token, now }
-        if (outcome.ok) pushRow(completed, this.sql.complete.get(claim))
+        if (outcome.ok) pushRow(completed, this.sql.complete.get({ ...claim, result: outcome.result ?? null }))
         else if (outcome.retryAt !== null) pushRow(retried, this.sql.retry.get({ ...claim, retryAt: outcome.retryAt, error: outcome.error }))
         else pushRow(failed, this.sql.fail.get({ ...claim, error: outcome.error }))
       }
@@ -312,7 +321,7 @@ export class SqliteStore implements OrderStore {
     switch (call[0]) {
       case 'list': return this.listQuery(call[1])
       case 'idsByStatus': return this.idsQuery(call[1], call[2], call[3] ?? 0)
-      case 'claim': return this.claimQuery(call[1], call[2], call[3], 'a token')
+      case 'claim': return this.claimQuery(call[1], call[2], call[3], 'a token', call[4])
       case 'nextAvailableAt': return [this.sql.nextAvailable, []]
     }
   }
