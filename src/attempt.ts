@@ -12,15 +12,15 @@ export type AttemptOutcome =
   | { ok: false, error: string, retryable: boolean }
 
 /**
- * One attempt at a claimed order: its context for the work, and its end. The signal is made on
- * first use: an AbortSignal costs ~3 us to make (Node 20), as much as the rest of an attempt that
- * does nothing, and work that never waits needs none. Aborted before that, it is made aborted.
+ * One attempt at a claimed order, as its work sees it (AttemptContext). The signal is made on first
+ * use: an AbortSignal costs ~3 us to make (Node 20), as much as the rest of an attempt that does
+ * nothing, and work that never waits needs none. Aborted before that, it is made aborted.
  */
 export class Attempt implements AttemptContext {
+  /** When it times out (epoch ms), once started. */
+  deadline = Infinity
   private controller: AbortController | undefined
   private abortReason: Error | undefined
-  private end: ((outcome: AttemptOutcome) => void) | undefined
-  private timer: NodeJS.Timeout | undefined
 
   constructor (readonly claim: Claim) {}
 
@@ -36,36 +36,20 @@ export class Attempt implements AttemptContext {
     return this.controller.signal
   }
 
-  /** Runs the work; past `timeoutMs` the attempt is aborted (see abort). Never rejects. */
-  run (work: Work, timeoutMs: number): Promise<AttemptOutcome> {
-    if (this.abortReason) return Promise.resolve(aborted(this.abortReason))
-    return new Promise((resolve) => {
-      this.end = (outcome) => {
-        clearTimeout(this.timer)
-        resolve(outcome)
-      }
-      this.timer = setTimeout(() => this.abort(new DOMException(`attempt timed out after ${timeoutMs} ms`, 'TimeoutError')), timeoutMs)
-      void outcomeOf(work, this).then(this.end)
-    })
+  get aborted (): boolean {
+    return this.abortReason !== undefined
   }
 
-  /**
-   * Ends the attempt at once, failed (retryable) with the reason's message, and aborts its signal
-   * with the reason; whatever the work does afterwards is ignored. Only the first call counts.
-   */
+  /** Aborts its signal with `reason`; only the first call counts. */
   abort (reason: Error): void {
     if (this.abortReason) return
     this.abortReason = reason
-    this.end?.(aborted(reason))
     this.controller?.abort(reason)
   }
 }
 
-function aborted (reason: Error): AttemptOutcome {
-  return { ok: false, error: reason.message, retryable: true }
-}
-
-async function outcomeOf (work: Work, attempt: Attempt): Promise<AttemptOutcome> {
+/** Runs an attempt's work to its end; never rejects. */
+export async function outcomeOf (work: Work, attempt: Attempt): Promise<AttemptOutcome> {
   let value: unknown
   try {
     value = await work(attempt.claim, attempt)
@@ -73,6 +57,55 @@ async function outcomeOf (work: Work, attempt: Attempt): Promise<AttemptOutcome>
     return { ok: false, error: errorMessage(err), retryable: (err as { retryable?: unknown } | null | undefined)?.retryable !== false }
   }
   return resultOf(value)
+}
+
+/**
+ * The time limit of running attempts (ATTEMPT_TIMEOUT_MS), with one timer for all: every attempt
+ * has the same limit, so they reach it in the order they started, and only the oldest needs a
+ * timer. A timer per attempt cost ~5% of the end-to-end throughput at zero delay (100,000 orders
+ * in one process: 52,400 against 48,600 orders/s).
+ */
+export class AttemptDeadlines {
+  /** In the order they started, which is the order of their deadlines. */
+  private readonly running = new Set<Attempt>()
+  private timer: NodeJS.Timeout | undefined
+
+  constructor (private readonly limitMs: number, private readonly onExpired: (attempt: Attempt) => void, private readonly now = Date.now) {}
+
+  add (attempt: Attempt): void {
+    attempt.deadline = this.now() + this.limitMs
+    this.running.add(attempt)
+    this.timer ??= this.arm(attempt.deadline)
+  }
+
+  delete (attempt: Attempt): void {
+    this.running.delete(attempt)
+    if (this.running.size === 0) this.clear()
+  }
+
+  clear (): void {
+    this.running.clear()
+    clearTimeout(this.timer)
+    this.timer = undefined
+  }
+
+  private arm (at: number): NodeJS.Timeout {
+    return setTimeout(() => this.expire(), at - this.now())
+  }
+
+  private expire (): void {
+    this.timer = undefined
+    const now = this.now()
+    for (const attempt of this.running) {
+      // A timer may fire a little early: the rest is for the next one.
+      if (attempt.deadline > now) {
+        this.timer = this.arm(attempt.deadline)
+        return
+      }
+      this.running.delete(attempt)
+      this.onExpired(attempt)
+    }
+  }
 }
 
 /**

@@ -1,7 +1,7 @@
 import PQueue from 'p-queue'
 import type { Claim, OrderStore, Outcome } from './store/order-store.ts'
 import { RENEWALS_PER_LEASE, type Config } from './config.ts'
-import { Attempt, type AttemptOutcome } from './attempt.ts'
+import { Attempt, AttemptDeadlines, outcomeOf, type AttemptOutcome } from './attempt.ts'
 import type { ProcessingStep, Work } from './processing-step.ts'
 import { loadProcessorModule, type ParentLogger } from './processor-module.ts'
 import { simulatedWork } from './simulated-work.ts'
@@ -63,9 +63,11 @@ const MAX_TIMER_MS = 2 ** 31 - 1
  *   claim to p-queue, and sets the timer for the next claimable order; a wake-up that comes
  *   meanwhile makes it attempt again (`tickAgain`) instead of starting a second one. A store
  *   failure sends it back to sleeping with a wake-up STORE_RETRY_MS later.
- * - Orders run in p-queue beside both, each attempt with its AbortSignal and its deadline
- *   (`attemptTimeoutMs`: then it fails and its signal aborts): each outcome joins the batch
- *   settled in the next tick (`flush`), which frees capacity and wakes it.
+ * - Orders run in p-queue beside both, each attempt with its AbortSignal: each outcome joins the
+ *   batch settled in the next tick (`flush`), which frees capacity and wakes it. An attempt past
+ *   its deadline (`attemptTimeoutMs`) fails there and then, and its signal aborts; until its work
+ *   returns (it may ignore the signal) it keeps its place in p-queue and counts against the
+ *   capacity (`overrunning`), so that no claim waits in p-queue behind it.
  * - The heartbeat, from `start()` until `stop()` has handed back what it had to: every
  *   LEASE_MS / RENEWALS_PER_LEASE it renews, in one store call, the leases of every claim this
  *   process holds, so that no other process takes over an attempt while this one lives. A renewal
@@ -82,6 +84,9 @@ export class OrderProcessor {
    * ran out this process may hold a newer claim on the same order.
    */
   private readonly inFlight = new Map<Claim, Attempt>()
+  private readonly deadlines: AttemptDeadlines
+  /** Attempts that timed out, their outcome recorded, whose work has not returned yet. */
+  private readonly overrunning = new Set<Attempt>()
   private outcomes: Outcome[] = []
   private flushing: Promise<void> | null = null
   private timer: NodeJS.Timeout | null = null
@@ -99,6 +104,7 @@ export class OrderProcessor {
 
   constructor (private readonly store: OrderStore, private readonly options: ProcessorOptions) {
     this.queue = new PQueue({ concurrency: options.concurrency })
+    this.deadlines = new AttemptDeadlines(options.attemptTimeoutMs, (attempt) => this.timedOut(attempt))
     this.now = options.now ?? Date.now
     this.unsubscribe = store.onWork((availableAt) => this.wake(availableAt))
   }
@@ -171,7 +177,7 @@ export class OrderProcessor {
       // This process's own claims are still being worked on, however late their settle comes.
       await store.recoverExpired(now, options.maxAttempts, this.heldTokens())
     }
-    const free = options.concurrency - this.inFlight.size
+    const free = options.concurrency - this.inFlight.size - this.overrunning.size
     if (free <= 0) return // a finishing order wakes us
     const claims = await store.claim(free, now, options.leaseMs, options.readsOrders)
     const attempts = claims.map((claim) => new Attempt(claim))
@@ -194,7 +200,25 @@ export class OrderProcessor {
   }
 
   private async run (attempt: Attempt): Promise<void> {
-    const ended = await attempt.run(this.options.work, this.options.attemptTimeoutMs)
+    this.deadlines.add(attempt)
+    const ended = await outcomeOf(this.options.work, attempt)
+    if (this.overrunning.delete(attempt)) {
+      this.wake() // its place is free
+      return
+    }
+    this.deadlines.delete(attempt)
+    this.record(attempt, ended)
+  }
+
+  /** Past its deadline: the attempt fails now, whatever its work does later, and its signal aborts. */
+  private timedOut (attempt: Attempt): void {
+    const error = `attempt timed out after ${this.options.attemptTimeoutMs} ms`
+    this.overrunning.add(attempt)
+    this.record(attempt, { ok: false, error, retryable: true })
+    attempt.abort(new DOMException(error, 'TimeoutError'))
+  }
+
+  private record (attempt: Attempt, ended: AttemptOutcome): void {
     const { claim } = attempt
     if (!this.inFlight.has(claim)) return // handed back at shutdown
     this.outcomes.push(this.outcome(claim, ended))
@@ -251,6 +275,7 @@ export class OrderProcessor {
       while (this.flushing) await this.flushing
       await this.handBack()
     } finally {
+      this.deadlines.clear()
       clearInterval(this.heartbeat ?? undefined)
       await Promise.all(this.renewals)
     }

@@ -461,3 +461,25 @@ t.test('the leases of running attempts are renewed, so that no other process tak
   await waitFor(async () => (await statusOf(store, 'long')) === 'Completed', 'completion')
   t.match(await store.get('long'), { attempts: 1 }, 'completed on its only attempt')
 })
+
+t.test('an attempt that ignores its signal past its deadline keeps its place until it returns: no claim waits behind it', async (t) => {
+  let ignoredUntil = Infinity
+  const { store, processor } = setup(t, {
+    concurrency: 1,
+    attemptTimeoutMs: 50,
+    work: async (claim, { attempt }) => {
+      if (claim.order_id !== 'stubborn' || attempt > 1) return
+      await sleep(300) // ignores its signal
+      ignoredUntil = Date.now()
+    }
+  })
+  const claimedAt = new Map<string, number>()
+  store.onChanges((changes) => { for (const c of changes) claimedAt.set(`${c.order_id}:${c.attempts}`, c.at) }, ['Processing'])
+  await store.createMany([anOrder('stubborn'), anOrder('next')], Date.now(), Date.now())
+  processor.start()
+  await waitFor(async () => (await store.stats()).counts.Completed === 2, 'both completed')
+  t.match(await store.get('stubborn'), { attempts: 2, last_error: null })
+  t.ok(claimedAt.get('stubborn:1')! + 300 <= ignoredUntil, 'the first attempt ran on 250 ms past its deadline')
+  t.ok(claimedAt.get('next:1')! >= ignoredUntil, 'the next order was claimed only once it returned')
+  t.ok(claimedAt.get('stubborn:2')! >= ignoredUntil, 'and so was the retry')
+})
