@@ -1,4 +1,5 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { isoTime } from './iso-time.ts'
 import { StringEnum } from './string-enum.ts'
 
 export const ORDER_STATUSES = ['Pending', 'Processing', 'Completed', 'Failed', 'Cancelled'] as const
@@ -117,7 +118,7 @@ export function toCents (amount: number): number {
 }
 
 function iso (ms: number | null): string | null {
-  return ms === null ? null : new Date(ms).toISOString()
+  return ms === null ? null : isoTime(ms)
 }
 
 /** An order's three stage durations in milliseconds, each null until its stage has ended. */
@@ -149,10 +150,10 @@ export function toOrder (record: OrderRecord): Order {
     item_ids: record.item_ids,
     total_amount: record.total_cents / 100,
     status: record.status,
-    created_at: new Date(record.created_at).toISOString(),
+    created_at: isoTime(record.created_at),
     processing_started_at: iso(record.processing_started_at),
     completed_at: iso(record.completed_at),
-    updated_at: new Date(record.updated_at).toISOString(),
+    updated_at: isoTime(record.updated_at),
     pending_duration: seconds(durations.pending),
     processing_duration: seconds(durations.processing),
     total_duration: seconds(durations.total),

@@ -9,10 +9,10 @@ export interface AttemptContext {
 }
 
 /**
- * One attempt at processing a claimed order: resolving (with a result, or undefined for none)
- * completes the order, rejecting fails the attempt.
+ * One attempt at processing a claimed order: returning or resolving (with a result, or undefined
+ * for none) completes the order, throwing or rejecting fails the attempt.
  */
-export type Work = (claim: Claim, context: AttemptContext) => Promise<unknown>
+export type Work = (claim: Claim, context: AttemptContext) => unknown
 
 /** The processing step: its work, and whether that reads the order (each claim then brings it from the store). */
 export interface ProcessingStep {

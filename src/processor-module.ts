@@ -4,7 +4,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { BaseLogger } from 'pino'
 import { ConfigError } from './config.ts'
 import { toOrder, type Order, type OrderRecord } from './order.ts'
-import type { ProcessingStep } from './processing-step.ts'
+import type { AttemptContext, ProcessingStep } from './processing-step.ts'
 
 /** A pino logger, as the module sees it: its level and its methods by level. */
 export type StepLog = Pick<BaseLogger, 'level' | 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent'>
@@ -64,15 +64,30 @@ export async function loadProcessorModule (specifier: string, log: ParentLogger)
   }
   return {
     readsOrders: true,
-    work: async (claim, context) => {
-      let child: StepLog | undefined
-      return await processOrder(toOrder(claim.order as OrderRecord), {
-        // Made only if the module reads them: a signal costs ~3 us, a child logger ~0.4 us.
-        get signal () { return context.signal },
-        attempt: context.attempt,
-        get log () { return (child ??= log.child({ order_id: claim.order_id, attempt: context.attempt })) }
-      })
-    }
+    work: (claim, context) => processOrder(toOrder(claim.order as OrderRecord), new ModuleContext(claim.order_id, context, log))
+  }
+}
+
+/**
+ * What the module's function gets besides the order. Its signal and child logger are made only if
+ * the function reads them: a signal costs ~3 us, a child logger ~0.4 us. A class: accessors written
+ * in an object literal, made per attempt, cost ~1 us more.
+ */
+class ModuleContext implements ProcessOrderContext {
+  private child: StepLog | undefined
+
+  constructor (private readonly orderId: string, private readonly context: AttemptContext, private readonly parent: ParentLogger) {}
+
+  get signal (): AbortSignal {
+    return this.context.signal
+  }
+
+  get attempt (): number {
+    return this.context.attempt
+  }
+
+  get log (): StepLog {
+    return (this.child ??= this.parent.child({ order_id: this.orderId, attempt: this.attempt }))
   }
 }
 

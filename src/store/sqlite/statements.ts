@@ -10,6 +10,7 @@
  * million orders. A schema change that loses the index then fails loudly instead of slowly.
  */
 
+/** An order's columns; a claim that brings orders reads them raw, in this order (recordFromColumns in sqlite-store.ts). */
 const ORDER_COLUMNS = `seq, order_id, user_id, item_ids, total_cents, status, created_at,
   processing_started_at, completed_at, updated_at, attempts, last_error, result`
 /** What a statement that changed an order's status returns about it (a ChangedRow). */
