@@ -121,9 +121,12 @@ function resultOf (value: unknown): AttemptOutcome {
     return { ok: false, error: `result refused: not JSON-serialisable (${errorMessage(err)})`, retryable: false }
   }
   if (json === undefined) return { ok: false, error: `result refused: a ${typeof value} is not JSON-serialisable`, retryable: false }
-  const bytes = Buffer.byteLength(json)
-  if (bytes > MAX_RESULT_BYTES) {
-    return { ok: false, error: `result refused: ${bytes} bytes of JSON, more than the ${MAX_RESULT_BYTES} allowed`, retryable: false }
+  // A UTF-16 code unit is at most 3 bytes of UTF-8: most results need no count.
+  if (json.length * 3 > MAX_RESULT_BYTES) {
+    const bytes = Buffer.byteLength(json)
+    if (bytes > MAX_RESULT_BYTES) {
+      return { ok: false, error: `result refused: ${bytes} bytes of JSON, more than the ${MAX_RESULT_BYTES} allowed`, retryable: false }
+    }
   }
   return { ok: true, result: json === 'null' ? null : json }
 }

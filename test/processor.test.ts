@@ -374,15 +374,18 @@ t.test('a result that JSON cannot hold, or over 64 KiB of it, fails the order at
     bigint: { amount: 10n },
     function: () => {},
     large: { blob: 'x'.repeat(64 * 1024) },
+    // Counted in bytes of UTF-8, not in characters.
+    accented: 'é'.repeat(33_000),
     'just-fits': 'x'.repeat(64 * 1024 - 2)
   }
   const { store, processor } = setup(t, { work: async (claim) => results[claim.order_id] })
   await store.createMany(Object.keys(results).map((id) => anOrder(id)), Date.now(), Date.now())
   processor.start()
-  await waitFor(async () => (await store.stats()).counts.Failed === 3 && (await store.stats()).counts.Completed === 1, 'all done')
+  await waitFor(async () => (await store.stats()).counts.Failed === 4 && (await store.stats()).counts.Completed === 1, 'all done')
   t.match(await store.get('bigint'), { status: 'Failed', attempts: 1, last_error: /^result refused: not JSON-serialisable \(Do not know how to serialize a BigInt\)$/ })
   t.match(await store.get('function'), { status: 'Failed', attempts: 1, last_error: 'result refused: a function is not JSON-serialisable' })
   t.match(await store.get('large'), { status: 'Failed', attempts: 1, last_error: 'result refused: 65547 bytes of JSON, more than the 65536 allowed' })
+  t.match(await store.get('accented'), { status: 'Failed', last_error: 'result refused: 66002 bytes of JSON, more than the 65536 allowed' })
   t.match(await store.get('just-fits'), { status: 'Completed', result: `"${'x'.repeat(64 * 1024 - 2)}"` })
 })
 
