@@ -117,7 +117,7 @@ export class OrderProcessor {
   start (): void {
     if (this.state !== 'new') throw new Error(`processor already ${this.state}`)
     this.state = 'running'
-    // Unref'd: it keeps nothing alive by itself; the attempts it renews have their own timers.
+    // Unref'd: it keeps nothing alive by itself (running attempts do, by their deadline's timer).
     this.heartbeat = setInterval(() => this.renewLeases(), this.options.leaseMs / RENEWALS_PER_LEASE).unref()
     this.wake()
   }
