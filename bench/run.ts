@@ -1,6 +1,7 @@
 import { writeFileSync } from 'node:fs'
 import { once } from 'node:events'
 import { createServer } from 'node:http'
+import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import autocannon from 'autocannon'
 import { ServerProcess } from '../test/support/server-process.ts'
@@ -31,13 +32,16 @@ const DURATION_S = QUICK ? 3 : 8
 const CONNECTIONS = 100
 const SCENARIOS = [
   'post', 'get', 'metrics', 'throughput', 'delays', 'populate', 'pg-post', 'pg-metrics', 'pg-workers', 'bullmq', 'pg-graphile-worker', 'post-streams',
-  'webhooks'
+  'webhooks',
+  'module'
 ] as const
 type Scenario = typeof SCENARIOS[number]
 const selected = new Set((args.only?.split(',') ?? SCENARIOS) as Scenario[])
 for (const name of selected) if (!SCENARIOS.includes(name)) throw new Error(`unknown scenario ${name}; pick from ${SCENARIOS.join(', ')}`)
 
 const ZERO_DELAY = { PENDING_DELAY_MS: '0', PROCESSING_TIME_MS: '0', LOG_LEVEL: 'warn' }
+/** A PROCESSOR_MODULE that returns at once (with a small result). */
+const RETURN_AT_ONCE = fileURLToPath(new URL('return-at-once.mjs', import.meta.url))
 /** Compared servers and queues run on this core; `npm run bench` puts the load generator on core 0. */
 const SERVER_CPU = 1
 
@@ -424,6 +428,22 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
     rows.push({ scenario: name, figure: 'orders/s with the endpoint', value: Math.round(median(withWebhook)), target: '', pass: null })
     rows.push({ scenario: name, figure: 'ratio with / without', value: Math.round(median(withWebhook) / median(without) * 100) / 100, target: '', pass: null })
     rows.push({ scenario: name, figure: 'deliveries/s, populate to the last delivered', value: Math.round(median(deliveries)), target: '', pass: null })
+  },
+
+  async module () {
+    const total = QUICK ? 50_000 : 200_000
+    const name = `14. populate ${total.toLocaleString('en')}, zero delay, until all Completed: a PROCESSOR_MODULE that returns at once vs the simulated work`
+    const simulated: number[] = []
+    const viaModule: number[] = []
+    // Rounds alternate, so that both see the same machine.
+    for (let round = 0; round < ROUNDS; round++) {
+      simulated.push((await endToEnd(ZERO_DELAY, total)).perSecond)
+      viaModule.push((await endToEnd({ ...ZERO_DELAY, PROCESSOR_MODULE: RETURN_AT_ONCE }, total)).perSecond)
+    }
+    const ratio = median(viaModule) / median(simulated)
+    rows.push({ scenario: name, figure: 'orders/s, simulated work', value: Math.round(median(simulated)), target: '', pass: null })
+    rows.push({ scenario: name, figure: 'orders/s, module', value: Math.round(median(viaModule)), target: '', pass: null })
+    rows.push({ scenario: name, figure: 'ratio module / simulated', value: Math.round(ratio * 100) / 100, target: '>= 0.9', pass: ratio >= 0.9 })
   },
 
   async 'pg-graphile-worker' () {

@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import { configuredProcessor, type OrderProcessor } from '../src/processor.ts'
+import { configuredProcessor, configuredStep, type OrderProcessor } from '../src/processor.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -14,7 +14,9 @@ export default fp(async (app) => {
     app.decorate('processor', null)
     return
   }
-  const processor = configuredProcessor(app.store, config, (err, context) => app.log.error({ err }, `processor failed while ${context}`))
+  // Loaded before the server listens: a PROCESSOR_MODULE that cannot be used stops the start.
+  const step = await configuredStep(config, app.log)
+  const processor = configuredProcessor(app.store, config, step, (err, context) => app.log.error({ err }, `processor failed while ${context}`))
   app.decorate('processor', processor)
   app.addHook('onReady', async () => { processor.start() })
   // preClose runs before the store's onClose, so claims are handed back while the store is open.

@@ -35,6 +35,11 @@ export const EnvSchema = Type.Object({
     description: 'a fixed time (500) or a range picked uniformly at random (3000-7000)'
   }),
   FAILURE_RATE: Type.Number({ default: 0, minimum: 0, maximum: 1 }),
+  PROCESSOR_MODULE: Type.Optional(Type.String({
+    minLength: 1,
+    description: 'path (from the working directory, or absolute, or a file: URL) to a JavaScript module whose default export processes an order; unset: the simulated work'
+  })),
+  ATTEMPT_TIMEOUT_MS: Type.Integer({ default: 300_000, minimum: 1, maximum: 86_400_000, description: 'past this an attempt is aborted (its signal) and fails, to be retried' }),
   MAX_ATTEMPTS: Type.Integer({ default: 3, minimum: 1, maximum: 100 }),
   RETRY_BACKOFF_MS: Type.Integer({ default: 1000, minimum: 0, maximum: 3_600_000 }),
   LEASE_MS: Type.Integer({ default: 30000, minimum: 100, maximum: 86_400_000 }),
@@ -80,12 +85,23 @@ export const EnvSchema = Type.Object({
 export type Env = Static<typeof EnvSchema>
 
 /**
- * How much longer than the work a lease must last. Between the claim and the outcome's commit come
- * the claim's own commit, the wait in the queue and the settle: 0-130 ms seen on SQLite with 1000
- * orders at once and a populate of 200,000 alongside (20-45 ms without the populate); an event loop
- * held up by a large write adds to it. 500 ms is about four times the worst seen.
+ * How often a processor renews the leases of its running attempts: RENEWALS_PER_LEASE times per
+ * LEASE_MS. A renewal is one store call for all of them; each starts on time even while the one
+ * before is still under way.
  */
-export const LEASE_MARGIN_MS = 500
+export const RENEWALS_PER_LEASE = 3
+
+/**
+ * On PostgreSQL, the shortest lease, as a multiple of DATABASE_TIMEOUT_MS (the longest a store call
+ * may take before it fails). A lease renewed at t (by the database's clock, at its transaction's
+ * start) must last until the next renewal has landed: that one starts by t + LEASE_MS / 3 and
+ * commits by DATABASE_TIMEOUT_MS later. At twice the deadline, LEASE_MS / 6 (a third of the deadline)
+ * is left for a late timer or a busy event loop; at the defaults (30,000 and 5,000 ms) a renewal
+ * every 10 s lands by 15 s into a 30 s lease, so even two renewals in a row may fail. On SQLite no
+ * other process can take over a live process's claims (one process uses the file), so a lease only
+ * says how soon a restarted service takes over the orders of one that died.
+ */
+export const LEASE_DEADLINES = 2
 
 export interface Range { min: number, max: number }
 
@@ -111,11 +127,20 @@ export function loadConfig (source: Record<string, string | undefined> = process
   if (processingTime.min > processingTime.max) {
     throw new ConfigError(`PROCESSING_TIME_MS must be "min-max" with min <= max, got "${env.PROCESSING_TIME_MS}"`)
   }
-  // A claim whose lease ends before its outcome is written would be taken over by another process
-  // while still running, and the order processed twice.
-  const leaseNeeded = processingTime.max + LEASE_MARGIN_MS
-  if (env.LEASE_MS < leaseNeeded) {
-    throw new ConfigError(`LEASE_MS (${env.LEASE_MS}) must exceed the longest PROCESSING_TIME_MS (${processingTime.max}) by at least ${LEASE_MARGIN_MS} ms: set it to ${leaseNeeded} or more`)
+  // A live worker's lease must never end before its renewal lands, or another worker takes the order over.
+  const leaseNeeded = LEASE_DEADLINES * env.DATABASE_TIMEOUT_MS
+  if (env.DATABASE_URL.startsWith('postgres') && env.LEASE_MS < leaseNeeded) {
+    throw new ConfigError(`LEASE_MS (${env.LEASE_MS}) must be at least ${LEASE_DEADLINES} x DATABASE_TIMEOUT_MS (${env.DATABASE_TIMEOUT_MS}) on PostgreSQL, so that renewals every LEASE_MS / ${RENEWALS_PER_LEASE} land in time: set it to ${leaseNeeded} or more`)
+  }
+  // The simulated work must fit in an attempt, or its longest attempts would always time out.
+  if (env.PROCESSOR_MODULE === undefined && processingTime.max >= env.ATTEMPT_TIMEOUT_MS) {
+    throw new ConfigError(`ATTEMPT_TIMEOUT_MS (${env.ATTEMPT_TIMEOUT_MS}) must exceed the longest PROCESSING_TIME_MS (${processingTime.max}): set it to ${processingTime.max + 1} or more`)
   }
   return { ...env, processingTime }
+}
+
+/** The one line a start that failed prints, never a stack trace: a bad setting, or whatever else stopped it. */
+export function startFailure (err: unknown): string {
+  const [message = ''] = (err instanceof Error ? err.message : String(err)).split('\n')
+  return err instanceof ConfigError ? `Invalid configuration: ${message}` : `Could not start: ${message}`
 }

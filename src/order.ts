@@ -1,4 +1,5 @@
 import { Type, type Static, type TSchema } from '@sinclair/typebox'
+import { isoTime } from './iso-time.ts'
 import { StringEnum } from './string-enum.ts'
 
 export const ORDER_STATUSES = ['Pending', 'Processing', 'Completed', 'Failed', 'Cancelled'] as const
@@ -64,7 +65,10 @@ export const OrderSchema = Type.Object({
   processing_duration: Seconds,
   total_duration: Seconds,
   attempts: Type.Integer({ description: 'processing attempts started so far' }),
-  last_error: nullable(Type.String())
+  last_error: nullable(Type.String()),
+  result: Type.Unknown({
+    description: 'what the processing step (PROCESSOR_MODULE) returned, any JSON value; null until the order is Completed, and for the simulated work'
+  })
 }, {
   examples: [{
     order_id: 'ORD003',
@@ -80,7 +84,8 @@ export const OrderSchema = Type.Object({
     processing_duration: 5.011,
     total_duration: 7.758,
     attempts: 1,
-    last_error: null
+    last_error: null,
+    result: { tracking_id: 'TRK-0042' }
   }]
 })
 export type Order = Static<typeof OrderSchema>
@@ -99,6 +104,8 @@ export interface OrderRecord {
   updated_at: number
   attempts: number
   last_error: string | null
+  /** What the processing step returned, as JSON text; null for none. */
+  result: string | null
 }
 
 /** When a new order may first be claimed: PENDING_DELAY_MS after it was created. */
@@ -111,7 +118,7 @@ export function toCents (amount: number): number {
 }
 
 function iso (ms: number | null): string | null {
-  return ms === null ? null : new Date(ms).toISOString()
+  return ms === null ? null : isoTime(ms)
 }
 
 /** An order's three stage durations in milliseconds, each null until its stage has ended. */
@@ -143,15 +150,16 @@ export function toOrder (record: OrderRecord): Order {
     item_ids: record.item_ids,
     total_amount: record.total_cents / 100,
     status: record.status,
-    created_at: new Date(record.created_at).toISOString(),
+    created_at: isoTime(record.created_at),
     processing_started_at: iso(record.processing_started_at),
     completed_at: iso(record.completed_at),
-    updated_at: new Date(record.updated_at).toISOString(),
+    updated_at: isoTime(record.updated_at),
     pending_duration: seconds(durations.pending),
     processing_duration: seconds(durations.processing),
     total_duration: seconds(durations.total),
     attempts: record.attempts,
-    last_error: record.last_error
+    last_error: record.last_error,
+    result: record.result === null ? null : JSON.parse(record.result)
   }
 }
 

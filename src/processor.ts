@@ -1,26 +1,40 @@
 import PQueue from 'p-queue'
 import type { Claim, OrderStore, Outcome } from './store/order-store.ts'
-import type { Config } from './config.ts'
-import { simulatedWork, type Work } from './simulated-work.ts'
+import { RENEWALS_PER_LEASE, type Config } from './config.ts'
+import { Attempt, AttemptDeadlines, outcomeOf, type AttemptOutcome } from './attempt.ts'
+import type { ProcessingStep, Work } from './processing-step.ts'
+import { loadProcessorModule, type ParentLogger } from './processor-module.ts'
+import { simulatedWork } from './simulated-work.ts'
 
 export interface ProcessorOptions {
   concurrency: number
   leaseMs: number
   maxAttempts: number
   retryBackoffMs: number
+  /** ATTEMPT_TIMEOUT_MS: past it an attempt is aborted and fails. */
+  attemptTimeoutMs: number
   work: Work
+  /** The work reads the order (claim.order): claims then bring it. */
+  readsOrders?: boolean
   now?: () => number
   onError?: (err: unknown, context: string) => void
 }
 
-/** The processor the configuration describes, running the simulated work. */
-export function configuredProcessor (store: OrderStore, config: Config, onError: ProcessorOptions['onError']): OrderProcessor {
+/** The processing step the configuration names: PROCESSOR_MODULE (see loadProcessorModule), or the simulated work. */
+export async function configuredStep (config: Config, log: ParentLogger): Promise<ProcessingStep> {
+  if (config.PROCESSOR_MODULE === undefined) return simulatedWork(config.processingTime, config.FAILURE_RATE)
+  return loadProcessorModule(config.PROCESSOR_MODULE, log)
+}
+
+/** The processor the configuration describes, running `step`. */
+export function configuredProcessor (store: OrderStore, config: Config, step: ProcessingStep, onError: ProcessorOptions['onError']): OrderProcessor {
   return new OrderProcessor(store, {
     concurrency: config.PROCESSOR_CONCURRENCY,
     leaseMs: config.LEASE_MS,
     maxAttempts: config.MAX_ATTEMPTS,
     retryBackoffMs: config.RETRY_BACKOFF_MS,
-    work: simulatedWork(config.processingTime, config.FAILURE_RATE),
+    attemptTimeoutMs: config.ATTEMPT_TIMEOUT_MS,
+    ...step,
     onError
   })
 }
@@ -51,17 +65,30 @@ const MAX_TIMER_MS = 2 ** 31 - 1
  *   failure sends it back to sleeping with a wake-up STORE_RETRY_MS later.
  * - `running`, paused (the store's processing state, POST /processing/pause): a claim attempt only
  *   recovers expired claims and reads the state again, once a second; the resume wakes it.
- * - Orders run in p-queue beside both: each outcome joins the batch settled in the next tick
- *   (`flush`), which frees capacity and wakes it.
+ * - Orders run in p-queue beside both, each attempt with its AbortSignal: each outcome joins the
+ *   batch settled in the next tick (`flush`), which frees capacity and wakes it. An attempt past
+ *   its deadline (`attemptTimeoutMs`) fails there and then, and its signal aborts; until its work
+ *   returns (it may ignore the signal) it keeps its place in p-queue and counts against the
+ *   capacity (`overrunning`), so that no claim waits in p-queue behind it.
+ * - The heartbeat, from `start()` until `stop()` has handed back what it had to: every
+ *   LEASE_MS / RENEWALS_PER_LEASE it renews, in one store call, the leases of every claim this
+ *   process holds, so that no other process takes over an attempt while this one lives. A renewal
+ *   that fails is logged; the next one tries again.
  * - `stopped`: `stop()` from either running state. No wake-up claims any more; it waits for the
  *   claim attempt under way (what that claims must be handed back), lets running orders finish
- *   for the grace period and settles them, then hands back (`release`) the claims still running,
- *   uncounted. A processor does not start again: make a new one.
+ *   for the grace period and settles them, then aborts the attempts still running (their signals)
+ *   and hands back (`release`) their claims, uncounted. A processor does not start again: make a new one.
  */
 export class OrderProcessor {
   private readonly queue: PQueue
-  /** Keyed by claim, not order id: after a lease ran out this process may hold a newer claim on the same order. */
-  private readonly inFlight = new Set<Claim>()
+  /**
+   * The claims this process holds, with their attempts. Keyed by claim, not order id: after a lease
+   * ran out this process may hold a newer claim on the same order.
+   */
+  private readonly inFlight = new Map<Claim, Attempt>()
+  private readonly deadlines: AttemptDeadlines
+  /** Attempts that timed out, their outcome recorded, whose work has not returned yet. */
+  private readonly overrunning = new Set<Attempt>()
   private outcomes: Outcome[] = []
   private flushing: Promise<void> | null = null
   private timer: NodeJS.Timeout | null = null
@@ -76,11 +103,14 @@ export class OrderProcessor {
   private paused = false
   /** Changes told so far: a read under way when one is told is older than it. */
   private stateChanges = 0
+  private heartbeat: NodeJS.Timeout | null = null
+  private readonly renewals = new Set<Promise<void>>()
   private readonly now: () => number
   private readonly unsubscribe: () => void
 
   constructor (private readonly store: OrderStore, private readonly options: ProcessorOptions) {
     this.queue = new PQueue({ concurrency: options.concurrency })
+    this.deadlines = new AttemptDeadlines(options.attemptTimeoutMs, (attempt) => this.timedOut(attempt))
     this.now = options.now ?? Date.now
     const stops = [
       store.onWork((availableAt) => this.wake(availableAt)),
@@ -101,7 +131,21 @@ export class OrderProcessor {
   start (): void {
     if (this.state !== 'new') throw new Error(`processor already ${this.state}`)
     this.state = 'running'
+    // Unref'd: it keeps nothing alive by itself (running attempts do, by their deadline's timer).
+    this.heartbeat = setInterval(() => this.renewLeases(), this.options.leaseMs / RENEWALS_PER_LEASE).unref()
     this.wake()
+  }
+
+  /** Renews the leases of every claim held; started on time even while an earlier renewal is still under way. */
+  private renewLeases (): void {
+    if (this.inFlight.size === 0) return
+    const renewal: Promise<void> = this.store.extendLeases([...this.inFlight.keys()], this.now(), this.options.leaseMs).then(
+      () => { this.renewals.delete(renewal) },
+      (err: unknown) => {
+        this.renewals.delete(renewal)
+        this.options.onError?.(err, 'renewing leases')
+      })
+    this.renewals.add(renewal)
   }
 
   /** Asks for a claim attempt at `at` (now by default), unless one is due sooner. */
@@ -156,13 +200,14 @@ export class OrderProcessor {
       this.wake(this.recoveryDueAt)
       return
     }
-    const free = options.concurrency - this.inFlight.size
+    const free = options.concurrency - this.inFlight.size - this.overrunning.size
     if (free <= 0) return // a finishing order wakes us
-    const claims = await store.claim(free, now, options.leaseMs)
-    for (const claim of claims) this.inFlight.add(claim)
+    const claims = await store.claim(free, now, options.leaseMs, options.readsOrders)
+    const attempts = claims.map((claim) => new Attempt(claim))
+    for (const attempt of attempts) this.inFlight.set(attempt.claim, attempt)
     // Claimed while stopping: stop() hands them back with the other unfinished ones.
     if (this.stopped) return
-    for (const claim of claims) void this.queue.add(() => this.run(claim))
+    for (const attempt of attempts) void this.queue.add(() => this.run(attempt))
     if (claims.length < free) {
       // Timers can fire a little early: never ask for a wake-up at a time already past.
       const next = await store.nextAvailableAt()
@@ -174,24 +219,41 @@ export class OrderProcessor {
 
   /** The tokens of the claims this process holds: those of claims with an order still running or being settled. */
   private heldTokens (): string[] {
-    return [...new Set(Array.from(this.inFlight, (claim) => claim.token))]
+    return [...new Set(Array.from(this.inFlight.keys(), (claim) => claim.token))]
   }
 
-  private async run (claim: Claim): Promise<void> {
-    let outcome: Outcome
-    try {
-      await this.options.work(claim)
-      outcome = { claim, ok: true }
-    } catch (err) {
-      const error = err instanceof Error ? err.message : String(err)
-      const retryAt = claim.attempts < this.options.maxAttempts
-        ? this.now() + this.options.retryBackoffMs * 2 ** (claim.attempts - 1)
-        : null
-      outcome = { claim, ok: false, error, retryAt }
+  private async run (attempt: Attempt): Promise<void> {
+    this.deadlines.add(attempt)
+    const ended = await outcomeOf(this.options.work, attempt)
+    if (this.overrunning.delete(attempt)) {
+      this.wake() // its place is free
+      return
     }
+    this.deadlines.delete(attempt)
+    this.record(attempt, ended)
+  }
+
+  /** Past its deadline: the attempt fails now, whatever its work does later, and its signal aborts. */
+  private timedOut (attempt: Attempt): void {
+    const error = `attempt timed out after ${this.options.attemptTimeoutMs} ms`
+    this.overrunning.add(attempt)
+    this.record(attempt, { ok: false, error, retryable: true })
+    attempt.abort(new DOMException(error, 'TimeoutError'))
+  }
+
+  private record (attempt: Attempt, ended: AttemptOutcome): void {
+    const { claim } = attempt
     if (!this.inFlight.has(claim)) return // handed back at shutdown
-    this.outcomes.push(outcome)
+    this.outcomes.push(this.outcome(claim, ended))
     this.flushing ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.flush())
+  }
+
+  /** What the store records: a failure is retried with backoff while attempts are left, unless it says it must not be. */
+  private outcome (claim: Claim, ended: AttemptOutcome): Outcome {
+    if (ended.ok) return { claim, ok: true, result: ended.result }
+    const { maxAttempts, retryBackoffMs } = this.options
+    const retryAt = ended.retryable && claim.attempts < maxAttempts ? this.now() + retryBackoffMs * 2 ** (claim.attempts - 1) : null
+    return { claim, ok: false, error: ended.error, retryAt }
   }
 
   private async flush (): Promise<void> {
@@ -211,9 +273,11 @@ export class OrderProcessor {
   }
 
   /**
-   * Stops claiming, lets running orders finish within `graceMs`, settles them, and hands the
-   * claims still running after that back to the store so that they are processed again at once.
-   * Rejects, saying how many, when the store would not take them back: they wait for their leases.
+   * Stops claiming, lets running orders finish within `graceMs`, settles them, then aborts the
+   * attempts still running (through their signals) and hands their claims back to the store,
+   * uncounted, so that they are processed again at once; it does not wait for those attempts to end.
+   * Leases are renewed until then. Rejects, saying how many, when the store would not take them
+   * back: they wait for their leases.
    */
   async stop (graceMs: number): Promise<void> {
     const wasRunning = this.state === 'running'
@@ -222,20 +286,32 @@ export class OrderProcessor {
     if (!wasRunning) return
     if (this.timer) clearTimeout(this.timer)
     this.queue.clear()
-    // A claim already sent to the store may still commit orders to this process.
-    await this.ticking
-    let graceTimer: NodeJS.Timeout | undefined
-    await Promise.race([
-      this.queue.onIdle(),
-      new Promise((resolve) => { graceTimer = setTimeout(resolve, graceMs) })
-    ])
-    clearTimeout(graceTimer)
-    while (this.flushing) await this.flushing
-    const unfinished = [...this.inFlight.values()]
+    try {
+      // A claim already sent to the store may still commit orders to this process.
+      await this.ticking
+      let graceTimer: NodeJS.Timeout | undefined
+      await Promise.race([
+        this.queue.onIdle(),
+        new Promise((resolve) => { graceTimer = setTimeout(resolve, graceMs) })
+      ])
+      clearTimeout(graceTimer)
+      while (this.flushing) await this.flushing
+      await this.handBack()
+    } finally {
+      this.deadlines.clear()
+      clearInterval(this.heartbeat ?? undefined)
+      await Promise.all(this.renewals)
+    }
+  }
+
+  /** Aborts the attempts still running and hands their claims back; what they do afterwards is ignored. */
+  private async handBack (): Promise<void> {
+    const unfinished = [...this.inFlight]
     this.inFlight.clear()
     if (unfinished.length === 0) return
+    for (const [, attempt] of unfinished) attempt.abort(new DOMException('the service is shutting down', 'AbortError'))
     try {
-      await this.store.release(unfinished, this.now())
+      await this.store.release(unfinished.map(([claim]) => claim), this.now())
     } catch (err) {
       throw new Error(`could not hand back ${unfinished.length} claimed orders, they return to Pending when their leases end: ${(err as Error).message}`, { cause: err })
     }

@@ -1,6 +1,6 @@
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from './app.ts'
-import { loadConfig, type Config } from './config.ts'
+import { loadConfig, startFailure, type Config } from './config.ts'
 import { closeOnStopSignals } from './stop-signals.ts'
 
 /** A start that cannot succeed says why in one line, never with a stack trace. */
@@ -10,18 +10,13 @@ function fail (message: string): never {
 }
 
 let config: Config
-try {
-  config = loadConfig()
-} catch (err) {
-  fail(`Invalid configuration: ${(err as Error).message}`)
-}
-
 let app: FastifyInstance
 try {
+  config = loadConfig()
   app = await buildApp(config)
   await app.listen({ host: config.HOST, port: config.PORT })
 } catch (err) {
-  fail(`Could not start: ${(err as Error).message}`)
+  fail(startFailure(err))
 }
 
 // SIGTERM/SIGINT: stop accepting, finish requests and orders within the grace period, exit 0.

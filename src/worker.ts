@@ -1,29 +1,28 @@
 import pino from 'pino'
-import { loadConfig, type Config } from './config.ts'
+import { loadConfig, startFailure, type Config } from './config.ts'
 import { openStore } from './store/open-store.ts'
-import { configuredProcessor } from './processor.ts'
+import { configuredProcessor, configuredStep } from './processor.ts'
+import type { ProcessingStep } from './processing-step.ts'
 import { configuredDeliverer } from './webhooks/deliverer.ts'
 import { closeOnStopSignals } from './stop-signals.ts'
 import type { OrderStore } from './store/order-store.ts'
 
 // A worker process: processes orders from the shared store and serves no HTTP (`npm run worker`).
 let config: Config
-try {
-  config = loadConfig()
-} catch (err) {
-  console.error(`Invalid configuration: ${(err as Error).message}`)
-  process.exit(1)
-}
-const log = pino({ level: config.LOG_LEVEL })
-
+let log: pino.Logger
+let step: ProcessingStep
 let store: OrderStore
 try {
+  config = loadConfig()
+  log = pino({ level: config.LOG_LEVEL })
+  // Before the store: a PROCESSOR_MODULE that cannot be used stops the start without touching the database.
+  step = await configuredStep(config, log)
   store = await openStore(config, log)
 } catch (err) {
-  console.error(`Could not start: ${(err as Error).message}`)
+  console.error(startFailure(err))
   process.exit(1)
 }
-const processor = configuredProcessor(store, config, (err, context) => log.error({ err }, `processor failed while ${context}`))
+const processor = configuredProcessor(store, config, step, (err, context) => log.error({ err }, `processor failed while ${context}`))
 const deliverer = configuredDeliverer(store, config, (err, context) => log.error({ err }, `webhook deliverer failed while ${context}`))
 processor.start()
 deliverer.start()

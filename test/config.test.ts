@@ -23,8 +23,15 @@ t.test('values are converted from text', async (t) => {
   t.match(config, { PORT: 8080, POPULATE_ENABLED: false, FAILURE_RATE: 0.25, processingTime: { min: 250, max: 250 } })
 })
 
-t.test('a lease that exceeds the longest processing time by the margin is accepted', async (t) => {
-  t.match(loadConfig({ PROCESSING_TIME_MS: '100-1000', LEASE_MS: '1500' }), { LEASE_MS: 1500, processingTime: { max: 1000 } })
+t.test('a lease need not outlast the work, which renews it', async (t) => {
+  t.match(loadConfig({ PROCESSING_TIME_MS: '100-10000', LEASE_MS: '1000' }), { LEASE_MS: 1000, processingTime: { max: 10000 } })
+  t.match(loadConfig({ DATABASE_URL: 'postgres://db/orders', LEASE_MS: '10000' }), { LEASE_MS: 10000, DATABASE_TIMEOUT_MS: 5000 }, 'twice the PostgreSQL deadline')
+  t.match(loadConfig({ DATABASE_URL: 'postgres://db/orders', LEASE_MS: '1000', DATABASE_TIMEOUT_MS: '500' }), { LEASE_MS: 1000 })
+})
+
+t.test('a processing module lifts the limit the simulated work puts on ATTEMPT_TIMEOUT_MS', async (t) => {
+  t.match(loadConfig({ PROCESSOR_MODULE: 'step.mjs', ATTEMPT_TIMEOUT_MS: '1000' }), { PROCESSOR_MODULE: 'step.mjs', ATTEMPT_TIMEOUT_MS: 1000 })
+  t.equal(loadConfig({}).ATTEMPT_TIMEOUT_MS, 300_000)
 })
 
 const bad: Array<[Record<string, string>, RegExp]> = [
@@ -35,9 +42,13 @@ const bad: Array<[Record<string, string>, RegExp]> = [
   [{ FAILURE_RATE: '2' }, /^FAILURE_RATE must be <= 1$/],
   [{ PROCESSING_TIME_MS: 'slow' }, /^PROCESSING_TIME_MS must match pattern/],
   [{ PROCESSING_TIME_MS: '7000-3000' }, /^PROCESSING_TIME_MS must be "min-max" with min <= max/],
-  [{ LEASE_MS: '5000' }, /^LEASE_MS \(5000\) must exceed the longest PROCESSING_TIME_MS \(7000\) by at least 500 ms: set it to 7500 or more$/],
-  // A settle lands up to ~130 ms after the work ends: with no margin, orders were processed twice.
-  [{ PROCESSING_TIME_MS: '1000', LEASE_MS: '1001' }, /^LEASE_MS \(1001\) must exceed the longest PROCESSING_TIME_MS \(1000\) by at least 500 ms: set it to 1500 or more$/],
+  // A renewal may take up to DATABASE_TIMEOUT_MS: a lease shorter than twice that could end before it lands.
+  [{ DATABASE_URL: 'postgres://db/orders', LEASE_MS: '9999' },
+    /^LEASE_MS \(9999\) must be at least 2 x DATABASE_TIMEOUT_MS \(5000\) on PostgreSQL, so that renewals every LEASE_MS \/ 3 land in time: set it to 10000 or more$/],
+  [{ DATABASE_URL: 'postgres://db/orders', DATABASE_TIMEOUT_MS: '1000', LEASE_MS: '1500' }, /^LEASE_MS \(1500\) must be at least 2 x DATABASE_TIMEOUT_MS \(1000\)/],
+  [{ PROCESSING_TIME_MS: '1000-300000' }, /^ATTEMPT_TIMEOUT_MS \(300000\) must exceed the longest PROCESSING_TIME_MS \(300000\): set it to 300001 or more$/],
+  [{ ATTEMPT_TIMEOUT_MS: '0' }, /^ATTEMPT_TIMEOUT_MS must be >= 1$/],
+  [{ PROCESSOR_MODULE: '' }, /^PROCESSOR_MODULE must NOT have fewer than 1 characters$/],
   [{ POPULATE_ENABLED: 'perhaps' }, /^POPULATE_ENABLED must be boolean$/],
   [{ MAX_ATTEMPTS: '0' }, /^MAX_ATTEMPTS must be >= 1$/],
   [{ DATABASE_TIMEOUT_MS: '10' }, /^DATABASE_TIMEOUT_MS must be >= 100$/]

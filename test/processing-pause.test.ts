@@ -58,7 +58,7 @@ function gatedWork () {
 }
 
 function processorOn (t: Test, store: OrderStore, work: (claim: Claim) => Promise<void> = async () => {}) {
-  const processor = new OrderProcessor(store, { concurrency: 2, leaseMs: 30_000, maxAttempts: 3, retryBackoffMs: 0, work })
+  const processor = new OrderProcessor(store, { concurrency: 2, leaseMs: 30_000, maxAttempts: 3, retryBackoffMs: 0, attemptTimeoutMs: 300_000, work })
   t.teardown(() => processor.stop(0))
   return processor
 }

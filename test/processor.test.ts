@@ -5,6 +5,7 @@ import t, { type Test } from 'tap'
 import { OrderProcessor, type ProcessorOptions } from '../src/processor.ts'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
 import type { Claim, OrderStore } from '../src/store/order-store.ts'
+import type { OrderRecord } from '../src/order.ts'
 import { anOrder, tempDir, waitFor } from './helper.ts'
 import { createDatabase, openPgStore, POSTGRES_URL } from './support/pg-database.ts'
 import { allOrders, recount } from './support/store-contract.ts'
@@ -12,7 +13,7 @@ import { allOrders, recount } from './support/store-contract.ts'
 function setup (t: Test, options: Partial<ProcessorOptions> = {}) {
   const store = new SqliteStore(':memory:')
   const processor = new OrderProcessor(store, {
-    concurrency: 10, leaseMs: 30_000, maxAttempts: 3, retryBackoffMs: 0, work: async () => {}, ...options
+    concurrency: 10, leaseMs: 30_000, maxAttempts: 3, retryBackoffMs: 0, attemptTimeoutMs: 300_000, work: async () => {}, ...options
   })
   t.teardown(async () => { await processor.stop(0); await store.close() })
   return { store, processor }
@@ -145,7 +146,7 @@ t.test('stop lets running orders finish within the grace period', async (t) => {
   t.equal(await statusOf(store, 'in-flight'), 'Completed')
   // The stopped processor would claim the new order first, being woken by the store before the next one starts.
   await store.create(anOrder('after-stop'), Date.now(), Date.now())
-  const next = new OrderProcessor(store, { concurrency: 1, leaseMs: 30_000, maxAttempts: 3, retryBackoffMs: 0, work: async () => {} })
+  const next = new OrderProcessor(store, { concurrency: 1, leaseMs: 30_000, maxAttempts: 3, retryBackoffMs: 0, attemptTimeoutMs: 300_000, work: async () => {} })
   t.teardown(() => next.stop(0))
   next.start()
   await waitFor(async () => (await statusOf(store, 'after-stop')) === 'Completed', 'the next processor to take it')
@@ -178,6 +179,7 @@ t.test('a store failure while settling leaves the order to be recovered, not los
     leaseMs: 200,
     maxAttempts: 3,
     retryBackoffMs: 0,
+    attemptTimeoutMs: 300_000,
     work: async () => { if (errors.length === 0 && !other.inTransaction) other.exec('BEGIN EXCLUSIVE') },
     onError: (_err, context) => { errors.push(context); if (context === 'settling orders') other.exec('ROLLBACK') }
   })
@@ -203,6 +205,8 @@ t.test('an order is claimed as soon as it is available even when a timer fires e
 t.test('a claim taken over and claimed again by this same process is tracked apart from the stale one', async (t) => {
   const gate = gatedWork()
   const { store, processor } = setup(t, { leaseMs: 50, work: gate.work })
+  // Its lease renewals never land, as when a process is frozen for longer than its lease.
+  store.extendLeases = async () => 0
   const settle = store.settle.bind(store)
   const refused: number[] = []
   store.settle = async (outcomes, now) => {
@@ -240,8 +244,10 @@ t.test('work that outlasts its lease is still done once: a process never recover
   // Its outcome lands after the lease has ended, as a settle delayed by load would, and the
   // processor looks for expired leases (every LEASE_MS / 2) while the work runs.
   const processor = new OrderProcessor(store, {
-    concurrency: 1000, leaseMs: LEASE_MS, maxAttempts: 3, retryBackoffMs: 0, work: () => sleep(LEASE_MS + 150)
+    concurrency: 1000, leaseMs: LEASE_MS, maxAttempts: 3, retryBackoffMs: 0, attemptTimeoutMs: 300_000, work: () => sleep(LEASE_MS + 150)
   })
+  // Renewals that never land, as from a store too slow for them: only the held tokens keep the claims.
+  store.extendLeases = async () => 0
   t.teardown(() => processor.stop(0))
   const claimed = new Map<string, number>()
   let done = 0
@@ -268,6 +274,7 @@ t.test('stop waits for a claim under way and hands its orders back before the st
     leaseMs: 30_000,
     maxAttempts: 3,
     retryBackoffMs: 0,
+    attemptTimeoutMs: 300_000,
     work: async () => {},
     onError: (err, context) => { events.push(`failed while ${context}: ${(err as Error).message}`) }
   })
@@ -300,4 +307,182 @@ t.test('stop waits for a claim under way and hands its orders back before the st
   setImmediate(answer)
   await stopped
   t.same(events, ['handed back 2', 'store closed'])
+})
+
+t.test('what the work returns is kept as the order\'s result, written with the completion', async (t) => {
+  const results: Record<string, unknown> = { object: { tracking_id: 'T-1', items: [1, 2] }, text: 'shipped', nothing: undefined, null: null, zero: 0 }
+  const { store, processor } = setup(t, { work: async (claim) => results[claim.order_id] })
+  // Read as each completion is announced (SQLite reads at once): the result is there with it.
+  const readAtCompletion: Array<Promise<OrderRecord | undefined>> = []
+  store.onChanges((changes) => { for (const c of changes) readAtCompletion.push(store.get(c.order_id)) }, ['Completed'])
+  await store.createMany(Object.keys(results).map((id) => anOrder(id)), Date.now(), Date.now())
+  processor.start()
+  await waitFor(async () => (await store.stats()).counts.Completed === 5, 'all completed')
+  const kept = Object.fromEntries((await Promise.all(readAtCompletion)).map((order) => [order!.order_id, [order!.status, order!.result]]))
+  t.same(kept, {
+    object: ['Completed', '{"tracking_id":"T-1","items":[1,2]}'],
+    text: ['Completed', '"shipped"'],
+    nothing: ['Completed', null],
+    null: ['Completed', null],
+    zero: ['Completed', '0']
+  })
+})
+
+t.test('an error with retryable === false fails the order at once; other errors are retried', async (t) => {
+  const { store, processor } = setup(t, {
+    maxAttempts: 3,
+    work: async (claim) => {
+      if (claim.order_id === 'declined') throw Object.assign(new Error('card declined'), { retryable: false })
+      if (claim.order_id === 'plain-object') throw { message: 'gateway said no', retryable: false } // eslint-disable-line no-throw-literal
+      throw Object.assign(new Error('gateway timeout'), { retryable: true })
+    }
+  })
+  await store.createMany([anOrder('declined'), anOrder('plain-object'), anOrder('flaky')], Date.now(), Date.now())
+  processor.start()
+  await waitFor(async () => (await store.stats()).counts.Failed === 3, 'all failed')
+  t.match(await store.get('declined'), { status: 'Failed', attempts: 1, last_error: 'card declined' })
+  t.match(await store.get('plain-object'), { status: 'Failed', attempts: 1, last_error: 'gateway said no' })
+  t.match(await store.get('flaky'), { status: 'Failed', attempts: 3, last_error: 'gateway timeout' })
+  t.same(await store.stats(), await recount(store))
+})
+
+t.test('a thrown value that is not an Error, or a huge message, gives a last_error a person can read', async (t) => {
+  const thrown: Record<string, unknown> = {
+    string: 'out of stock',
+    object: { code: 42 },
+    undefined,
+    empty: new Error(''),
+    huge: new Error(`upstream answered: ${'<html>'.repeat(10_000)}`)
+  }
+  const { store, processor } = setup(t, { maxAttempts: 1, work: async (claim) => { throw thrown[claim.order_id] } })
+  await store.createMany(Object.keys(thrown).map((id) => anOrder(id)), Date.now(), Date.now())
+  processor.start()
+  await waitFor(async () => (await store.stats()).counts.Failed === 5, 'all failed')
+  const errors = Object.fromEntries(await Promise.all(Object.keys(thrown).map(async (id) => [id, (await store.get(id))!.last_error])))
+  t.match(errors, {
+    string: 'out of stock',
+    object: 'a value that is not an Error was thrown: {"code":42}',
+    undefined: 'a value that is not an Error was thrown: undefined',
+    empty: 'Error'
+  })
+  t.equal(errors.huge.length, 1000, 'cut at 1,000 characters')
+  t.match(errors.huge, /^upstream answered: <html><html>.*…$/)
+})
+
+t.test('a result that JSON cannot hold, or over 64 KiB of it, fails the order at once with the reason', async (t) => {
+  const results: Record<string, unknown> = {
+    bigint: { amount: 10n },
+    function: () => {},
+    large: { blob: 'x'.repeat(64 * 1024) },
+    // Counted in bytes of UTF-8, not in characters.
+    accented: 'é'.repeat(33_000),
+    'just-fits': 'x'.repeat(64 * 1024 - 2)
+  }
+  const { store, processor } = setup(t, { work: async (claim) => results[claim.order_id] })
+  await store.createMany(Object.keys(results).map((id) => anOrder(id)), Date.now(), Date.now())
+  processor.start()
+  await waitFor(async () => (await store.stats()).counts.Failed === 4 && (await store.stats()).counts.Completed === 1, 'all done')
+  t.match(await store.get('bigint'), { status: 'Failed', attempts: 1, last_error: /^result refused: not JSON-serialisable \(Do not know how to serialize a BigInt\)$/ })
+  t.match(await store.get('function'), { status: 'Failed', attempts: 1, last_error: 'result refused: a function is not JSON-serialisable' })
+  t.match(await store.get('large'), { status: 'Failed', attempts: 1, last_error: 'result refused: 65547 bytes of JSON, more than the 65536 allowed' })
+  t.match(await store.get('accented'), { status: 'Failed', last_error: 'result refused: 66002 bytes of JSON, more than the 65536 allowed' })
+  t.match(await store.get('just-fits'), { status: 'Completed', result: `"${'x'.repeat(64 * 1024 - 2)}"` })
+})
+
+t.test('an attempt past its deadline fails, retryable, and its signal aborts; what it does later is ignored', async (t) => {
+  const signals: AbortSignal[] = []
+  let lateReturn!: () => void
+  const late = new Promise<void>((resolve) => { lateReturn = resolve })
+  const { store, processor } = setup(t, {
+    attemptTimeoutMs: 100,
+    work: async (_claim, { signal, attempt }) => {
+      signals.push(signal)
+      if (attempt === 1) {
+        // Ignores its signal, and returns once the order has been retried.
+        await late
+        return 'late'
+      }
+      return 'on time'
+    }
+  })
+  const retried: Array<Promise<OrderRecord | undefined>> = []
+  store.onChanges((changes) => { for (const c of changes) if (c.attempts === 1) retried.push(store.get(c.order_id)) }, ['Pending'])
+  await store.create(anOrder('slow'), Date.now(), Date.now())
+  processor.start()
+  await waitFor(async () => (await statusOf(store, 'slow')) === 'Completed', 'completed on the second attempt')
+  t.match(await retried[0], { status: 'Pending', attempts: 1, last_error: 'attempt timed out after 100 ms' }, 'the first attempt failed at its deadline, to be retried')
+  t.match(await store.get('slow'), { attempts: 2, result: '"on time"', last_error: null })
+  t.equal(signals[0]!.aborted, true, 'the first attempt\'s signal was aborted')
+  t.match(signals[0]!.reason, { name: 'TimeoutError', message: 'attempt timed out after 100 ms' })
+  t.equal(signals[1]!.aborted, false)
+  lateReturn()
+  await processor.stop(1000)
+  t.match(await store.get('slow'), { attempts: 2, result: '"on time"' }, 'the late return changed nothing')
+})
+
+t.test('at stop, attempts still running after the grace period are aborted through their signals and handed back uncounted', async (t) => {
+  const reasons: unknown[] = []
+  let ignoring = 0
+  const { store, processor } = setup(t, {
+    work: async (claim, { signal }) => {
+      if (claim.order_id === 'ignores') {
+        ignoring++
+        return new Promise(() => {})
+      }
+      // Waits on its signal, and fails when it aborts (as fetch does).
+      return new Promise((_resolve, reject) => signal.addEventListener('abort', () => { reasons.push(signal.reason); reject(signal.reason) }))
+    }
+  })
+  await store.createMany([anOrder('honours'), anOrder('ignores')], Date.now(), Date.now())
+  processor.start()
+  await waitFor(async () => (await store.stats()).counts.Processing === 2 && ignoring === 1, 'both running')
+  await processor.stop(50)
+  t.match(reasons, [{ name: 'AbortError', message: 'the service is shutting down' }], 'the attempt that waits on its signal saw it abort')
+  t.match(await store.get('honours'), { status: 'Pending', attempts: 0, last_error: null }, 'handed back, not failed')
+  t.match(await store.get('ignores'), { status: 'Pending', attempts: 0, last_error: null })
+  t.same(await store.stats(), await recount(store))
+})
+
+t.test('the leases of running attempts are renewed, so that no other process takes them over', async (t) => {
+  const gate = gatedWork()
+  const { store, processor } = setup(t, { leaseMs: 90, work: gate.work })
+  let renewals = 0
+  const extendLeases = store.extendLeases.bind(store)
+  store.extendLeases = async (...args) => { renewals++; return extendLeases(...args) }
+  await store.create(anOrder('long'), Date.now(), Date.now())
+  processor.start()
+  await waitFor(() => gate.started.length === 1, 'the attempt to start')
+  const startedAt = Date.now()
+  // Another process looks for expired leases meanwhile (holding no claims of its own), for four leases' time.
+  const takenOver = await waitFor(async () => {
+    if (await store.recoverExpired(Date.now(), 3, []) > 0) return 'taken over'
+    return Date.now() - startedAt > 4 * 90 && 'kept'
+  }, 'four leases to pass')
+  t.equal(takenOver, 'kept')
+  t.ok(renewals >= 8, `renewed every 30 ms (${renewals} renewals)`)
+  gate.openAll()
+  await waitFor(async () => (await statusOf(store, 'long')) === 'Completed', 'completion')
+  t.match(await store.get('long'), { attempts: 1 }, 'completed on its only attempt')
+})
+
+t.test('an attempt that ignores its signal past its deadline keeps its place until it returns: no claim waits behind it', async (t) => {
+  let ignoredUntil = Infinity
+  const { store, processor } = setup(t, {
+    concurrency: 1,
+    attemptTimeoutMs: 50,
+    work: async (claim, { attempt }) => {
+      if (claim.order_id !== 'stubborn' || attempt > 1) return
+      await sleep(300) // ignores its signal
+      ignoredUntil = Date.now()
+    }
+  })
+  const claimedAt = new Map<string, number>()
+  store.onChanges((changes) => { for (const c of changes) claimedAt.set(`${c.order_id}:${c.attempts}`, c.at) }, ['Processing'])
+  await store.createMany([anOrder('stubborn'), anOrder('next')], Date.now(), Date.now())
+  processor.start()
+  await waitFor(async () => (await store.stats()).counts.Completed === 2, 'both completed')
+  t.match(await store.get('stubborn'), { attempts: 2, last_error: null })
+  t.ok(claimedAt.get('stubborn:1')! + 300 <= ignoredUntil, 'the first attempt ran on 250 ms past its deadline')
+  t.ok(claimedAt.get('next:1')! >= ignoredUntil, 'the next order was claimed only once it returned')
+  t.ok(claimedAt.get('stubborn:2')! >= ignoredUntil, 'and so was the retry')
 })

@@ -13,7 +13,8 @@ t.test('one API process and three workers on PostgreSQL; a worker is killed mid-
     for (const p of processes) p.child.kill('SIGKILL')
     await database.drop()
   })
-  const shared = { DATABASE_URL: database.url, PENDING_DELAY_MS: '0', PROCESSING_TIME_MS: '50-150', LEASE_MS: '1000' }
+  // A short lease, so that the killed worker's orders are taken over soon; renewed every 667 ms, with a second to land.
+  const shared = { DATABASE_URL: database.url, PENDING_DELAY_MS: '0', PROCESSING_TIME_MS: '50-150', LEASE_MS: '2000', DATABASE_TIMEOUT_MS: '1000' }
   const api = await ServerProcess.start({ ...shared, PROCESSOR: 'off' })
   processes.push(api)
   const workerEnv = { ...shared, PROCESSOR_CONCURRENCY: '50' }

@@ -1,9 +1,14 @@
 import { spawn, spawnSync } from 'node:child_process'
 import { once } from 'node:events'
-import { readdirSync, readFileSync } from 'node:fs'
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join, relative } from 'node:path'
 import t from 'tap'
 import { PACKAGE_ROOT as ROOT } from '../src/package-root.ts'
-import { waitFor } from './helper.ts'
+import { anOrder, tempDir, waitFor } from './helper.ts'
+import { ServerProcess } from './support/server-process.ts'
+
+// Real processes, npm among them: longer than tap's 30 s for a file on a busy machine.
+t.setTimeout(120_000)
 
 /** `npm start` runs this compiled file; `npm test` builds it first (pretest). */
 const SERVER = 'dist/src/server.js'
@@ -28,6 +33,66 @@ for (const [env, line] of cases) {
     t.equal(result.stdout, '')
   })
 }
+
+/** Processing modules that cannot be used, and the line that says why (`path` is where the module is). */
+const BAD_MODULES: Array<{ name: string, source?: string, why: (path: string) => string }> = [
+  { name: 'missing.mjs', why: (path) => `names no file: ${path} does not exist` },
+  {
+    name: 'syntax-error.mjs',
+    source: 'export default async (order) => {\n  return order.\n}\n',
+    why: (path) => `could not be loaded: SyntaxError: Unexpected token '}' (node --check ${path} shows where)`
+  },
+  {
+    name: 'throws-on-load.mjs',
+    source: "if (!process.env.FULFILMENT_URL) throw new Error('FULFILMENT_URL is not set')\nexport default async () => {}\n",
+    why: () => 'could not be loaded: FULFILMENT_URL is not set'
+  },
+  {
+    name: 'no-default.mjs',
+    source: 'export async function processOrder () {}\n',
+    why: () => 'must have a function as its default export, (order, { signal, attempt, log }) => result; it has no default export (it exports: processOrder)'
+  },
+  {
+    name: 'object-default.cjs',
+    source: 'module.exports = { processOrder: async () => {} }\n',
+    why: () => 'must have a function as its default export, (order, { signal, attempt, log }) => result; its default export is an object'
+  }
+]
+
+t.test('a PROCESSOR_MODULE that cannot be used stops `node dist/src/server.js` and `npm run worker` with one line', async (t) => {
+  const dir = tempDir(t)
+  for (const { name, source, why } of BAD_MODULES) {
+    const path = join(dir, name)
+    if (source !== undefined) writeFileSync(path, source)
+    const line = `Invalid configuration: PROCESSOR_MODULE (${path}) ${why(path)}\n`
+    const env = { ...process.env, PROCESSOR_MODULE: path, DATABASE_URL: 'sqlite::memory:' }
+    const server = spawnSync(process.execPath, [SERVER], { cwd: ROOT, env, encoding: 'utf8', timeout: 30_000 })
+    t.same([server.status, server.stderr, server.stdout], [1, line, ''], `${name}: the server`)
+    const worker = spawnSync('npm', ['run', 'worker'], { cwd: ROOT, env, encoding: 'utf8', timeout: 30_000 })
+    t.same([worker.status, worker.stderr], [1, line], `${name}: the worker`)
+  }
+})
+
+t.test('`npm start` runs a PROCESSOR_MODULE given relative to its working directory, an ES or a CommonJS module', async (t) => {
+  const dir = tempDir(t)
+  writeFileSync(join(dir, 'step.mjs'), 'export default async (order, { attempt }) => ({ shipped: order.order_id, attempt })\n')
+  writeFileSync(join(dir, 'step.cjs'), 'module.exports = async (order) => ({ shipped: order.order_id, by: "cjs" })\n')
+  for (const [name, result] of [['step.mjs', { shipped: 'rel-mjs', attempt: 1 }], ['step.cjs', { shipped: 'rel-cjs', by: 'cjs' }]] as const) {
+    const server = await ServerProcess.startWithNpm({
+      PROCESSOR_MODULE: relative(ROOT, join(dir, name)), DATABASE_URL: 'sqlite::memory:', PENDING_DELAY_MS: '0'
+    })
+    t.teardown(() => server.killGroup())
+    const id = result.shipped
+    t.equal((await server.request('/orders', anOrder(id))).status, 201)
+    const order = await waitFor(async () => {
+      const { json } = await server.request(`/orders/${id}`)
+      return json.status === 'Completed' && json
+    }, `${name}: the order to complete`)
+    t.same(order.result, result, `${name}: its result`)
+    server.signalGroup('SIGTERM')
+    t.equal(await server.exited, 0)
+  }
+})
 
 /** The command lines of a process and all its descendants, read from /proc. */
 function processTree (pid: number): string[] {

@@ -26,10 +26,13 @@ export interface Claim {
   order_id: string
   token: string
   attempts: number
+  /** The order as stored once claimed: only from a claim that asked for it. */
+  order?: OrderRecord
 }
 
 export type Outcome =
-  | { claim: Claim, ok: true }
+  /** `result`: what the attempt returned, as JSON text; absent or null for none. Kept with the completion. */
+  | { claim: Claim, ok: true, result?: string | null }
   | { claim: Claim, ok: false, error: string, retryAt: number | null }
 
 export interface ListQuery {
@@ -115,9 +118,15 @@ export interface OrderStore extends WebhookStore {
   retryFailed (limit: number, now: number, after?: number): Promise<RetriedChunk>
   /**
    * Claims up to `limit` Pending orders available at `now`, oldest first, each for `leaseMs` from
-   * now by the store's clock (on PostgreSQL the database's, shared by every process).
+   * now by the store's clock (on PostgreSQL the database's, shared by every process). `withOrders`:
+   * each claim brings its order as stored once claimed (work that reads the order needs it).
    */
-  claim (limit: number, now: number, leaseMs: number): Promise<Claim[]>
+  claim (limit: number, now: number, leaseMs: number, withOrders?: boolean): Promise<Claim[]>
+  /**
+   * Renews the leases of claims still current (the heartbeat of their attempts): each ends `leaseMs`
+   * from now by the store's clock. Returns how many were renewed; an order being settled meanwhile may be skipped.
+   */
+  extendLeases (claims: readonly Claim[], now: number, leaseMs: number): Promise<number>
   /** Applies outcomes whose claim is still current; returns how many were applied. */
   settle (outcomes: Outcome[], now: number): Promise<number>
   /** Hands unfinished claims back to Pending, available at once; the attempt does not count. */

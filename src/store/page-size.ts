@@ -4,5 +4,5 @@
  */
 export const PAGE_BYTES = 1024 * 1024
 
-/** JSON bytes of an order besides its id, item ids and last error, at their longest (425). */
-export const ORDER_OTHER_BYTES = 430
+/** JSON bytes of an order besides its id, item ids, last error and result, at their longest (439, a null result included). */
+export const ORDER_OTHER_BYTES = 445

@@ -1,4 +1,4 @@
-import { stageDurations, type OrderStatus } from '../order.ts'
+import { stageDurations, type OrderRecord, type OrderStatus } from '../order.ts'
 import { ChangeLog, type ChangedRow } from './change-log.ts'
 import { DeliveryTransitions } from './delivery-transitions.ts'
 import type { Claim } from './order-store.ts'
@@ -122,7 +122,9 @@ export class Transitions {
   }
 }
 
-/** The claims a claim statement's rows stand for, all under one token. */
-export function claimsOf (rows: readonly ClaimedRow[], token: string): Claim[] {
-  return rows.map((row) => ({ order_id: row.order_id, token, attempts: row.attempts }))
+/** The claims a claim statement's rows stand for, all under one token; with their orders (the same rows, whole) when asked for. */
+export function claimsOf (rows: readonly ClaimedRow[], token: string, orders?: readonly OrderRecord[]): Claim[] {
+  return rows.map((row, i) => orders
+    ? { order_id: row.order_id, token, attempts: row.attempts, order: orders[i] as OrderRecord }
+    : { order_id: row.order_id, token, attempts: row.attempts })
 }

@@ -31,7 +31,7 @@ t.test('GET /orders/:order_id reports every field, null until reached', async (t
   const order = res.json()
   t.same(Object.keys(order).sort(), [
     'attempts', 'completed_at', 'created_at', 'item_ids', 'last_error', 'order_id', 'pending_duration',
-    'processing_duration', 'processing_started_at', 'status', 'total_amount', 'total_duration', 'updated_at', 'user_id'
+    'processing_duration', 'processing_started_at', 'result', 'status', 'total_amount', 'total_duration', 'updated_at', 'user_id'
   ])
   t.match(order, {
     order_id: 'A1',
@@ -45,7 +45,8 @@ t.test('GET /orders/:order_id reports every field, null until reached', async (t
     processing_duration: null,
     total_duration: null,
     attempts: 0,
-    last_error: null
+    last_error: null,
+    result: null
   })
   t.match(order.created_at, ISO_MS)
   t.equal(res.body.includes('"total_amount":0.1,'), true, 'the amount is the same JSON number that was sent')

@@ -174,6 +174,64 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
     t.same(await store.stats(), await recount(store))
   })
 
+  t.test('renewing leases keeps live claims from being taken over, and renews nothing else', async (t) => {
+    const store = await fresh(t)
+    await store.createMany([anOrder('kept'), anOrder('lapsed'), anOrder('done')], T0, T0)
+    const [kept, lapsed, done] = await store.claim(3, T0, SHORT_LEASE)
+    t.equal(await store.settle([{ claim: done!, ok: true }], T0 + 1), 1)
+    const stale = { ...lapsed!, token: 'not-the-token' }
+    t.equal(await store.extendLeases([kept!, stale, done!], T0 + 1, LEASE), 1, 'only the current claim of an order still Processing')
+    t.equal(await recoverOnceExpired(store, T0 + SHORT_LEASE + 1, 3), 1, 'the lease not renewed ends')
+    t.match(await store.get('lapsed'), { status: 'Pending', last_error: 'lease expired' })
+    t.match(await store.get('kept'), { status: 'Processing', attempts: 1 }, 'the renewed one is still claimed')
+    t.equal(await store.recoverExpired(T0 + SHORT_LEASE + 1, 3, []), 0)
+    t.equal(await store.extendLeases([], T0 + 2, LEASE), 0, 'renewing nothing')
+    t.equal(await store.settle([{ claim: kept!, ok: true }], T0 + 3), 1, 'its holder completes it')
+    t.same(await store.stats(), await recount(store))
+  })
+
+  t.test('a claim brings its order as stored once claimed when asked for; a completion keeps the result', async (t) => {
+    const store = await fresh(t)
+    await store.createMany([anOrder('A', { item_ids: [7, 8] }), anOrder('B'), anOrder('C')], T0, T0)
+    const [bare] = await store.claim(1, T0 + 5, LEASE)
+    t.same(bare, { order_id: 'A', token: bare!.token, attempts: 1 }, 'without orders by default')
+    const [withOrder, other] = await store.claim(2, T0 + 10, LEASE, true)
+    t.same(withOrder!.order, await store.get('B'), 'the order as get() reads it')
+    t.match(withOrder!.order, { order_id: 'B', status: 'Processing', attempts: 1, processing_started_at: T0 + 10, item_ids: [101, 102, 103], result: null })
+    const result = JSON.stringify({ tracking_id: 'TRK-1', zeta: 1, alpha: [1.5, 'é', null] })
+    t.equal(await store.settle([
+      { claim: bare!, ok: true, result },
+      { claim: withOrder!, ok: true },
+      { claim: other!, ok: false, error: 'no', retryAt: null }
+    ], T0 + 20), 3)
+    t.match(await store.get('A'), { status: 'Completed', result }, 'kept as written, key order and all')
+    t.match(await store.get('B'), { status: 'Completed', result: null }, 'none')
+    t.match(await store.get('C'), { status: 'Failed', result: null })
+    t.same((await store.list({ limit: 10, status: 'Completed' })).orders.map((o) => o.result), [result, null], 'lists show it too')
+    t.same(await store.stats(), await recount(store))
+  })
+
+  t.test('a page of orders with large results ends before 1 MiB of JSON', async (t) => {
+    const store = await fresh(t)
+    const ids = Array.from({ length: 40 }, (_, i) => `res${i}`)
+    await store.createMany(ids.map((id) => anOrder(id)), T0, T0)
+    const claims = await store.claim(40, T0, LEASE)
+    // 60 KiB of JSON each: 40 of them would be 2.4 MB.
+    const result = JSON.stringify({ note: 'x'.repeat(60 * 1024) })
+    await store.settle(claims.map((claim) => ({ claim, ok: true, result })), T0 + 1)
+    const listed: string[] = []
+    let after: number | undefined
+    for (;;) {
+      const page = await store.list({ limit: 1000, after })
+      const bytes = JSON.stringify(page.orders.map(toOrder)).length
+      t.ok(page.orders.length > 0 && bytes <= PAGE_BYTES, `a page of ${page.orders.length} orders, ${bytes} bytes`)
+      listed.push(...page.orders.map((o) => o.order_id))
+      if (page.lastSeq === null) break
+      after = page.lastSeq
+    }
+    t.same(listed, ids, 'every order once, in order')
+  })
+
   t.test('an expired lease on the last attempt fails the order', async (t) => {
     const store = await fresh(t)
     await store.create(anOrder('A'), T0, T0)

@@ -105,6 +105,10 @@ const MIGRATIONS: string[] = [
     since BIGINT NOT NULL
   );
   INSERT INTO processing_state (id, state, since) VALUES (1, 'running', (extract(epoch FROM clock_timestamp()) * 1000)::bigint);
+  `,
+  `
+  -- What the processing step returned (JSON text, kept as it was written), with the completion.
+  ALTER TABLE orders ADD COLUMN result TEXT;
   `
 ]
 

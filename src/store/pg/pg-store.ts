@@ -327,14 +327,23 @@ export class PgStore implements OrderStore {
     })
   }
 
-  async claim (limit: number, now: number, leaseMs: number): Promise<Claim[]> {
+  async claim (limit: number, now: number, leaseMs: number, withOrders = false): Promise<Claim[]> {
     const token = randomUUID()
     return this.transaction(async (tx, transitions) => {
       // A statement of its own: the claim's snapshot is then taken after any pause it waited for.
       await tx.query(SQL.holdProcessingState)
-      const { rows } = await tx.query<ClaimedRow>(claimQuery(limit, now, leaseMs, token))
+      const { rows } = await tx.query<ClaimedRow>(claimQuery(limit, now, leaseMs, token, withOrders))
       transitions.claimed(rows, now)
-      return claimsOf(rows, token)
+      return claimsOf(rows, token, withOrders ? rows as unknown as OrderRecord[] : undefined)
+    })
+  }
+
+  // Leases run by the database's clock, as claims set them.
+  async extendLeases (claims: readonly Claim[], _now: number, leaseMs: number): Promise<number> {
+    if (claims.length === 0) return 0
+    return this.transaction(async (tx) => {
+      const { rowCount } = await tx.query(SQL.extendLeases, [leaseMs, claims.map((c) => c.order_id), claims.map((c) => c.token)])
+      return rowCount ?? 0
     })
   }
 
@@ -361,7 +370,7 @@ export class PgStore implements OrderStore {
   }
 
   async settle (outcomes: Outcome[], now: number): Promise<number> {
-    const done = outcomes.filter((o) => o.ok)
+    const done = outcomes.filter((o): o is Extract<Outcome, { ok: true }> => o.ok)
     const retries = outcomes.filter((o): o is Extract<Outcome, { ok: false }> => !o.ok && o.retryAt !== null)
     const failures = outcomes.filter((o): o is Extract<Outcome, { ok: false }> => !o.ok && o.retryAt === null)
     const ids = (list: Outcome[]) => list.map((o) => o.claim.order_id)
@@ -369,7 +378,8 @@ export class PgStore implements OrderStore {
     return this.transaction(async (tx, transitions) => {
       const run = async <R>(list: Outcome[], sql: string, params: unknown[]): Promise<R[]> =>
         list.length === 0 ? [] : (await tx.query<R & pg.QueryResultRow>(sql, params)).rows
-      const completed = await run<ChangedRow>(done, SQL.complete, [now, ids(done), tokens(done)])
+      const completed = await run<ChangedRow>(done, SQL.complete,
+        [now, ids(done), tokens(done), done.map((o) => o.result ?? null)])
       const retried = await run<QueuedRow>(retries, SQL.retry,
         [now, ids(retries), tokens(retries), retries.map((o) => o.retryAt), retries.map((o) => o.error)])
       const failed = await run<ChangedRow>(failures, SQL.fail, [now, ids(failures), tokens(failures), failures.map((o) => o.error)])
@@ -558,7 +568,7 @@ function indexedQuery (call: IndexedCall): pg.QueryConfig {
   switch (call[0]) {
     case 'list': return listQuery(call[1])
     case 'idsByStatus': return idsQuery(call[1], call[2], call[3] ?? 0)
-    case 'claim': return claimQuery(call[1], call[2], call[3], 'a token')
+    case 'claim': return claimQuery(call[1], call[2], call[3], 'a token', call[4])
     case 'nextAvailableAt': return { text: SQL.nextAvailable }
     case 'retryFailed': return failedChunkQuery(call[1], call[3] ?? 0)
     case 'claimDeliveries': return claimDeliveriesQuery(call[1], call[3], 'a token')

@@ -17,8 +17,12 @@ import { ORDER_OTHER_BYTES, PAGE_BYTES } from '../page-size.ts'
  * `claimDeliveries`.
  */
 
-const ORDER_COLUMNS = `seq, order_id, user_id, item_ids, total_cents, status, created_at,
-  processing_started_at, completed_at, updated_at, attempts, last_error`
+/** An order's columns, each prefixed with `table` (`o.`) where a statement joins another relation. */
+function orderColumns (table = ''): string {
+  return ['seq', 'order_id', 'user_id', 'item_ids', 'total_cents', 'status', 'created_at', 'processing_started_at',
+    'completed_at', 'updated_at', 'attempts', 'last_error', 'result'].map((column) => `${table}${column}`).join(', ')
+}
+const ORDER_COLUMNS = orderColumns()
 /** What a statement that changed an order's status returns about it (a ChangedRow). */
 const CHANGED = 'o.order_id, o.attempts, o.created_at, o.processing_started_at'
 /** The same, for an order that became Pending: from when it can be claimed (a QueuedRow). */
@@ -40,6 +44,17 @@ const DATABASE_NOW_MS = '(extract(epoch FROM now()) * 1000)::bigint'
 
 const STATS = 'SELECT name, SUM(value)::bigint AS value FROM order_stats GROUP BY name'
 
+/** Claims the oldest claimable orders, skipping those other workers are claiming, returning `returning` of each. */
+function claimSql (returning: string): string {
+  return `UPDATE orders o SET status = 'Processing', claim_token = $1, lease_until = ${DATABASE_NOW_MS} + $2, attempts = o.attempts + 1,
+      processing_started_at = COALESCE(o.processing_started_at, $3), updated_at = $3
+    FROM (SELECT seq FROM orders WHERE status = 'Pending' AND available_at <= $3
+            AND (SELECT state FROM processing_state) = 'running'
+          ORDER BY available_at, seq LIMIT $4 FOR UPDATE SKIP LOCKED) picked
+    WHERE o.seq = picked.seq
+    RETURNING ${returning}`
+}
+
 export const SQL = {
   insert: `INSERT INTO orders AS o (order_id, user_id, item_ids, total_cents, status, created_at, available_at, updated_at)
     SELECT order_id, user_id, item_ids::jsonb, total_cents, 'Pending', created_at, available_at, created_at
@@ -51,16 +66,12 @@ export const SQL = {
   existing: `SELECT ${ORDER_COLUMNS} FROM orders WHERE order_id = ANY($1)`,
   cancel: `UPDATE orders SET status = 'Cancelled', updated_at = $1
     WHERE order_id = $2 AND status = 'Pending' RETURNING ${ORDER_COLUMNS}`,
-  claim: `UPDATE orders o SET status = 'Processing', claim_token = $1, lease_until = ${DATABASE_NOW_MS} + $2, attempts = o.attempts + 1,
-      processing_started_at = COALESCE(o.processing_started_at, $3), updated_at = $3
-    FROM (SELECT seq FROM orders WHERE status = 'Pending' AND available_at <= $3
-            AND (SELECT state FROM processing_state) = 'running'
-          ORDER BY available_at, seq LIMIT $4 FOR UPDATE SKIP LOCKED) picked
-    WHERE o.seq = picked.seq
-    RETURNING ${CHANGED}`,
+  claim: claimSql(CHANGED),
+  // The same, returning whole orders, for work that reads them (1,000 cost the same as the narrow claim, ~41 ms).
+  claimOrders: claimSql(orderColumns('o.')),
   complete: `UPDATE orders o SET status = 'Completed', completed_at = $1, updated_at = $1,
-      claim_token = NULL, lease_until = NULL, last_error = NULL
-    FROM unnest($2::text[], $3::text[]) AS c (order_id, token)
+      claim_token = NULL, lease_until = NULL, last_error = NULL, result = c.result
+    FROM unnest($2::text[], $3::text[], $4::text[]) AS c (order_id, token, result)
     WHERE o.order_id = c.order_id AND o.claim_token = c.token AND o.status = 'Processing'
     RETURNING ${CHANGED}`,
   retry: `UPDATE orders o SET status = 'Pending', available_at = r.retry_at, updated_at = $1, last_error = r.error,
@@ -105,6 +116,15 @@ export const SQL = {
       last_error = 'lease expired', claim_token = NULL, lease_until = NULL
     WHERE status = 'Processing' AND lease_until < ${DATABASE_NOW_MS} AND claim_token <> ALL($2::text[])
     RETURNING ${QUEUED}`,
+  // Rows another transaction holds are skipped rather than waited for: a settle or a hand-back (of
+  // this process), or a recovery (the lease had ended). So a renewal never waits on a lock, nor
+  // deadlocks with a settle that locks the same rows in another order; a row it skipped and that
+  // stays Processing is renewed by the next one.
+  extendLeases: `UPDATE orders o SET lease_until = ${DATABASE_NOW_MS} + $1
+    FROM (SELECT h.seq FROM orders h JOIN unnest($2::text[], $3::text[]) AS c (order_id, token)
+            ON h.order_id = c.order_id AND h.claim_token = c.token
+          WHERE h.status = 'Processing' FOR UPDATE OF h SKIP LOCKED) held
+    WHERE o.seq = held.seq`,
   nextAvailable: "SELECT MIN(available_at) AS at FROM orders WHERE status = 'Pending'",
   // A keyset range over orders_by_status, as listQuery explains; one more id than the limit tells whether more follow.
   idsByStatus: 'SELECT seq, order_id FROM orders WHERE (status, seq) > ($1, $2) AND status <= $1 ORDER BY status, seq LIMIT $3',
@@ -222,7 +242,7 @@ export function listQuery ({ status, userId, limit, after = 0 }: ListQuery): pg.
   if (userId !== undefined) { columns.push('user_id'); params.push(`$${values.push(userId)}`) }
   const key = [...columns, 'seq'].join(', ')
   const keyset = columns.length === 0 ? 'seq > $1' : `(${key}) > (${params.join(', ')}, $1) AND (${columns.join(', ')}) <= (${params.join(', ')})`
-  const bytes = '$2 + octet_length(order_id) + octet_length(item_ids::text) + coalesce(octet_length(last_error), 0)'
+  const bytes = '$2 + octet_length(order_id) + octet_length(item_ids::text) + coalesce(octet_length(last_error), 0) + coalesce(octet_length(result), 0)'
   // One more order than the limit is read, to tell whether another page follows. Only the orders
   // that fit in PAGE_BYTES of JSON (and always the first) leave the database; more tells whether any follows them.
   return {
@@ -243,6 +263,6 @@ export function failedChunkQuery (limit: number, after: number): pg.QueryConfig 
   return { text: SQL.failedChunk, values: [after, limit] }
 }
 
-export function claimQuery (limit: number, now: number, leaseMs: number, token: string): pg.QueryConfig {
-  return { text: SQL.claim, values: [token, leaseMs, now, limit] }
+export function claimQuery (limit: number, now: number, leaseMs: number, token: string, withOrders = false): pg.QueryConfig {
+  return { text: withOrders ? SQL.claimOrders : SQL.claim, values: [token, leaseMs, now, limit] }
 }

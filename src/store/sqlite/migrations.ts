@@ -101,6 +101,10 @@ const MIGRATIONS: string[] = [
     since INTEGER NOT NULL
   );
   INSERT INTO processing_state (id, state, since) VALUES (1, 'running', CAST(unixepoch('subsec') * 1000 AS INTEGER));
+  `,
+  `
+  -- What the processing step returned (JSON text), written with the completion.
+  ALTER TABLE orders ADD COLUMN result TEXT;
   `
 ]
 

@@ -41,9 +41,34 @@ function toRecord (row: OrderRow): OrderRecord {
   return { ...row, item_ids: JSON.parse(row.item_ids) as number[] }
 }
 
-/** About the bytes of an order's JSON: item_ids is stored as the JSON it is sent as. */
+/**
+ * An order read raw, as an array in the order of ORDER_COLUMNS (statements.ts). Claims that bring
+ * their orders read them so: 1,000 rows as objects of 13 columns took 5.0 ms, as arrays 3.7 ms
+ * (the narrow claim's 4 columns: 3.3 ms).
+ */
+function recordFromColumns (columns: unknown[]): OrderRecord {
+  const [seq, orderId, userId, itemIds, totalCents, status, createdAt, startedAt, completedAt, updatedAt, attempts, lastError, result] = columns
+  return {
+    seq: seq as number,
+    order_id: orderId as string,
+    user_id: userId as number,
+    item_ids: JSON.parse(itemIds as string) as number[],
+    total_cents: totalCents as number,
+    status: status as OrderStatus,
+    created_at: createdAt as number,
+    processing_started_at: startedAt as number | null,
+    completed_at: completedAt as number | null,
+    updated_at: updatedAt as number,
+    attempts: attempts as number,
+    last_error: lastError as string | null,
+    result: result as string | null
+  }
+}
+
+/** About the bytes of an order's JSON: item_ids and result are stored as the JSON they are sent as. */
 function jsonBytes (row: OrderRow): number {
-  return ORDER_OTHER_BYTES + row.order_id.length + row.item_ids.length + (row.last_error === null ? 0 : Buffer.byteLength(row.last_error))
+  return ORDER_OTHER_BYTES + row.order_id.length + row.item_ids.length + (row.last_error === null ? 0 : Buffer.byteLength(row.last_error)) +
+    (row.result === null ? 0 : Buffer.byteLength(row.result))
 }
 
 /** The embedded store: one SQLite file (WAL) or `:memory:`, used by one process. */
@@ -81,6 +106,7 @@ export class SqliteStore implements OrderStore {
     migrate(this.db)
     const db = this.db
     this.sql = Object.fromEntries(Object.entries(SQL).map(([name, text]) => [name, db.prepare(text)])) as Record<keyof typeof SQL, Database.Statement>
+    this.sql.claimOrders.raw(true)
     // better-sqlite3 runs a transaction function called inside another in a savepoint.
     this.atomically = db.transaction((fn: () => unknown) => fn()) as <T>(fn: () => T) => T
     this.writes = new GroupCommit((writes) => this.commit(writes))
@@ -261,18 +287,31 @@ export class SqliteStore implements OrderStore {
   }
 
   // One process uses the file: its clock is the store's.
-  async claim (limit: number, now: number, leaseMs: number): Promise<Claim[]> {
+  async claim (limit: number, now: number, leaseMs: number, withOrders = false): Promise<Claim[]> {
     return this.write((transitions) => {
       const token = randomUUID()
-      const [statement, params] = this.claimQuery(limit, now, leaseMs, token)
-      const rows = statement.all(params) as ClaimedRow[]
-      transitions.claimed(rows, now)
-      return claimsOf(rows, token)
+      const [statement, params] = this.claimQuery(limit, now, leaseMs, token, withOrders)
+      if (!withOrders) {
+        const rows = statement.all(params) as ClaimedRow[]
+        transitions.claimed(rows, now)
+        return claimsOf(rows, token)
+      }
+      const orders = (statement.all(params) as unknown[][]).map(recordFromColumns)
+      transitions.claimed(orders as ClaimedRow[], now)
+      return claimsOf(orders as ClaimedRow[], token, orders)
     })
   }
 
-  private claimQuery (limit: number, now: number, leaseMs: number, token: string): Query {
-    return [this.sql.claim, { token, now, leaseMs, limit }]
+  private claimQuery (limit: number, now: number, leaseMs: number, token: string, withOrders = false): Query {
+    return [withOrders ? this.sql.claimOrders : this.sql.claim, { token, now, leaseMs, limit }]
+  }
+
+  async extendLeases (claims: readonly Claim[], now: number, leaseMs: number): Promise<number> {
+    return this.write(() => {
+      let extended = 0
+      for (const { order_id: orderId, token } of claims) extended += this.sql.extendLeases.run({ orderId, token, now, leaseMs }).changes
+      return extended
+    })
   }
 
   async settle (outcomes: Outcome[], now: number): Promise<number> {
@@ -280,11 +319,13 @@ export class SqliteStore implements OrderStore {
       const completed: ChangedRow[] = []
       const retried: QueuedRow[] = []
       const failed: ChangedRow[] = []
+      // Each statement's parameters as one literal: spreading a shared object into them cost ~8% of
+      // the end-to-end throughput (100,000 orders, zero delay: 53,900 against 58,600 orders/s).
       for (const outcome of outcomes) {
-        const claim = { orderId: outcome.claim.order_id, token: outcome.claim.token, now }
-        if (outcome.ok) pushRow(completed, this.sql.complete.get(claim))
-        else if (outcome.retryAt !== null) pushRow(retried, this.sql.retry.get({ ...claim, retryAt: outcome.retryAt, error: outcome.error }))
-        else pushRow(failed, this.sql.fail.get({ ...claim, error: outcome.error }))
+        const { order_id: orderId, token } = outcome.claim
+        if (outcome.ok) pushRow(completed, this.sql.complete.get({ orderId, token, now, result: outcome.result ?? null }))
+        else if (outcome.retryAt !== null) pushRow(retried, this.sql.retry.get({ orderId, token, now, retryAt: outcome.retryAt, error: outcome.error }))
+        else pushRow(failed, this.sql.fail.get({ orderId, token, now, error: outcome.error }))
       }
       transitions.completed(completed, now)
       transitions.retried(retried, now)
@@ -372,7 +413,7 @@ export class SqliteStore implements OrderStore {
     switch (call[0]) {
       case 'list': return this.listQuery(call[1])
       case 'idsByStatus': return this.idsQuery(call[1], call[2], call[3] ?? 0)
-      case 'claim': return this.claimQuery(call[1], call[2], call[3], 'a token')
+      case 'claim': return this.claimQuery(call[1], call[2], call[3], 'a token', call[4])
       case 'nextAvailableAt': return [this.sql.nextAvailable, []]
       case 'retryFailed': return this.failedChunkQuery(call[1], call[3] ?? 0)
       default: return this.webhooks.query(call)

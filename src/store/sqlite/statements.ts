@@ -10,8 +10,9 @@
  * million orders. A schema change that loses the index then fails loudly instead of slowly.
  */
 
+/** An order's columns; a claim that brings orders reads them raw, in this order (recordFromColumns in sqlite-store.ts). */
 const ORDER_COLUMNS = `seq, order_id, user_id, item_ids, total_cents, status, created_at,
-  processing_started_at, completed_at, updated_at, attempts, last_error`
+  processing_started_at, completed_at, updated_at, attempts, last_error, result`
 /** What a statement that changed an order's status returns about it (a ChangedRow). */
 const CHANGED = 'order_id, attempts, created_at, processing_started_at'
 /** The same, for an order that became Pending: from when it can be claimed (a QueuedRow). */
@@ -23,20 +24,28 @@ const DELIVERY_COLUMNS = `seq, id, endpoint_id, order_id, event_type, status, at
 /** What a deliverer needs of a delivery it claimed (with its endpoint's url and secret, read beside it). */
 const CLAIMED_DELIVERY = 'seq, id, endpoint_id, order_id, payload, attempts, created_at'
 
+/** Claims the oldest claimable orders, returning `returning` of each. */
+function claimSql (returning: string): string {
+  return `UPDATE orders SET status = 'Processing', claim_token = @token, lease_until = @now + @leaseMs,
+      attempts = attempts + 1, processing_started_at = COALESCE(processing_started_at, @now), updated_at = @now
+    WHERE seq IN (SELECT seq FROM orders INDEXED BY orders_claimable WHERE status = 'Pending' AND available_at <= @now
+      AND (SELECT state FROM processing_state) = 'running'
+      ORDER BY available_at, seq LIMIT @limit)
+    RETURNING ${returning}`
+}
+
 export const SQL = {
   insert: `INSERT INTO orders (order_id, user_id, item_ids, total_cents, status, created_at, available_at, updated_at)
     VALUES (?, ?, ?, ?, 'Pending', ?, ?, ?) ON CONFLICT (order_id) DO NOTHING`,
   get: `SELECT ${ORDER_COLUMNS} FROM orders WHERE order_id = ?`,
   cancel: `UPDATE orders SET status = 'Cancelled', updated_at = ?
     WHERE order_id = ? AND status = 'Pending' RETURNING ${ORDER_COLUMNS}`,
-  claim: `UPDATE orders SET status = 'Processing', claim_token = @token, lease_until = @now + @leaseMs,
-      attempts = attempts + 1, processing_started_at = COALESCE(processing_started_at, @now), updated_at = @now
-    WHERE seq IN (SELECT seq FROM orders INDEXED BY orders_claimable WHERE status = 'Pending' AND available_at <= @now
-      AND (SELECT state FROM processing_state) = 'running'
-      ORDER BY available_at, seq LIMIT @limit)
-    RETURNING ${CHANGED}`,
+  claim: claimSql(CHANGED),
+  // The same, returning whole orders, for work that reads them: 5.4 ms for 1,000 against 4.3 ms, so
+  // the simulated work, which reads none, keeps the narrow one.
+  claimOrders: claimSql(ORDER_COLUMNS),
   complete: `UPDATE orders SET status = 'Completed', completed_at = @now, updated_at = @now,
-      claim_token = NULL, lease_until = NULL, last_error = NULL
+      claim_token = NULL, lease_until = NULL, last_error = NULL, result = @result
     WHERE order_id = @orderId AND claim_token = @token AND status = 'Processing'
     RETURNING ${CHANGED}`,
   retry: `UPDATE orders SET status = 'Pending', available_at = @retryAt, updated_at = @now,
@@ -75,6 +84,8 @@ export const SQL = {
       last_error = 'lease expired', claim_token = NULL, lease_until = NULL
     WHERE status = 'Processing' AND lease_until < @now AND claim_token NOT IN (SELECT value FROM json_each(@held))
     RETURNING ${QUEUED}`,
+  extendLeases: `UPDATE orders SET lease_until = @now + @leaseMs
+    WHERE order_id = @orderId AND claim_token = @token AND status = 'Processing'`,
   nextAvailable: "SELECT MIN(available_at) AS at FROM orders INDEXED BY orders_claimable WHERE status = 'Pending'",
   idsByStatus: `SELECT seq, order_id FROM orders INDEXED BY orders_by_status
     WHERE status = ? AND seq > ? ORDER BY seq LIMIT ?`,
