@@ -140,7 +140,7 @@ t.test('PostgreSQL: a worker process stops claiming the moment a pause is answer
     for (const worker of workers) worker.child.kill('SIGKILL')
     await database.drop()
   })
-  const env = { DATABASE_URL: database.url, PENDING_DELAY_MS: '0', PROCESSING_TIME_MS: '20-40', PROCESSOR_CONCURRENCY: '20', LEASE_MS: '2000' }
+  const env = { DATABASE_URL: database.url, PENDING_DELAY_MS: '0', PROCESSING_TIME_MS: '20-40', PROCESSOR_CONCURRENCY: '20', LEASE_MS: '2000', DATABASE_TIMEOUT_MS: '1000' }
   const store = await openPgStore(database.url)
   t.teardown(() => store.close())
   workers.push(await ServerProcess.startWorker(env))

@@ -482,7 +482,8 @@ t.test('an attempt that ignores its signal past its deadline keeps its place unt
   processor.start()
   await waitFor(async () => (await store.stats()).counts.Completed === 2, 'both completed')
   t.match(await store.get('stubborn'), { attempts: 2, last_error: null })
-  t.ok(claimedAt.get('stubborn:1')! + 300 <= ignoredUntil, 'the first attempt ran on 250 ms past its deadline')
+  // Timers may fire a little early by the wall clock: the margin only needs to dwarf the 50 ms deadline.
+  t.ok(claimedAt.get('stubborn:1')! + 200 <= ignoredUntil, `the first attempt ran on well past its 50 ms deadline (${ignoredUntil - claimedAt.get('stubborn:1')!} ms)`)
   t.ok(claimedAt.get('next:1')! >= ignoredUntil, 'the next order was claimed only once it returned')
   t.ok(claimedAt.get('stubborn:2')! >= ignoredUntil, 'and so was the retry')
 })
