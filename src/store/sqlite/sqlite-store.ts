@@ -89,7 +89,7 @@ export class SqliteStore implements OrderStore {
   /**
    * What reads would otherwise ask SQLite for, kept in memory: the store is the file's only writer,
    * and each commit updates them before anything else runs. The aggregates and the processing state
-   * (a metrics read went from ~66 to ~48 us of CPU), and up to RECORD_CACHE_SIZE orders as GET
+   * for /orders/metrics (a read went from ~66 to ~48 us of CPU), and up to RECORD_CACHE_SIZE orders as GET
    * reads them (a point read costs ~20 us between requests), frozen: a caller may keep what it
    * derives from one until a change replaces it (routes/orders.ts keeps its JSON).
    */
@@ -447,7 +447,9 @@ export class SqliteStore implements OrderStore {
     }
   }
 
+  // Read from the file: processors look once a second, whatever was or was not announced.
   async processingState (): Promise<ProcessingState> {
+    this.memory.processing = this.sql.processingState.get() as ProcessingState
     return this.memory.processing
   }
 
