@@ -70,6 +70,8 @@ function nextLink (query: Static<typeof ListQuery>, cursor: string): string {
 }
 
 const orders: FastifyPluginAsyncTypebox = async (app) => {
+  /** GET's JSON of the orders the store keeps frozen, forgotten with them. */
+  const serialized = new WeakMap<OrderRecord, string>()
   const { store, config } = app
   const cursors = new CursorCodec(await store.cursorKey())
 
@@ -135,7 +137,16 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     const record = await store.get(request.params.order_id)
-    return record ? toOrder(record) : reply.code(404).send(notFound)
+    if (!record) return reply.code(404).send(notFound)
+    if (!Object.isFrozen(record)) return toOrder(record)
+    // A frozen record stays what the store returns until the order changes: its JSON, made by
+    // this route's serializer once, is sent again as it is (Fastify sends a JSON string unchanged).
+    let json = serialized.get(record)
+    if (json === undefined) {
+      json = reply.serialize(toOrder(record)) as string
+      serialized.set(record, json)
+    }
+    return reply.type('application/json; charset=utf-8').send(json as unknown as Static<typeof OrderSchema>)
   })
 
   app.post('/orders/:order_id/cancel', {

@@ -9,11 +9,14 @@ export type ChangedRow = Omit<OrderChange, 'status' | 'at'>
 /** The status changes one transaction made, announced once it has committed. */
 export class ChangeLog {
   readonly changes: OrderChange[] = []
+  /** Every order whose status changed, whether or not anyone listens: what a cache of orders forgets. */
+  readonly orderIds: string[] = []
 
   /** Only changes to statuses someone listens for are kept: the hot path builds no other objects. */
   constructor (readonly wanted: ReadonlySet<OrderStatus> = ALL) {}
 
   add (row: ChangedRow, status: OrderStatus, at: number): void {
+    this.orderIds.push(row.order_id)
     if (!this.wanted.has(status)) return
     this.changes.push({
       order_id: row.order_id, status, at, attempts: row.attempts, created_at: row.created_at, processing_started_at: row.processing_started_at
@@ -23,6 +26,7 @@ export class ChangeLog {
   /** Adds the changes another log recorded, after these. */
   append (other: ChangeLog): void {
     for (const change of other.changes) this.changes.push(change)
+    for (const id of other.orderIds) this.orderIds.push(id)
   }
 }
 

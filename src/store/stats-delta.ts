@@ -36,3 +36,16 @@ export function statsFromRows (rows: Iterable<{ name: string, value: number }>):
     totalMs: value('total_ms')
   }
 }
+
+const FIELDS: Partial<Record<StatName, 'started' | 'pendingMs' | 'processingMs' | 'totalMs'>> = {
+  started: 'started', pending_ms: 'pendingMs', processing_ms: 'processingMs', total_ms: 'totalMs'
+}
+
+/** Adds a committed transaction's changes to aggregates kept in memory. */
+export function applyDelta (stats: OrderStats, delta: StatsDelta): void {
+  for (const [name, amount] of delta.changes) {
+    const field = FIELDS[name]
+    if (field) stats[field] += amount
+    else stats.counts[name as OrderStatus] += amount
+  }
+}

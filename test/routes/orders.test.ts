@@ -105,6 +105,19 @@ t.test('GET /orders lists oldest first with keyset pagination and filters', asyn
   }
 })
 
+t.test('GET answers an order as it is now, read again and again and after it changes', async (t) => {
+  const app = await build(t, { PROCESSOR: 'off' })
+  await app.inject({ method: 'POST', url: '/orders', payload: anOrder('G1') })
+  const first = await app.inject({ url: '/orders/G1' })
+  const again = await app.inject({ url: '/orders/G1' })
+  t.equal(again.body, first.body, 'the same answer while nothing changed')
+  t.match(again.headers['content-type'], /^application\/json/)
+  t.same(again.json(), first.json())
+  await app.inject({ method: 'POST', url: '/orders/G1/cancel' })
+  const cancelled = await app.inject({ url: '/orders/G1' })
+  t.match(cancelled.json(), { order_id: 'G1', status: 'Cancelled' }, 'the change, not the answer read before it')
+})
+
 t.test('POST /orders/:order_id/cancel cancels Pending orders only', async (t) => {
   const app = await build(t, { PROCESSOR: 'off' })
   await app.inject({ method: 'POST', url: '/orders', payload: anOrder('C1') })

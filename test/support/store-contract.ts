@@ -255,6 +255,34 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
     t.same(await store.stats(), await recount(store))
   })
 
+  // A store may keep orders it has read (SQLite does): each change must reach the next read.
+  t.test('get returns each order as it is after every kind of change, read before and after', async (t) => {
+    const store = await fresh(t)
+    const status = async (id: string) => (await store.get(id))?.status
+    for (const id of ['A', 'B', 'C', 'D']) await store.create(anOrder(id), T0, T0)
+    t.equal(await status('D'), 'Pending')
+    await store.cancel('D', T0 + 1)
+    t.equal(await status('D'), 'Cancelled', 'cancelled')
+    for (const id of ['A', 'B', 'C']) t.equal(await status(id), 'Pending')
+    const claims = await store.claim(3, T0 + 2, LEASE)
+    for (const id of ['A', 'B', 'C']) t.equal(await status(id), 'Processing', `${id} claimed`)
+    const [a, b, c] = ['A', 'B', 'C'].map((id) => claims.find((claim) => claim.order_id === id)!)
+    await store.settle([{ claim: a!, ok: true }, { claim: b!, ok: false, error: 'again', retryAt: T0 + 3 }, { claim: c!, ok: false, error: 'no', retryAt: null }], T0 + 3)
+    t.match(await store.get('A'), { status: 'Completed', completed_at: T0 + 3 }, 'completed')
+    t.match(await store.get('B'), { status: 'Pending', last_error: 'again' }, 'retried later')
+    t.match(await store.get('C'), { status: 'Failed', last_error: 'no' }, 'failed')
+    const [again] = await store.claim(1, T0 + 4, LEASE)
+    t.match(await store.get('B'), { status: 'Processing', attempts: 2 }, 'claimed again')
+    await store.release([again!], T0 + 5)
+    t.match(await store.get('B'), { status: 'Pending', attempts: 1 }, 'handed back')
+    await store.claim(1, T0 + 6, SHORT_LEASE)
+    t.equal(await status('B'), 'Processing')
+    t.equal(await waitFor(async () => await store.recoverExpired(T0 + LEASE, 3, []) || false, 'the short lease to end'), 1)
+    t.match(await store.get('B'), { status: 'Pending', last_error: 'lease expired' }, 'recovered')
+    await store.retry('C', T0 + 7)
+    t.match(await store.get('C'), { status: 'Pending', attempts: 0 }, 'retried by hand')
+  })
+
   t.test('cancel takes Pending orders only, and cancelled orders are never claimed', async (t) => {
     const store = await fresh(t)
     await store.create(anOrder('P'), T0, T0)
