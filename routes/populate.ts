@@ -15,6 +15,10 @@ const PopulateResult = Type.Object({
 const populateRoute: FastifyPluginAsyncTypebox = async (app) => {
   const { config, store } = app
   if (!config.POPULATE_ENABLED) return
+  // A populate of a million orders runs for seconds: shutting down stops it between chunks, as a
+  // client that goes away does, instead of holding the shutdown until it ends.
+  const shuttingDown = new AbortController()
+  app.addHook('preClose', async () => { shuttingDown.abort() })
 
   app.post('/orders/populate', {
     schema: {
@@ -50,11 +54,15 @@ const populateRoute: FastifyPluginAsyncTypebox = async (app) => {
     const clientGone = new AbortController()
     reply.raw.once('close', () => { if (!reply.raw.writableFinished) clientGone.abort() })
     try {
-      return reply.code(201).send(await populate(store, batch, config.PENDING_DELAY_MS, Date.now, clientGone.signal))
+      const stop = AbortSignal.any([clientGone.signal, shuttingDown.signal])
+      return reply.code(201).send(await populate(store, batch, config.PENDING_DELAY_MS, Date.now, stop))
     } catch (err) {
       if (err instanceof BatchConflictError) return reply.code(409).send({ error: err.message })
       // Nobody reads this answer: the client went away, and the populate stopped where it was.
       if (clientGone.signal.aborted) return reply.code(503).send({ error: 'the client went away: send the same request again to finish the populate' })
+      if (shuttingDown.signal.aborted) {
+        return reply.code(503).header('retry-after', 5).send({ error: 'the service is shutting down: send the same request again to finish the populate' })
+      }
       throw err
     }
   })

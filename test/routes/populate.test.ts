@@ -5,7 +5,8 @@ import Database from 'better-sqlite3'
 import type { FastifyInstance } from 'fastify'
 import pg from 'pg'
 import t, { type Test } from 'tap'
-import { build, tempDir, waitFor, waitForSteady } from '../helper.ts'
+import { buildApp } from '../../src/app.ts'
+import { build, tempDir, testConfig, waitFor, waitForSteady } from '../helper.ts'
 import { createDatabase, SKIP_POSTGRES } from '../support/pg-database.ts'
 import { recount } from '../support/store-contract.ts'
 
@@ -160,4 +161,29 @@ t.test('a client that disconnects stops its populate', async (t) => {
   const stoppedAt = await waitForSteady(pending, 'the populate to stop', { everyMs: 1000, timeoutMs: 120_000 })
   t.ok(stoppedAt < total / 10, `stopped at ${stoppedAt} of ${total} orders`)
   t.same(await app.store.stats(), await recount(app.store))
+})
+
+t.test('shutting down stops a populate under way, which the same request finishes after a restart', async (t) => {
+  const path = join(tempDir(t), 'orders.db')
+  const first = await buildApp(testConfig({ DATABASE_URL: `sqlite:${path}`, PROCESSOR: 'off' }), { logger: false })
+  const total = 1_000_000
+  const payload = { total_entries: total, batch_id: 'restart' }
+  const answer = first.inject({ method: 'POST', url: '/orders/populate', payload })
+  await waitFor(async () => (await first.store.stats()).counts.Pending >= 10_000, 'the populate to be under way')
+  const closing = Date.now()
+  await first.close()
+  const closedMs = Date.now() - closing
+  const stopped = await answer
+  t.equal(stopped.statusCode, 503)
+  t.same(stopped.json(), { error: 'the service is shutting down: send the same request again to finish the populate' })
+  t.equal(stopped.headers['retry-after'], '5')
+  t.ok(closedMs < 2000, `closed after ${closedMs} ms, not after the rest of the populate`)
+
+  const second = await build(t, { DATABASE_URL: `sqlite:${path}`, PROCESSOR: 'off' })
+  const kept = (await second.store.stats()).counts.Pending
+  t.ok(kept < total, `${kept} orders were created before the shutdown`)
+  const finished = await second.inject({ method: 'POST', url: '/orders/populate', payload })
+  t.equal(finished.statusCode, 201)
+  t.match(finished.json(), { batch_id: 'restart', total_entries: total, success_count: total, failure_count: 0 })
+  t.equal((await second.store.stats()).counts.Pending, total)
 })
