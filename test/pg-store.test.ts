@@ -134,11 +134,11 @@ t.test('PostgreSQL: a pause and the claims under way wait for each other, so no 
   await other.connect()
   t.teardown(() => other.end())
   const waitingForLock = async (what: string) => waitFor(async () => (await other.query<{ waiting: number }>(
-    "SELECT count(*)::int AS waiting FROM pg_locks WHERE relation = 'processing_state'::regclass AND NOT granted")).rows[0]!.waiting === 1, what)
+    "SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")).rows[0]!.waiting === 1, what)
 
-  // What a claim holds from its first statement to its commit.
+  // What a claim holds from its statement to its commit.
   await other.query('BEGIN')
-  await other.query('LOCK TABLE processing_state IN SHARE MODE')
+  await other.query("SELECT 1 FROM processing_state WHERE state = 'running' FOR SHARE")
   let answered = false
   const pause = store.setProcessingState('paused', T0).then((state) => { answered = true; return state })
   await waitingForLock('the pause to wait for the claim under way')

@@ -224,15 +224,16 @@ export class PgStore implements OrderStore {
     const { delta, log, wakeAt, deliveries } = transitions
     // Deliveries are recorded with the status changes that make them, in their transaction.
     await this.webhooks.finish(tx, transitions, Date.now())
-    if (delta.changes.size > 0) {
-      // Rows are locked in name order, so two transactions on the same shard cannot deadlock.
-      const entries = [...delta.changes].sort(([a], [b]) => (a < b ? -1 : 1))
-      await tx.query(SQL.addStat, [this.shard, entries.map(([name]) => name), entries.map(([, value]) => value)])
-    }
-    if (log.changes.length > 0) await tx.query(SQL.notify, [CHANGES_CHANNEL, encodeChanges(log.changes)])
-    if (wakeAt !== Infinity) await tx.query(SQL.notify, [CHANNEL, [String(wakeAt)]])
-    if (deliveries.due) await tx.query(SQL.notify, [DELIVERIES_CHANNEL, ['']])
-    if (deliveries.endpointsChanged) await tx.query(SQL.notify, [ENDPOINTS_CHANNEL, ['']])
+    const entries = [...delta.changes].sort(([a], [b]) => (a < b ? -1 : 1))
+    const announcements: Array<[string, string]> = encodeChanges(log.changes).map((payload) => [CHANGES_CHANNEL, payload])
+    if (wakeAt !== Infinity) announcements.push([CHANNEL, String(wakeAt)])
+    if (deliveries.due) announcements.push([DELIVERIES_CHANNEL, ''])
+    if (deliveries.endpointsChanged) announcements.push([ENDPOINTS_CHANNEL, ''])
+    if (entries.length === 0 && announcements.length === 0) return
+    await tx.query(SQL.record, [
+      this.shard, entries.map(([name]) => name), entries.map(([, value]) => value),
+      announcements.map(([channel]) => channel), announcements.map(([, payload]) => payload)
+    ])
   }
 
   /** A failed reload keeps the subscriptions as they were: logged, and tried again at the next announcement. */
@@ -330,8 +331,6 @@ export class PgStore implements OrderStore {
   async claim (limit: number, now: number, leaseMs: number, withOrders = false): Promise<Claim[]> {
     const token = randomUUID()
     return this.transaction(async (tx, transitions) => {
-      // A statement of its own: the claim's snapshot is then taken after any pause it waited for.
-      await tx.query(SQL.holdProcessingState)
       const { rows } = await tx.query<ClaimedRow>(claimQuery(limit, now, leaseMs, token, withOrders))
       transitions.claimed(rows, now)
       return claimsOf(rows, token, withOrders ? rows as unknown as OrderRecord[] : undefined)

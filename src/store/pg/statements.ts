@@ -10,11 +10,11 @@ import { ORDER_OTHER_BYTES, PAGE_BYTES } from '../page-size.ts'
  * arrays), and a hand-back reads each row as it was while claimed in the same statement (SQLite
  * needs `claimed` for that, and `failed` for a retry). Besides: `existing` (the orders a batched
  * create found), `lockOrders` (the readiness check takes the lock a write to orders needs),
- * `holdProcessingState` (what a claim holds against a pause), `overview` (the aggregates and the
- * processing state in one query), `lockEndpoints` and `notify`. Webhook deliveries go by the
- * database's clock (due times, leases, retries), so every process agrees on them; SQLite's
- * `dueDeliveries`, `claimDelivery`, `putOffDelivery` and `deliveryTarget` are one statement here,
- * `claimDeliveries`.
+ * `overview` (the aggregates and the processing state in one query), `record` (SQLite's
+ * `addStat`, with the transaction's NOTIFYs in the same round trip), `lockEndpoints` and
+ * `notify`. Webhook deliveries go by the database's clock (due times, leases, retries), so
+ * every process agrees on them; SQLite's `dueDeliveries`, `claimDelivery`, `putOffDelivery` and
+ * `deliveryTarget` are one statement here, `claimDeliveries`.
  */
 
 /** An order's columns, each prefixed with `table` (`o.`) where a statement joins another relation. */
@@ -44,12 +44,19 @@ const DATABASE_NOW_MS = '(extract(epoch FROM now()) * 1000)::bigint'
 
 const STATS = 'SELECT name, SUM(value)::bigint AS value FROM order_stats GROUP BY name'
 
-/** Claims the oldest claimable orders, skipping those other workers are claiming, returning `returning` of each. */
+/**
+ * Claims the oldest claimable orders, skipping those other workers are claiming, returning
+ * `returning` of each. It claims only while processing runs, and holds the processing state's row
+ * (FOR SHARE) until it commits: a pause (its UPDATE of that row) waits for the claims under way,
+ * and a claim that reaches the row while a pause is being written waits for it, then finds the row
+ * no longer `running` and claims nothing. In the claim's own statement: a LOCK TABLE before it
+ * cost a round trip per claim.
+ */
 function claimSql (returning: string): string {
-  return `UPDATE orders o SET status = 'Processing', claim_token = $1, lease_until = ${DATABASE_NOW_MS} + $2, attempts = o.attempts + 1,
+  return `WITH running AS (SELECT 1 FROM processing_state WHERE state = 'running' FOR SHARE)
+    UPDATE orders o SET status = 'Processing', claim_token = $1, lease_until = ${DATABASE_NOW_MS} + $2, attempts = o.attempts + 1,
       processing_started_at = COALESCE(o.processing_started_at, $3), updated_at = $3
-    FROM (SELECT seq FROM orders WHERE status = 'Pending' AND available_at <= $3
-            AND (SELECT state FROM processing_state) = 'running'
+    FROM (SELECT seq FROM orders WHERE status = 'Pending' AND available_at <= $3 AND EXISTS (SELECT 1 FROM running)
           ORDER BY available_at, seq LIMIT $4 FOR UPDATE SKIP LOCKED) picked
     WHERE o.seq = picked.seq
     RETURNING ${returning}`
@@ -129,10 +136,6 @@ export const SQL = {
   // A keyset range over orders_by_status, as listQuery explains; one more id than the limit tells whether more follow.
   idsByStatus: 'SELECT seq, order_id FROM orders WHERE (status, seq) > ($1, $2) AND status <= $1 ORDER BY status, seq LIMIT $3',
   stats: STATS,
-  // Counters are sharded: each process adds to its own shard, so no single row is hot.
-  addStat: `INSERT INTO order_stats (name, shard, value)
-    SELECT name, $1, value FROM unnest($2::text[], $3::bigint[]) AS d (name, value)
-    ON CONFLICT (name, shard) DO UPDATE SET value = order_stats.value + EXCLUDED.value`,
   openBatch: `INSERT INTO populate_batches (batch_id, total_entries, created_at)
     VALUES ($1, $2, $3) ON CONFLICT (batch_id) DO NOTHING`,
   batch: 'SELECT batch_id, total_entries, entries_done, failure_count, failed_ids FROM populate_batches WHERE batch_id = $1',
@@ -144,13 +147,19 @@ export const SQL = {
   // Only a change of state moves `since`.
   setProcessingState: `UPDATE processing_state SET state = $1, since = $2 WHERE state <> $1
     RETURNING state, since`,
-  // A claim holds the processing state still until it commits: a pause (its UPDATE) waits for the
-  // claims under way, and a claim that begins meanwhile waits for the pause, then reads it.
-  holdProcessingState: 'LOCK TABLE processing_state IN SHARE MODE',
   cursorKey: "SELECT value FROM service_keys WHERE name = 'cursor'",
   // The lock a write to orders takes: a table locked by another session (even for an index build) is not ready.
   lockOrders: 'LOCK TABLE orders IN ROW EXCLUSIVE MODE',
   readinessCheck: 'UPDATE readiness_checks SET checked_at = $1 WHERE id = 1',
+  // What a transaction does besides its own statements, in one round trip: its aggregates (each
+  // process adds to a shard of its own, so no row is hot; rows in name order, so that two
+  // transactions on one shard cannot deadlock) and its announcements, sent in order on commit.
+  record: `WITH counted AS (
+      INSERT INTO order_stats (name, shard, value)
+      SELECT name, $1, value FROM unnest($2::text[], $3::bigint[]) AS d (name, value)
+      ON CONFLICT (name, shard) DO UPDATE SET value = order_stats.value + EXCLUDED.value
+    )
+    SELECT pg_notify(channel, payload) FROM unnest($4::text[], $5::text[]) AS n (channel, payload)`,
   notify: 'SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload',
 
   countEndpoints: 'SELECT count(*)::int AS n FROM webhook_endpoints',
