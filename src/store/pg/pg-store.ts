@@ -63,6 +63,7 @@ export interface PlanNode {
   'Relation Name'?: string
   'Index Name'?: string
   'Index Cond'?: string
+  'Scan Direction'?: 'Forward' | 'Backward' | 'NoMovement'
   Filter?: string
   Plans?: PlanNode[]
 }
