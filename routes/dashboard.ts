@@ -19,7 +19,10 @@ const dashboard: FastifyPluginAsyncTypebox = async (app) => {
     app.get(url, {
       schema: {
         tags: ['operations'],
-        summary: url === '/dashboard' ? 'A live page: counts, completions per second, stage times, p99 per route' : 'Dashboard asset',
+        summary: url === '/dashboard'
+          ? 'A live page: counts, completions per second, stage times, p99 per route; orders to list, open, cancel and retry; ' +
+            'pause and resume; webhook deliveries'
+          : 'Dashboard asset',
         produces: [asset.type.split(';')[0] as string],
         response: { 200: Type.String() }
       }

@@ -6,6 +6,8 @@ import {
   claimableAt, NewOrderSchema, OrderIdSchema, OrderSchema, OrderStatusSchema, toOrder, type OrderRecord, type OrderStatus
 } from '../src/order.ts'
 import { RETRY_CHUNK, retryFailed } from '../src/retry-failed.ts'
+import { LIST_ORDERS, type ListOrder } from '../src/store/order-store.ts'
+import { StringEnum } from '../src/string-enum.ts'
 
 export const OrderIdParams = Type.Object({ order_id: OrderIdSchema })
 
@@ -17,8 +19,13 @@ export const CreatedSchema = Type.Object({
 const ListQuery = Type.Object({
   status: Type.Optional(OrderStatusSchema),
   user_id: Type.Optional(Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER })),
+  order: StringEnum(LIST_ORDERS, { default: 'asc', description: 'asc: oldest first; desc: newest first' }),
   limit: Type.Integer({ minimum: 1, maximum: 1000, default: 100 }),
-  cursor: Type.Optional(Type.String({ minLength: 1, maxLength: 200, description: 'next_cursor of the previous page' }))
+  cursor: Type.Optional(Type.String({
+    minLength: 1,
+    maxLength: 200,
+    description: 'next_cursor of the previous page, with the same order (a cursor of the other order is a 400)'
+  }))
 }, { additionalProperties: false })
 
 const OrderList = Type.Object({
@@ -59,14 +66,23 @@ function statusChanged (reply: FastifyReply, order: OrderRecord | undefined, cha
   return reply.send(toOrder(order))
 }
 
-/** The next page's address: the same filters and limit, from its cursor (RFC 8288's Link, rel="next"). */
+/** The next page's address: the same filters, order and limit, from its cursor (RFC 8288's Link, rel="next"). */
 function nextLink (query: Static<typeof ListQuery>, cursor: string): string {
   const params = new URLSearchParams()
   if (query.status !== undefined) params.set('status', query.status)
   if (query.user_id !== undefined) params.set('user_id', String(query.user_id))
+  if (query.order !== 'asc') params.set('order', query.order)
   params.set('limit', String(query.limit))
   params.set('cursor', cursor)
   return `</orders?${params.toString()}>; rel="next"`
+}
+
+/** Why a cursor is refused: it belongs to the other order, or the service never issued it. */
+function cursorError (cursors: CursorCodec, cursor: string, order: ListOrder): string {
+  const other = order === 'asc' ? 'desc' : 'asc'
+  return cursors.decode(cursor, other) === null
+    ? 'querystring/cursor is not a cursor this service issued'
+    : `querystring/cursor was issued for order=${other}: send it with order=${other}, or start again without a cursor`
 }
 
 const orders: FastifyPluginAsyncTypebox = async (app) => {
@@ -107,23 +123,24 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/orders', {
     schema: {
       tags: ['orders'],
-      summary: 'List orders, oldest first',
-      description: 'Keyset pagination: stable while orders are being added.',
+      summary: 'List orders, oldest first (or newest first with order=desc)',
+      description: 'Keyset pagination: stable while orders are being added. Newest first, a page goes on to older orders; ' +
+        'orders added meanwhile appear on a fresh first page.',
       querystring: ListQuery,
       response: {
         200: {
           ...OrderList,
-          headers: { link: Type.String({ description: 'while there is a next page: </orders?<the same filters and limit>&cursor=<next_cursor>>; rel="next" (RFC 8288)' }) }
+          headers: { link: Type.String({ description: 'while there is a next page: </orders?<the same filters, order and limit>&cursor=<next_cursor>>; rel="next" (RFC 8288)' }) }
         },
         ...errorResponses(400, 500, 503)
       }
     }
   }, async (request, reply) => {
-    const { status, user_id: userId, limit, cursor } = request.query
-    const after = cursor === undefined ? undefined : cursors.decode(cursor)
-    if (after === null) return reply.code(400).send({ error: 'querystring/cursor is not a cursor this service issued' })
-    const page = await store.list({ status, userId, limit, after })
-    const next = page.lastSeq === null ? null : cursors.encode(page.lastSeq)
+    const { status, user_id: userId, order, limit, cursor } = request.query
+    const after = cursor === undefined ? undefined : cursors.decode(cursor, order)
+    if (after === null) return reply.code(400).send({ error: cursorError(cursors, cursor as string, order) })
+    const page = await store.list({ status, userId, order, limit, after })
+    const next = page.lastSeq === null ? null : cursors.encode(page.lastSeq, order)
     if (next !== null) reply.header('link', nextLink(request.query, next))
     return { orders: page.orders.map(toOrder), next_cursor: next }
   })

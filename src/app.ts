@@ -21,6 +21,7 @@ import orderBatchRoutes from '../routes/order-batch.ts'
 import processingRoutes from '../routes/processing.ts'
 import orderStreamRoutes from '../routes/order-stream.ts'
 import orderMetricsRoutes from '../routes/order-metrics.ts'
+import orderCompletionsRoutes from '../routes/order-completions.ts'
 import populateRoutes from '../routes/populate.ts'
 import prometheusRoutes from '../routes/prometheus.ts'
 import dashboardRoutes from '../routes/dashboard.ts'
@@ -88,6 +89,7 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
   await app.register(orderBatchRoutes)
   await app.register(processingRoutes)
   await app.register(orderMetricsRoutes)
+  await app.register(orderCompletionsRoutes)
   await app.register(populateRoutes)
   await app.register(prometheusRoutes)
   await app.register(dashboardRoutes)

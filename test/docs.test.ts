@@ -13,6 +13,7 @@ const ROUTES: Record<string, Record<string, string[]>> = {
   '/processing/pause': { post: ['200', '400', '413', '415', '500', '503'] },
   '/processing/resume': { post: ['200', '400', '413', '415', '500', '503'] },
   '/orders/metrics': { get: ['200', '400', '500', '503'] },
+  '/orders/metrics/completions': { get: ['200', '500', '503'] },
   '/orders/populate': { post: ['201', '400', '409', '413', '415', '500', '503'] },
   '/orders/stream': { get: ['200', '400', '503'] },
   '/metrics': { get: ['200', '500', '503'] },
@@ -50,7 +51,8 @@ t.test('GET /docs/json is a valid OpenAPI 3 document of every route and response
   }, 'the create body has an example')
   t.ok(create.responses['201'].headers?.location, 'the Location header is documented')
   t.ok(doc.paths['/orders'].get.responses['200'].headers?.link, 'the Link header is documented')
-  for (const [path, method] of [['/orders/batch', 'post'], ['/orders/retry-failed', 'post'], ['/processing', 'get'], ['/processing/pause', 'post']] as const) {
+  for (const [path, method] of [['/orders/batch', 'post'], ['/orders/retry-failed', 'post'], ['/processing', 'get'], ['/processing/pause', 'post'],
+    ['/orders/metrics/completions', 'get']] as const) {
     const operation = doc.paths[path][method]
     t.ok(operation.responses['200'].content['application/json'].schema.examples ?? operation.responses['200'].content['application/json'].example,
       `${method.toUpperCase()} ${path} has an example answer`)

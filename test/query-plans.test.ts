@@ -40,7 +40,11 @@ function deliveryCalls (): IndexedCall[] {
   ]
 }
 
-/** Each filter combination, with statuses and users dense, rare, late or absent, from the start and from a cursor. */
+/**
+ * Each filter combination, with statuses and users dense, rare, late or absent, from the start and
+ * from a cursor, oldest first and newest first (where the late Pending orders come first, or, from
+ * a cursor early on, not at all).
+ */
 function listQueries (): ListQuery[] {
   const filters: Array<Pick<ListQuery, 'status' | 'userId'>> = [
     {},
@@ -48,7 +52,10 @@ function listQueries (): ListQuery[] {
     ...[0, 7, 424242].map((userId) => ({ userId })),
     ...(['Completed', 'Cancelled', 'Pending'] as OrderStatus[]).flatMap((status) => [0, 7].map((userId) => ({ status, userId })))
   ]
-  return filters.flatMap((filter) => [0, ORDERS * 0.75].flatMap((after) => [100, 1000].map((limit) => ({ ...filter, after, limit }))))
+  const positions: Array<Pick<ListQuery, 'order' | 'after'>> = [
+    { after: 0 }, { after: ORDERS * 0.75 }, { order: 'desc' }, { order: 'desc', after: ORDERS * 0.25 }
+  ]
+  return filters.flatMap((filter) => positions.flatMap((position) => [100, 1000].map((limit) => ({ ...filter, ...position, limit }))))
 }
 
 function idsQueries (): Array<[OrderStatus, number]> {
@@ -78,9 +85,10 @@ t.test('SQLite: every list filter, idsByStatus, claim, nextAvailableAt, retryFai
   const expect = (call: IndexedCall, plan: string[]) => t.same(store.explain(...call), plan, describe(call))
   for (const query of listQueries()) {
     const { index, columns } = listIndex(query)
-    const bounds = columns.map((column) => `${column}${column === 'seq' ? '>' : '='}?`).join(' AND ')
+    const past = query.order === 'desc' ? '<' : '>'
+    const bounds = columns.map((column) => `${column}${column === 'seq' ? past : '='}?`).join(' AND ')
     expect(['list', query], [index === 'orders_pkey'
-      ? 'SEARCH orders USING INTEGER PRIMARY KEY (rowid>?)'
+      ? `SEARCH orders USING INTEGER PRIMARY KEY (rowid${past}?)`
       : `SEARCH orders USING INDEX ${index} (${bounds})`])
   }
   for (const [status, after] of idsQueries()) {
@@ -166,7 +174,11 @@ t.test('PostgreSQL: every list filter, idsByStatus, claim, nextAvailableAt, retr
     t.equal(scans.length, expected.length, `${describe(call)}: reads orders ${expected.length} way(s)`)
     expected.forEach(({ index, columns }, i) => { boundedScan(t, scans.find((s) => s['Index Name'] === index) ?? scans[i], index, columns, describe(call)) })
   }
-  for (const query of listQueries()) await check(['list', query], [listIndex(query)])
+  for (const query of listQueries()) {
+    await check(['list', query], [listIndex(query)])
+    const { scans } = scansOf(await store.explain('list', query))
+    t.equal(scans[0]?.['Scan Direction'], query.order === 'desc' ? 'Backward' : 'Forward', `${describe(['list', query])}: in the list's order`)
+  }
   for (const [status, after] of idsQueries()) await check(['idsByStatus', status, 1000, after], [{ index: 'orders_by_status', columns: ['status', 'seq'] }])
   for (const after of [0, ORDERS * 0.75]) await check(['retryFailed', RETRY_CHUNK, ORDERS, after], [{ index: 'orders_by_status', columns: ['status', 'seq'] }])
   await check(['claim', 1000, ORDERS, 30_000], [

@@ -35,12 +35,23 @@ export type Outcome =
   | { claim: Claim, ok: true, result?: string | null }
   | { claim: Claim, ok: false, error: string, retryAt: number | null }
 
+export const LIST_ORDERS = ['asc', 'desc'] as const
+/** The order of a list: asc, oldest first; desc, newest first. */
+export type ListOrder = typeof LIST_ORDERS[number]
+
 export interface ListQuery {
   status?: OrderStatus
   userId?: number
   limit: number
-  /** Keyset position: orders after this sequence number. */
+  /** asc (the default) or desc. */
+  order?: ListOrder
+  /** Keyset position: the orders that come after this sequence number in the list's order; absent, from the first. */
   after?: number
+}
+
+/** The keyset position before the first order of a list in this order: every sequence number comes after it. */
+export function keysetStart (order: ListOrder = 'asc'): number {
+  return order === 'asc' ? 0 : Number.MAX_SAFE_INTEGER
 }
 
 export interface OrderPage {

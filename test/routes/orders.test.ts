@@ -118,6 +118,34 @@ t.test('GET answers an order as it is now, read again and again and after it cha
   t.match(cancelled.json(), { order_id: 'G1', status: 'Cancelled' }, 'the change, not the answer read before it')
 })
 
+t.test('GET /orders?order=desc lists newest first; a cursor pages on only in the order it was issued for', async (t) => {
+  const app = await build(t, { PROCESSOR: 'off' })
+  for (let i = 1; i <= 5; i++) await app.inject({ method: 'POST', url: '/orders', payload: anOrder(`D${i}`, { user_id: i % 2 }) })
+  const ids = (body: { orders: Array<{ order_id: string }> }) => body.orders.map((o) => o.order_id)
+  const first = await app.inject({ url: '/orders?order=desc&limit=2' })
+  t.same(ids(first.json()), ['D5', 'D4'])
+  t.equal(first.headers.link, `</orders?order=desc&limit=2&cursor=${first.json().next_cursor}>; rel="next"`, 'the Link keeps the order')
+  await app.inject({ method: 'POST', url: '/orders', payload: anOrder('D6', { user_id: 0 }) })
+  const second = (await app.inject({ url: `/orders?order=desc&limit=2&cursor=${first.json().next_cursor}` })).json()
+  t.same(ids(second), ['D3', 'D2'], 'on to older orders; the one added meanwhile is not in between')
+  const third = (await app.inject({ url: `/orders?limit=2&order=desc&cursor=${second.next_cursor}` })).json()
+  t.same(third, { orders: [third.orders[0]], next_cursor: null })
+  t.same(ids(third), ['D1'])
+  t.same(ids((await app.inject({ url: '/orders?order=desc&user_id=1&status=Pending' })).json()), ['D5', 'D3', 'D1'])
+  t.same(ids((await app.inject({ url: '/orders?order=asc&limit=2' })).json()), ['D1', 'D2'], 'order=asc is the default order')
+
+  const oldestFirst = (await app.inject({ url: '/orders?limit=2' })).json().next_cursor
+  const crossed: Array<[string, string]> = [[`/orders?order=desc&cursor=${oldestFirst}`, 'asc'], [`/orders?cursor=${first.json().next_cursor}`, 'desc']]
+  for (const [url, issuedFor] of crossed) {
+    const refused = await app.inject({ url })
+    t.equal(refused.statusCode, 400, url)
+    t.same(refused.json(), { error: `querystring/cursor was issued for order=${issuedFor}: send it with order=${issuedFor}, or start again without a cursor` })
+  }
+  const bad = await app.inject({ url: '/orders?order=newest' })
+  t.equal(bad.statusCode, 400)
+  t.same(bad.json(), { error: 'querystring/order must be one of: asc, desc' })
+})
+
 t.test('POST /orders/:order_id/cancel cancels Pending orders only', async (t) => {
   const app = await build(t, { PROCESSOR: 'off' })
   await app.inject({ method: 'POST', url: '/orders', payload: anOrder('C1') })

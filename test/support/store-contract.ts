@@ -444,6 +444,33 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
     t.same((await store.list({ limit: 10, status: 'Pending', userId: 0 })).orders.map((o) => o.order_id), ['o4', 'o6', 'o8'])
   })
 
+  t.test('list pages newest first by keyset, with every filter, and goes on to older orders while new ones are added', async (t) => {
+    const store = await fresh(t)
+    for (let i = 1; i <= 7; i++) await store.create(anOrder(`o${i}`, { user_id: i % 2 }), T0 + i, T0 + i)
+    await store.cancel('o2', T0 + 8)
+    const ids = (page: { orders: OrderRecord[] }) => page.orders.map((o) => o.order_id)
+    const first = await store.list({ limit: 3, order: 'desc' })
+    t.same(ids(first), ['o7', 'o6', 'o5'])
+    t.equal(first.lastSeq, first.orders.at(-1)?.seq, 'the next page starts after the last order listed')
+    await store.create(anOrder('o8', { user_id: 0 }), T0 + 9, T0 + 9)
+    const second = await store.list({ limit: 3, order: 'desc', after: first.lastSeq! })
+    t.same(ids(second), ['o4', 'o3', 'o2'], 'an order added meanwhile does not shift the pages after the first')
+    const third = await store.list({ limit: 3, order: 'desc', after: second.lastSeq! })
+    t.same(ids(third), ['o1'])
+    t.equal(third.lastSeq, null)
+    t.same(ids(await store.list({ limit: 3, order: 'desc' })), ['o8', 'o7', 'o6'], 'a fresh first page shows it')
+    t.equal((await store.list({ limit: 8, order: 'desc' })).lastSeq, null, 'no next page when the page ends exactly at the first order')
+    t.same(ids(await store.list({ limit: 10, order: 'desc', userId: 1 })), ['o7', 'o5', 'o3', 'o1'])
+    t.same(ids(await store.list({ limit: 10, order: 'desc', status: 'Pending' })), ['o8', 'o7', 'o6', 'o5', 'o4', 'o3', 'o1'])
+    const byBoth = await store.list({ limit: 2, order: 'desc', status: 'Pending', userId: 0 })
+    t.same(ids(byBoth), ['o8', 'o6'])
+    t.same(await store.list({ limit: 2, order: 'desc', status: 'Pending', userId: 0, after: byBoth.lastSeq! }).then(ids), ['o4'])
+    t.same(ids(await store.list({ limit: 10, order: 'desc', status: 'Cancelled', userId: 0 })), ['o2'])
+    t.same(ids(await store.list({ limit: 10, order: 'desc', status: 'Failed' })), [])
+    t.same(ids(await store.list({ limit: 10, order: 'asc', after: first.lastSeq! })), ['o6', 'o7', 'o8'],
+      'a position read oldest first lists what follows it that way')
+  })
+
   t.test('a page of big orders ends before 1 MiB of JSON, and the next one goes on from there', async (t) => {
     const store = await fresh(t)
     // 1,000 item ids of 16 digits: ~17 KB of JSON an order, so 1,000 of them would be ~17 MB.
@@ -451,9 +478,11 @@ export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
     const ids = Array.from({ length: 150 }, (_, i) => `big${i}`)
     await store.createMany(ids.map((id, i) => anOrder(id, { item_ids: itemIds, user_id: i % 3 === 0 ? 7 : 8 })), T0, T0)
     await store.cancel('big149', T0 + 1)
-    for (const filter of [{}, { status: 'Pending' as const }, { userId: 8 }, { status: 'Pending' as const, userId: 8 }]) {
-      const wanted = ids.filter((id, i) => (filter.userId === undefined || filter.userId === (i % 3 === 0 ? 7 : 8)) &&
+    const filters = [{}, { status: 'Pending' as const }, { userId: 8 }, { status: 'Pending' as const, userId: 8 }]
+    for (const filter of (['asc', 'desc'] as const).flatMap((order) => filters.map((f) => ({ ...f, order })))) {
+      const matching = ids.filter((id, i) => (filter.userId === undefined || filter.userId === (i % 3 === 0 ? 7 : 8)) &&
         (filter.status === undefined || id !== 'big149'))
+      const wanted = filter.order === 'asc' ? matching : matching.toReversed()
       const listed: string[] = []
       let after: number | undefined
       let pages = 0

@@ -64,6 +64,7 @@ export interface PlanNode {
   'Relation Name'?: string
   'Index Name'?: string
   'Index Cond'?: string
+  'Scan Direction'?: 'Forward' | 'Backward' | 'NoMovement'
   Filter?: string
   Plans?: PlanNode[]
 }

@@ -1,6 +1,6 @@
 import type pg from 'pg'
 import type { OrderStatus } from '../../order.ts'
-import type { ListQuery } from '../order-store.ts'
+import { keysetStart, type ListQuery } from '../order-store.ts'
 import { ORDER_OTHER_BYTES, PAGE_BYTES } from '../page-size.ts'
 
 /*
@@ -243,14 +243,19 @@ export const SQL = {
  * every order when the matches are rare or all late. A range over the whole key leaves only that index
  * to read it in order.
  */
-export function listQuery ({ status, userId, limit, after = 0 }: ListQuery): pg.QueryConfig {
+export function listQuery ({ status, userId, limit, order = 'asc', after = keysetStart(order) }: ListQuery): pg.QueryConfig {
   const values: unknown[] = [after, ORDER_OTHER_BYTES, PAGE_BYTES]
   const columns: string[] = []
   const params: string[] = []
   if (status !== undefined) { columns.push('status'); params.push(`$${values.push(status)}`) }
   if (userId !== undefined) { columns.push('user_id'); params.push(`$${values.push(userId)}`) }
   const key = [...columns, 'seq'].join(', ')
-  const keyset = columns.length === 0 ? 'seq > $1' : `(${key}) > (${params.join(', ')}, $1) AND (${columns.join(', ')}) <= (${params.join(', ')})`
+  // Newest first is the same range from the other end, read backwards along the same index.
+  const [past, within] = order === 'asc' ? ['>', '<='] : ['<', '>=']
+  const sort = [...columns, 'seq'].map((column) => `${column} ${order.toUpperCase()}`).join(', ')
+  const keyset = columns.length === 0
+    ? `seq ${past} $1`
+    : `(${key}) ${past} (${params.join(', ')}, $1) AND (${columns.join(', ')}) ${within} (${params.join(', ')})`
   const bytes = '$2 + octet_length(order_id) + octet_length(item_ids::text) + coalesce(octet_length(last_error), 0) + coalesce(octet_length(result), 0)'
   // One more order than the limit is read, to tell whether another page follows. Only the orders
   // that fit in PAGE_BYTES of JSON (and always the first) leave the database; more tells whether any follows them.
@@ -258,8 +263,8 @@ export function listQuery ({ status, userId, limit, after = 0 }: ListQuery): pg.
     text: `SELECT ${ORDER_COLUMNS}, more FROM (
         SELECT ${ORDER_COLUMNS}, sum(${bytes}) OVER page AS bytes_through, row_number() OVER page AS position,
           lead(seq) OVER page IS NOT NULL AS more
-        FROM orders WHERE ${keyset} WINDOW page AS (ORDER BY ${key}) ORDER BY ${key} LIMIT $${values.push(limit + 1)}
-      ) page WHERE bytes_through <= $3 OR position = 1 ORDER BY ${key}`,
+        FROM orders WHERE ${keyset} WINDOW page AS (ORDER BY ${sort}) ORDER BY ${sort} LIMIT $${values.push(limit + 1)}
+      ) page WHERE bytes_through <= $3 OR position = 1 ORDER BY ${sort}`,
     values
   }
 }

@@ -12,6 +12,7 @@ import type {
   CancelResult, ChangeListener, Claim, CreateResult, IdPage, IndexedCall, ListQuery, OrderPage, OrderStats, OrderStore, Outcome,
   Overview, PopulateBatch, ProcessingState, ProcessingStateListener, RetriedChunk, RetryResult, WorkListener
 } from '../order-store.ts'
+import { keysetStart } from '../order-store.ts'
 import { advanced } from '../populate-batches.ts'
 import { ORDER_OTHER_BYTES, PAGE_BYTES } from '../page-size.ts'
 import { BatchConflictError } from '../store-errors.ts'
@@ -267,13 +268,13 @@ export class SqliteStore implements OrderStore {
     return { orders, lastSeq: null }
   }
 
-  private listQuery ({ status, userId, limit, after = 0 }: ListQuery): Query {
+  private listQuery ({ status, userId, limit, order = 'asc', after = keysetStart(order) }: ListQuery): Query {
     const byStatus = status !== undefined
     const byUser = userId !== undefined
-    const key = `${byStatus}:${byUser}`
+    const key = `${byStatus}:${byUser}:${order}`
     let statement = this.listStatements.get(key)
     if (!statement) {
-      statement = this.db.prepare(listSql(byStatus, byUser))
+      statement = this.db.prepare(listSql(byStatus, byUser, order))
       this.listStatements.set(key, statement)
     }
     return [statement, { after, status, userId, limit: limit + 1 }]

@@ -1,3 +1,5 @@
+import type { ListOrder } from '../order-store.ts'
+
 /*
  * Every statement of the SQLite store, by operation. src/store/pg/statements.ts has the same keys in
  * PostgreSQL's dialect, so each operation's two forms can be read side by side. SQLite runs in the
@@ -155,13 +157,16 @@ export const SQL = {
   subscriptions: 'SELECT id, events FROM webhook_endpoints'
 } as const
 
-/** A list page for one combination of filters, with one more order than the limit to tell whether another page follows. */
-export function listSql (byStatus: boolean, byUser: boolean): string {
-  const where = ['seq > @after']
+/**
+ * A list page for one combination of filters, in one order, with one more order than the limit to
+ * tell whether another page follows. Newest first reads the same index backwards.
+ */
+export function listSql (byStatus: boolean, byUser: boolean, order: ListOrder): string {
+  const where = [order === 'asc' ? 'seq > @after' : 'seq < @after']
   if (byStatus) where.push('status = @status')
   if (byUser) where.push('user_id = @userId')
   return `SELECT ${ORDER_COLUMNS} FROM orders ${listIndex(byStatus, byUser)}
-    WHERE ${where.join(' AND ')} ORDER BY seq LIMIT @limit`
+    WHERE ${where.join(' AND ')} ORDER BY seq ${order.toUpperCase()} LIMIT @limit`
 }
 
 function listIndex (byStatus: boolean, byUser: boolean): string {
