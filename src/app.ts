@@ -73,10 +73,11 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
   await app.register(validationPlugin)
   await app.register(lingeringClosePlugin)
   await app.register(errorsPlugin)
+  // First of the hooks: a request refused by the ones after (overload, another site, no key) is timed too.
+  await app.register(httpTimingsPlugin)
   await app.register(overloadPlugin)
   await app.register(crossSitePlugin)
   await app.register(apiKeyPlugin)
-  await app.register(httpTimingsPlugin)
   await app.register(docsPlugin)
   await app.register(storePlugin)
   await app.register(processorPlugin)

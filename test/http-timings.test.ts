@@ -1,7 +1,7 @@
 import t, { type Test } from 'tap'
 import { buildApp } from '../src/app.ts'
 import { HttpTimings } from '../src/http-timings.ts'
-import { anOrder, testConfig, type Settings } from './helper.ts'
+import { anOrder, testConfig, waitFor, type Settings } from './helper.ts'
 
 t.test('summaries come from the histogram, in milliseconds, percentiles never above the maximum', async (t) => {
   const timings = new HttpTimings()
@@ -77,4 +77,16 @@ t.test('a request slower than SLOW_REQUEST_MS is logged at warn even without ACC
   await app.inject({ method: 'POST', url: '/orders/populate', payload: { total_entries: 20_000 } })
   await app.inject({ url: '/health' })
   t.match(lines.filter((l) => l.msg === 'slow request'), [{ level: 40, route: 'POST /orders/populate', statusCode: 201 }])
+})
+
+t.test('a request refused by the API key check is timed from its start, like any other', async (t) => {
+  const app = await buildApp(testConfig({ PROCESSOR: 'off', API_KEY: 'a-long-enough-secret-key' }), { logger: false })
+  t.teardown(() => app.close())
+  await app.ready()
+  // Long enough after the process began that a request timed from 0 would show it.
+  await waitFor(() => performance.now() > 1500, 'the process to have run for 1.5 s')
+  t.equal((await app.inject({ url: '/orders' })).statusCode, 401)
+  const { count, stages } = app.httpTimings.summary(0)['GET /orders']!
+  t.equal(count, 1)
+  t.ok(stages.total.max < 1000, `timed from its start: ${stages.total.max} ms, not the process's ${Math.round(performance.now())} ms`)
 })
