@@ -119,6 +119,8 @@ t.test('status changes reach a real receiver, signed (standardwebhooks verifies 
   t.equal(test.statusCode, 202)
   await waitFor(() => receiver.received.length === 3, 'the test event')
   t.match(receiver.received[2], { id: test.json().delivery_id, verified: true, body: { type: 'webhook.test', data: { endpoint_id: endpoint.id } } })
+  // The receiver has it before the sender records the answer.
+  await waitFor(async () => (await app.inject({ url: `/webhooks/${endpoint.id}` })).json().deliveries.delivered === 3, 'the test event counted delivered')
 
   const page = await app.inject({ url: `/webhooks/${endpoint.id}/deliveries?status=delivered&limit=2` })
   t.equal(page.statusCode, 200)

@@ -184,6 +184,9 @@ export function deliveriesQuery (endpointId: string, { status, limit, before = N
   return { text: SQL.deliveries, values: [endpointId, status, before, limit + 1] }
 }
 
+/** How soon an event waiting for an earlier one of its order that is being sent is looked at again. */
+const BLOCKED_RECHECK_MS = 1000
+
 export function claimDeliveriesQuery (limit: number, leaseMs: number, token: string): pg.QueryConfig {
-  return { text: SQL.claimDeliveries, values: [token, leaseMs, limit] }
+  return { text: SQL.claimDeliveries, values: [token, leaseMs, limit, BLOCKED_RECHECK_MS] }
 }

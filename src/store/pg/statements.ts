@@ -191,15 +191,19 @@ export const SQL = {
     ORDER BY endpoint_id DESC, status DESC, seq DESC LIMIT $4`,
   // The due deliveries that are the earliest pending one of their order for their endpoint are
   // claimed (with their endpoint's url and secret; none when it was deleted); the others are put
-  // off until that one is due again or its lease ends. Other processes' candidates are skipped.
+  // off until that one is due again, or, while it is being sent, for $4 ms: its settle makes the
+  // next one due at once, but a settle that commits while this statement runs is not seen by it
+  // (its snapshot is older), and putting off until that one's lease ended delayed the next event
+  // of an order by up to WEBHOOK_TIMEOUT_MS + 5 s. Other processes' candidates are skipped.
   claimDeliveries: `WITH due AS (
-      SELECT d.seq, d.endpoint_id, (SELECT e.next_attempt_at FROM webhook_deliveries e
+      SELECT d.seq, d.endpoint_id, (SELECT CASE WHEN e.lease_token IS NULL THEN e.next_attempt_at ELSE ${DATABASE_NOW_MS} + $4 END
+          FROM webhook_deliveries e
           WHERE e.endpoint_id = d.endpoint_id AND e.order_id = d.order_id AND e.status = 'pending' AND e.seq < d.seq
           ORDER BY e.seq LIMIT 1) AS blocked_until
       FROM webhook_deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= ${DATABASE_NOW_MS}
       ORDER BY d.next_attempt_at, d.seq LIMIT $3 FOR UPDATE OF d SKIP LOCKED
     ), put_off AS (
-      UPDATE webhook_deliveries d SET next_attempt_at = GREATEST(due.blocked_until, ${DATABASE_NOW_MS} + $2)
+      UPDATE webhook_deliveries d SET next_attempt_at = GREATEST(due.blocked_until, ${DATABASE_NOW_MS})
       FROM due WHERE d.seq = due.seq AND due.blocked_until IS NOT NULL
     )
     UPDATE webhook_deliveries d SET lease_token = $1, next_attempt_at = ${DATABASE_NOW_MS} + $2
