@@ -12,12 +12,14 @@ import type { BaselineAnswers } from './baseline-answers.ts'
 import { compareAnswerSizes, startBaseline, type Probe } from './fair-baseline.ts'
 import { redisUnreachable, runBullmq, runGraphileWorker } from './peer-process.ts'
 import { openStreams } from './event-streams.ts'
+import { profilingEnv, topFrames, type Frame } from './cpu-profile.ts'
 
 const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     only: { type: 'string' },
-    rounds: { type: 'string' }
+    rounds: { type: 'string' },
+    profile: { type: 'boolean', default: false }
   }
 })
 
@@ -48,6 +50,19 @@ const SERVER_CPU = 1
 /** A figure, or (value null) why there is none: a skipped peer, a failed scenario. */
 interface Row { scenario: string, figure: string, value: number | null, target: string, pass: boolean | null, note?: string }
 const rows: Row[] = []
+
+/**
+ * With --profile every service process writes a CPU profile into bench/profiles/<scenario>/ and
+ * is stopped by SIGTERM (a killed process writes none); the profiler slows it, so the figures of
+ * such a run are for reading the profiles beside, not for comparing.
+ */
+const PROFILE = args.profile
+const profiles: Record<string, Frame[]> = {}
+let running: Scenario = SCENARIOS[0]
+const profileDir = () => fileURLToPath(new URL(`profiles/${running}`, import.meta.url))
+/** A service process's environment: `env`, and the profiler's when profiling. */
+const serviceEnv = (env: Record<string, string>) => PROFILE ? { ...env, ...profilingEnv(profileDir()) } : env
+const STOP_SERVICE = PROFILE ? 'SIGTERM' : 'SIGKILL'
 
 /** A fresh PostgreSQL database for one scenario, dropped afterwards. */
 async function withPostgres<T> (run: (url: string) => Promise<T>): Promise<T> {
@@ -199,11 +214,11 @@ async function completedCount (server: ServerProcess): Promise<number> {
 async function withService<T> (env: Record<string, string>, run: (service: ServerProcess) => Promise<T>, cpu: number | null = SERVER_CPU): Promise<T> {
   const database = tempDatabase()
   try {
-    const service = await ServerProcess.start({ DATABASE_URL: database.url, ...env }, undefined, cpu ?? undefined)
+    const service = await ServerProcess.start(serviceEnv({ DATABASE_URL: database.url, ...env }), undefined, cpu ?? undefined)
     try {
       return await run(service)
     } finally {
-      await service.stop('SIGKILL')
+      await service.stop(STOP_SERVICE)
     }
   } finally {
     database.remove()
@@ -360,10 +375,10 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
     for (const workers of [1, 2, 4]) {
       await withPostgres(async (url) => {
         const env = { ...ZERO_DELAY, DATABASE_URL: url }
-        const api = await ServerProcess.start({ ...env, PROCESSOR: 'off' })
+        const api = await ServerProcess.start(serviceEnv({ ...env, PROCESSOR: 'off' }))
         const started: ServerProcess[] = []
         try {
-          started.push(...await Promise.all(Array.from({ length: workers }, () => ServerProcess.startWorker(env))))
+          started.push(...await Promise.all(Array.from({ length: workers }, () => ServerProcess.startWorker(serviceEnv(env)))))
           const t0 = performance.now()
           await populate(api, total, 'workers')
           await waitFor(async () => (await completedCount(api)) === total, 'all orders completed', 300_000)
@@ -376,7 +391,7 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
             pass: null
           })
         } finally {
-          await Promise.all([api, ...started].map((p) => p.stop('SIGKILL')))
+          await Promise.all([api, ...started].map((p) => p.stop(STOP_SERVICE)))
         }
       })
     }
@@ -457,8 +472,10 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
 for (const name of SCENARIOS) {
   if (!selected.has(name)) continue
   process.stderr.write(`running ${name}...\n`)
+  running = name
   try {
     await scenarios[name]()
+    if (PROFILE) profiles[name] = topFrames(profileDir(), 12)
   } catch (err) {
     // One failed scenario is reported as such; the others still run.
     process.stderr.write(`${name} FAILED: ${(err as Error).stack}\n`)
@@ -472,7 +489,11 @@ const table = [
   ...rows.map((r) => `| ${r.scenario} | ${r.figure} | ${r.value ?? r.note} | ${r.target} | ${r.pass === null ? '' : r.pass ? 'yes' : '**no**'} |`)
 ].join('\n')
 console.log(table)
+for (const [name, frames] of Object.entries(profiles)) {
+  console.log(`\n${name}: top frames by self time, % of the service processes' busy time\n\n| self % | frame |\n| ---: | --- |`)
+  for (const { frame, selfPercent } of frames) console.log(`| ${selfPercent} | \`${frame}\` |`)
+}
 writeFileSync(new URL('results.json', import.meta.url), JSON.stringify({
-  date: new Date().toISOString(), quick: QUICK, rounds: ROUNDS, durationSeconds: DURATION_S, connections: CONNECTIONS, rows
+  date: new Date().toISOString(), quick: QUICK, rounds: ROUNDS, durationSeconds: DURATION_S, connections: CONNECTIONS, rows, profiles
 }, null, 2))
 process.exit(rows.every((r) => r.pass !== false) ? 0 : 1)
