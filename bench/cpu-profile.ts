@@ -13,9 +13,9 @@ export interface Frame { frame: string, selfPercent: number }
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 
-/** The environment that makes a service process write a CPU profile into `dir` when it exits. */
-export function profilingEnv (dir: string): Record<string, string> {
-  return { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${dir}` }
+/** Node's arguments that make a process write a CPU profile into `dir` when it exits (NODE_OPTIONS may not carry them). */
+export function profilingArgs (dir: string): string[] {
+  return ['--cpu-prof', `--cpu-prof-dir=${dir}`]
 }
 
 /** Where a frame is: the project's own files relative to it, a package by its name, Node's own as is. */

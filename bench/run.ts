@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { once } from 'node:events'
 import { createServer } from 'node:http'
@@ -12,7 +13,7 @@ import type { BaselineAnswers } from './baseline-answers.ts'
 import { compareAnswerSizes, startBaseline, type Probe } from './fair-baseline.ts'
 import { redisUnreachable, runBullmq, runGraphileWorker } from './peer-process.ts'
 import { openStreams } from './event-streams.ts'
-import { profilingEnv, topFrames, type Frame } from './cpu-profile.ts'
+import { profilingArgs, topFrames, type Frame } from './cpu-profile.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -60,8 +61,11 @@ const PROFILE = args.profile
 const profiles: Record<string, Frame[]> = {}
 let running: Scenario = SCENARIOS[0]
 const profileDir = () => fileURLToPath(new URL(`profiles/${running}`, import.meta.url))
-/** A service process's environment: `env`, and the profiler's when profiling. */
-const serviceEnv = (env: Record<string, string>) => PROFILE ? { ...env, ...profilingEnv(profileDir()) } : env
+/** Node's arguments of a service process: the profiler's when profiling. */
+const serviceArgs = () => PROFILE ? profilingArgs(profileDir()) : []
+// Profiles name the lines of the compiled build (tsx's output is on one line), built afresh.
+const [SERVER, WORKER] = PROFILE ? ['dist/src/server.js', 'dist/src/worker.js'] : ['src/server.ts', 'src/worker.ts']
+if (PROFILE) execFileSync('npm', ['run', 'build'], { stdio: 'inherit' })
 const STOP_SERVICE = PROFILE ? 'SIGTERM' : 'SIGKILL'
 
 /** A fresh PostgreSQL database for one scenario, dropped afterwards. */
@@ -214,7 +218,7 @@ async function completedCount (server: ServerProcess): Promise<number> {
 async function withService<T> (env: Record<string, string>, run: (service: ServerProcess) => Promise<T>, cpu: number | null = SERVER_CPU): Promise<T> {
   const database = tempDatabase()
   try {
-    const service = await ServerProcess.start(serviceEnv({ DATABASE_URL: database.url, ...env }), undefined, cpu ?? undefined)
+    const service = await ServerProcess.start({ DATABASE_URL: database.url, ...env }, SERVER, cpu ?? undefined, serviceArgs())
     try {
       return await run(service)
     } finally {
@@ -375,10 +379,10 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
     for (const workers of [1, 2, 4]) {
       await withPostgres(async (url) => {
         const env = { ...ZERO_DELAY, DATABASE_URL: url }
-        const api = await ServerProcess.start(serviceEnv({ ...env, PROCESSOR: 'off' }))
+        const api = await ServerProcess.start({ ...env, PROCESSOR: 'off' }, SERVER, undefined, serviceArgs())
         const started: ServerProcess[] = []
         try {
-          started.push(...await Promise.all(Array.from({ length: workers }, () => ServerProcess.startWorker(serviceEnv(env)))))
+          started.push(...await Promise.all(Array.from({ length: workers }, () => ServerProcess.startWorker(env, { entry: WORKER, nodeArgs: serviceArgs() }))))
           const t0 = performance.now()
           await populate(api, total, 'workers')
           await waitFor(async () => (await completedCount(api)) === total, 'all orders completed', 300_000)

@@ -85,7 +85,7 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     const store = await openPgStore(database.url)
     t.teardown(() => store.close())
     await backlog(store, 500)
-    const worker = await ServerProcess.startWorker({ ...IN_FLIGHT, DATABASE_URL: database.url }, true)
+    const worker = await ServerProcess.startWorker({ ...IN_FLIGHT, DATABASE_URL: database.url }, { viaNpm: true })
     t.teardown(() => worker.killGroup())
     await waitFor(async () => (await store.stats()).counts.Processing > 0, 'orders in flight')
     worker.signalGroup(signal)

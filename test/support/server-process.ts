@@ -34,8 +34,8 @@ export class ServerProcess {
     this.child.stderr?.on('data', (chunk) => { this.output += chunk })
   }
 
-  private static node (entry: string, cpu?: number): Launch {
-    const command = [process.execPath, '--import', 'tsx', entry]
+  private static node (entry: string, cpu?: number, nodeArgs: string[] = []): Launch {
+    const command = [process.execPath, ...nodeArgs, '--import', 'tsx', entry]
     // Pinned to one core (benchmarks), the load generator on the other cannot steal its time.
     if (cpu !== undefined) command.unshift('taskset', '-c', String(cpu))
     return { command }
@@ -50,9 +50,9 @@ export class ServerProcess {
   }
 
   /** A worker process (`npm run worker`), ready once it says it is processing orders. */
-  static async startWorker (env: Record<string, string>, viaNpm = false): Promise<ServerProcess> {
+  static async startWorker (env: Record<string, string>, { viaNpm = false, entry = 'src/worker.ts', nodeArgs = [] as string[] } = {}): Promise<ServerProcess> {
     // Its readiness is read from its info log.
-    const worker = new ServerProcess('', { ...env, LOG_LEVEL: 'info' }, viaNpm ? ServerProcess.npm('worker') : ServerProcess.node('src/worker.ts'))
+    const worker = new ServerProcess('', { ...env, LOG_LEVEL: 'info' }, viaNpm ? ServerProcess.npm('worker') : ServerProcess.node(entry, undefined, nodeArgs))
     await waitFor(() => {
       if (worker.child.exitCode !== null) throw new Error(`worker exited: ${worker.output}`)
       return worker.output.includes('worker processing orders')
@@ -60,8 +60,8 @@ export class ServerProcess {
     return worker
   }
 
-  static async start (env: Record<string, string>, entry = 'src/server.ts', cpu?: number): Promise<ServerProcess> {
-    return ServerProcess.listening(env, ServerProcess.node(entry, cpu))
+  static async start (env: Record<string, string>, entry = 'src/server.ts', cpu?: number, nodeArgs: string[] = []): Promise<ServerProcess> {
+    return ServerProcess.listening(env, ServerProcess.node(entry, cpu, nodeArgs))
   }
 
   /** `npm start` in a process group of its own. */
