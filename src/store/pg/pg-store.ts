@@ -2,20 +2,20 @@ import { randomInt, randomUUID } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
 import type { NewOrder, OrderRecord, OrderStatus } from '../../order.ts'
-import { ORDER_STATUSES, sameOrder, toCents } from '../../order.ts'
+import { sameOrder, toCents } from '../../order.ts'
 import { GroupCommit, type Settled } from '../group-commit.ts'
 import { migrate } from './migrations.ts'
 import { PgListener } from './listener.ts'
 import { decodeAvailableAt, decodeChanges, decodeProcessingState, decodeSignal, encodeChanges, encodeProcessingState } from './notifications.ts'
 import { statsFromRows } from '../stats-delta.ts'
 import type {
-  CancelResult, ChangeListener, Claim, CreateResult, IdPage, IndexedCall, ListQuery, OrderPage, OrderStats, OrderStore,
-  Outcome, Overview, PopulateBatch, ProcessingState, ProcessingStateListener, RetriedChunk, RetryResult, WorkListener
+  CancelResult, Claim, CreateResult, IdPage, IndexedCall, ListQuery, OrderPage, OrderStats, OrderStore,
+  Outcome, Overview, PopulateBatch, ProcessingState, RetriedChunk, RetryResult
 } from '../order-store.ts'
 import { advanced } from '../populate-batches.ts'
 import { BatchConflictError, StoreUnavailableError } from '../store-errors.ts'
-import { Listeners } from '../listeners.ts'
-import { ChangeListeners, type ChangedRow } from '../change-log.ts'
+import { StoreEvents } from '../store-events.ts'
+import type { ChangedRow } from '../change-log.ts'
 import { SharedRead } from '../shared-read.ts'
 import { claimsOf, Transitions, type ClaimedRow, type QueuedRow } from '../transitions.ts'
 import { claimQuery, failedChunkQuery, idsQuery, listQuery, SQL } from './statements.ts'
@@ -76,10 +76,7 @@ type Tx = pg.PoolClient
  * also the queue. Claims skip rows other workers hold (FOR UPDATE SKIP LOCKED); new work is
  * announced with NOTIFY, so idle workers wake without polling.
  */
-export class PgStore implements OrderStore {
-  private readonly workListeners = new Listeners<number>()
-  private readonly stateListeners = new Listeners<ProcessingState>()
-  private readonly changeListeners = new ChangeListeners()
+export class PgStore extends StoreEvents implements OrderStore {
   private readonly shard = randomInt(STAT_SHARDS)
   private readonly creates = new GroupCommit<PendingCreate, CreateResult>((items) => this.createBatch(items), MAX_WAITING_CREATES)
   private readonly listener: PgListener
@@ -87,9 +84,9 @@ export class PgStore implements OrderStore {
   private readonly overviews = new SharedRead(() => this.readOverview())
   private readonly log: StoreLog
   private readonly webhooks: PgWebhooks
-  private readonly deliveryListeners = new Listeners<void>()
 
   private constructor (private readonly pool: pg.Pool, connection: pg.ClientConfig, { timeoutMs, log }: PgStoreOptions) {
+    super()
     this.timeoutMs = timeoutMs
     this.log = log
     this.webhooks = new PgWebhooks(pool, this.shard)
@@ -542,22 +539,6 @@ export class PgStore implements OrderStore {
 
   async nextDeliveryIn (): Promise<number | null> {
     return this.webhooks.nextIn()
-  }
-
-  onDeliveries (listener: () => void): () => void {
-    return this.deliveryListeners.add(listener)
-  }
-
-  onWork (listener: WorkListener): () => void {
-    return this.workListeners.add(listener)
-  }
-
-  onProcessingState (listener: ProcessingStateListener): () => void {
-    return this.stateListeners.add(listener)
-  }
-
-  onChanges (listener: ChangeListener, statuses: readonly OrderStatus[] = ORDER_STATUSES): () => void {
-    return this.changeListeners.add(listener, statuses)
   }
 
   async close (): Promise<void> {
