@@ -35,7 +35,8 @@ export class ServerProcess {
   }
 
   private static node (entry: string, cpu?: number, nodeArgs: string[] = []): Launch {
-    const command = [process.execPath, ...nodeArgs, '--import', 'tsx', entry]
+    // The sources run through tsx; the compiled build (dist/) as `npm start` runs it.
+    const command = [process.execPath, ...nodeArgs, ...(entry.endsWith('.ts') ? ['--import', 'tsx'] : []), entry]
     // Pinned to one core (benchmarks), the load generator on the other cannot steal its time.
     if (cpu !== undefined) command.unshift('taskset', '-c', String(cpu))
     return { command }
