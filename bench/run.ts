@@ -13,7 +13,7 @@ import type { BaselineAnswers } from './baseline-answers.ts'
 import { compareAnswerSizes, startBaseline, type Probe } from './fair-baseline.ts'
 import { redisUnreachable, runBullmq, runGraphileWorker } from './peer-process.ts'
 import { openStreams } from './event-streams.ts'
-import { profilingArgs, topFrames, type Frame } from './cpu-profile.ts'
+import { profilingArgs, topFrames } from './cpu-profile.ts'
 
 const { values: args } = parseArgs({
   options: {
@@ -58,7 +58,7 @@ const rows: Row[] = []
  * such a run are for reading the profiles beside, not for comparing.
  */
 const PROFILE = args.profile
-const profiles: Record<string, Frame[]> = {}
+const profiles: Record<string, ReturnType<typeof topFrames>> = {}
 let running: Scenario = SCENARIOS[0]
 const profileDir = () => fileURLToPath(new URL(`profiles/${running}`, import.meta.url))
 /** Node's arguments of a service process: the profiler's when profiling. */
@@ -494,9 +494,11 @@ const table = [
   ...rows.map((r) => `| ${r.scenario} | ${r.figure} | ${r.value ?? r.note} | ${r.target} | ${r.pass === null ? '' : r.pass ? 'yes' : '**no**'} |`)
 ].join('\n')
 console.log(table)
-for (const [name, frames] of Object.entries(profiles)) {
-  console.log(`\n${name}: top frames by self time, % of the service processes' busy time\n\n| self % | frame |\n| ---: | --- |`)
-  for (const { frame, selfPercent } of frames) console.log(`| ${selfPercent} | \`${frame}\` |`)
+for (const [name, { frames, areas }] of Object.entries(profiles)) {
+  console.log(`\n${name}: self time, % of the service processes' busy time\n\n| area | self % | frame | self % |\n| --- | ---: | --- | ---: |`)
+  for (let i = 0; i < frames.length; i++) {
+    console.log(`| ${areas[i]?.frame ?? ''} | ${areas[i]?.selfPercent ?? ''} | \`${frames[i]!.frame}\` | ${frames[i]!.selfPercent} |`)
+  }
 }
 writeFileSync(new URL('results.json', import.meta.url), JSON.stringify({
   date: new Date().toISOString(), quick: QUICK, rounds: ROUNDS, durationSeconds: DURATION_S, connections: CONNECTIONS, rows, profiles
