@@ -10,7 +10,7 @@ declare module 'fastify' {
   interface FastifyRequest {
     /**
      * performance.now() when the request reached each lifecycle hook; 0 for a hook it did not
-     * reach. Numbers on the request itself: an object of marks per request measured ~3% of a GET.
+     * reach. Numbers on the request itself, so that timing a request allocates nothing.
      */
     startedAt: number
     validationAt: number
