@@ -5,6 +5,7 @@ import { Attempt, AttemptDeadlines, outcomeOf, type AttemptOutcome } from './att
 import type { ProcessingStep, Work } from './processing-step.ts'
 import { loadProcessorModule, type ParentLogger } from './processor-module.ts'
 import { simulatedWork } from './simulated-work.ts'
+import { TickBatch } from './tick-batch.ts'
 
 export interface ProcessorOptions {
   concurrency: number
@@ -89,8 +90,7 @@ export class OrderProcessor {
   private readonly deadlines: AttemptDeadlines
   /** Attempts that timed out, their outcome recorded, whose work has not returned yet. */
   private readonly overrunning = new Set<Attempt>()
-  private outcomes: Outcome[] = []
-  private flushing: Promise<void> | null = null
+  private readonly settles: TickBatch<Outcome>
   private timer: NodeJS.Timeout | null = null
   private timerAt = Infinity
   private tickScheduled = false
@@ -112,6 +112,15 @@ export class OrderProcessor {
     this.queue = new PQueue({ concurrency: options.concurrency })
     this.deadlines = new AttemptDeadlines(options.attemptTimeoutMs, (attempt) => this.timedOut(attempt))
     this.now = options.now ?? Date.now
+    this.settles = new TickBatch({
+      write: (outcomes) => this.store.settle(outcomes, this.now()),
+      // Unsettled claims stay Processing; their leases expire and the orders are processed again.
+      onError: (err) => this.options.onError?.(err, 'settling orders'),
+      settled: (outcomes) => {
+        for (const { claim } of outcomes) this.inFlight.delete(claim)
+        this.wake()
+      }
+    })
     const stops = [
       store.onWork((availableAt) => this.wake(availableAt)),
       store.onProcessingState(({ state }) => {
@@ -244,8 +253,7 @@ export class OrderProcessor {
   private record (attempt: Attempt, ended: AttemptOutcome): void {
     const { claim } = attempt
     if (!this.inFlight.has(claim)) return // handed back at shutdown
-    this.outcomes.push(this.outcome(claim, ended))
-    this.flushing ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.flush())
+    this.settles.add(this.outcome(claim, ended))
   }
 
   /** What the store records: a failure is retried with backoff while attempts are left, unless it says it must not be. */
@@ -254,22 +262,6 @@ export class OrderProcessor {
     const { maxAttempts, retryBackoffMs } = this.options
     const retryAt = ended.retryable && claim.attempts < maxAttempts ? this.now() + retryBackoffMs * 2 ** (claim.attempts - 1) : null
     return { claim, ok: false, error: ended.error, retryAt }
-  }
-
-  private async flush (): Promise<void> {
-    const batch = this.outcomes
-    this.outcomes = []
-    try {
-      await this.store.settle(batch, this.now())
-    } catch (err) {
-      // The claims stay Processing; their leases expire and the orders are processed again.
-      this.options.onError?.(err, 'settling orders')
-    } finally {
-      for (const { claim } of batch) this.inFlight.delete(claim)
-      this.flushing = null
-      if (this.outcomes.length > 0) this.flushing = this.flush()
-    }
-    this.wake()
   }
 
   /**
@@ -295,7 +287,7 @@ export class OrderProcessor {
         new Promise((resolve) => { graceTimer = setTimeout(resolve, graceMs) })
       ])
       clearTimeout(graceTimer)
-      while (this.flushing) await this.flushing
+      await this.settles.drained()
       await this.handBack()
     } finally {
       this.deadlines.clear()

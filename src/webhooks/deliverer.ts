@@ -6,6 +6,7 @@ import { parseSchedule, retryDelay } from './retry-schedule.ts'
 import { systemResolve } from './destination.ts'
 import { signedHeaders } from './signing.ts'
 import { WebhookSender, type AttemptKind, type AttemptResult } from './sender.ts'
+import { TickBatch } from '../tick-batch.ts'
 
 /** Sends one signed body; WebhookSender, or what a test puts in its place. */
 export interface Sender {
@@ -75,8 +76,7 @@ interface Attempt { controller: AbortController, done: Promise<void> }
 export class WebhookDeliverer {
   private readonly attempts = new Map<DeliveryClaim, Attempt>()
   private readonly reports = new Listeners<AttemptReport>()
-  private outcomes: DeliveryOutcome[] = []
-  private recording: Promise<void> | null = null
+  private readonly records: TickBatch<DeliveryOutcome>
   private timer: NodeJS.Timeout | null = null
   private timerAt = Infinity
   private looking: Promise<void> | null = null
@@ -88,6 +88,15 @@ export class WebhookDeliverer {
 
   constructor (private readonly store: OrderStore, private readonly options: DelivererOptions) {
     this.now = options.now ?? Date.now
+    this.records = new TickBatch({
+      write: (outcomes) => this.store.settleDeliveries(outcomes, this.now()),
+      // Unrecorded attempts are left to their leases: sent again later.
+      onError: (err) => this.options.onError?.(err, 'recording webhook deliveries'),
+      settled: (outcomes) => {
+        for (const { claim } of outcomes) this.attempts.delete(claim)
+        this.wake()
+      }
+    })
     this.unsubscribe = store.onDeliveries(() => this.wake())
   }
 
@@ -165,8 +174,7 @@ export class WebhookDeliverer {
     const outcome = await this.attempt(claim, signal)
     // Cut by stop(): handed back, the attempt uncounted.
     if (signal.aborted || !this.attempts.has(claim)) return
-    this.outcomes.push(outcome)
-    this.recording ??= new Promise<void>((resolve) => setImmediate(resolve)).then(() => this.record())
+    this.records.add(outcome)
   }
 
   private async attempt (claim: DeliveryClaim, signal: AbortSignal): Promise<DeliveryOutcome> {
@@ -185,21 +193,6 @@ export class WebhookDeliverer {
     return retryInMs === null
       ? { claim, kind: 'failed', error, statusCode: result.statusCode }
       : { claim, kind: 'retry', retryInMs, error, statusCode: result.statusCode }
-  }
-
-  /** Records the outcomes of one tick in one store call; a failure leaves them to their leases (sent again later). */
-  private async record (): Promise<void> {
-    const batch = this.outcomes
-    this.outcomes = []
-    try {
-      await this.store.settleDeliveries(batch, this.now())
-    } catch (err) {
-      this.options.onError?.(err, 'recording webhook deliveries')
-    } finally {
-      for (const { claim } of batch) this.attempts.delete(claim)
-      this.recording = this.outcomes.length > 0 ? this.record() : null
-    }
-    this.wake()
   }
 
   /**
@@ -221,7 +214,7 @@ export class WebhookDeliverer {
       ])
       clearTimeout(graceTimer)
       for (const { controller } of this.attempts.values()) controller.abort()
-      while (this.recording) await this.recording
+      await this.records.drained()
     }
     this.options.sender.close()
     const unfinished = [...this.attempts.keys()]
