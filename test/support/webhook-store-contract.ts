@@ -106,6 +106,7 @@ export function webhookStoreContract (t: Test, open: () => Promise<OrderStore>):
     t.equal(await store.redeliver(endpoint.id, Date.now()), 0, 'nothing failed yet')
     const stranger = { ...claim!, token: 'not the holder' }
     t.equal(await store.settleDeliveries([{ claim: stranger, kind: 'failed', error: 'x', statusCode: null }], Date.now()), 0, 'only the holder settles')
+    t.match(await store.endpoint(endpoint.id), { last_error: 'connect ECONNREFUSED' }, 'nor does a settle that was not taken record its error')
 
     const other = anEndpoint(['Completed'])
     await store.createEndpoint(other, Date.now(), MAX_ENDPOINTS)

@@ -13,6 +13,7 @@ import { SQL } from './statements.ts'
 type Queryable = Pick<pg.Pool | pg.PoolClient, 'query'>
 type EndpointRow = Omit<EndpointRecord, 'counts'>
 type SettledRow = ChangedDelivery & { order_id: string | null }
+type FailedRow = SettledRow & { last_error: string }
 type ClaimedRow = Omit<DeliveryClaim, 'token' | 'target'> & { url: string | null, secret: string | null }
 
 /**
@@ -144,15 +145,16 @@ export class PgWebhooks {
     const [delivered, retries, failures, discards] = [of('delivered'), of('retry'), of('failed'), of('discarded')]
     const seqs = (list: DeliveryOutcome[]) => list.map((o) => o.claim.seq)
     const tokens = (list: DeliveryOutcome[]) => list.map((o) => o.claim.token)
-    const run = async (list: DeliveryOutcome[], sql: string, params: unknown[]): Promise<SettledRow[]> =>
-      list.length === 0 ? [] : (await tx.query<SettledRow>(sql, params)).rows
+    const run = async <R extends SettledRow = SettledRow>(list: DeliveryOutcome[], sql: string, params: unknown[]): Promise<R[]> =>
+      list.length === 0 ? [] : (await tx.query<R>(sql, params)).rows
     const done = await run(delivered, SQL.delivered, [now, seqs(delivered), tokens(delivered), delivered.map((o) => o.statusCode)])
-    const retried = await run(retries, SQL.retryDelivery, [now, seqs(retries), tokens(retries),
+    const retried = await run<FailedRow>(retries, SQL.retryDelivery, [now, seqs(retries), tokens(retries),
       retries.map((o) => o.statusCode), retries.map((o) => o.error), retries.map((o) => o.retryInMs)])
-    const failed = await run(failures, SQL.failDelivery, [now, seqs(failures), tokens(failures),
+    const failed = await run<FailedRow>(failures, SQL.failDelivery, [now, seqs(failures), tokens(failures),
       failures.map((o) => o.statusCode), failures.map((o) => o.error)])
     const discarded = await run(discards, SQL.discardDelivery, [seqs(discards), tokens(discards)])
-    const errors = new Map([...retries, ...failures].map((o) => [o.claim.endpoint_id, o.error]))
+    // Only the attempts whose claim was still current: a late one must not overwrite the last error.
+    const errors = new Map([...retried, ...failed].map((row) => [row.endpoint_id, row.last_error]))
     if (errors.size > 0) {
       const ids = [...errors.keys()].sort()
       await tx.query(SQL.endpointError, [now, ids, ids.map((id) => errors.get(id))])

@@ -217,11 +217,11 @@ export const SQL = {
   retryDelivery: `UPDATE webhook_deliveries d SET attempts = d.attempts + 1, next_attempt_at = ${DATABASE_NOW_MS} + s.retry_in_ms,
       updated_at = $1, lease_token = NULL, last_status_code = s.status_code, last_error = s.error
     FROM unnest($2::bigint[], $3::text[], $4::int[], $5::text[], $6::bigint[]) AS s (seq, token, status_code, error, retry_in_ms)
-    WHERE d.seq = s.seq AND d.lease_token = s.token AND d.status = 'pending' RETURNING d.endpoint_id, d.order_id`,
+    WHERE d.seq = s.seq AND d.lease_token = s.token AND d.status = 'pending' RETURNING d.endpoint_id, d.order_id, d.last_error`,
   failDelivery: `UPDATE webhook_deliveries d SET status = 'failed', attempts = d.attempts + 1, next_attempt_at = NULL, updated_at = $1,
       lease_token = NULL, last_status_code = s.status_code, last_error = s.error
     FROM unnest($2::bigint[], $3::text[], $4::int[], $5::text[]) AS s (seq, token, status_code, error)
-    WHERE d.seq = s.seq AND d.lease_token = s.token AND d.status = 'pending' RETURNING d.endpoint_id, d.order_id`,
+    WHERE d.seq = s.seq AND d.lease_token = s.token AND d.status = 'pending' RETURNING d.endpoint_id, d.order_id, d.last_error`,
   discardDelivery: `DELETE FROM webhook_deliveries d USING unnest($1::bigint[], $2::text[]) AS s (seq, token)
     WHERE d.seq = s.seq AND d.lease_token = s.token AND d.status = 'pending' RETURNING d.endpoint_id, d.order_id`,
   promoteNext: `UPDATE webhook_deliveries d SET next_attempt_at = ${DATABASE_NOW_MS}
