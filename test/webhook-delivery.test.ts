@@ -159,3 +159,20 @@ t.test('shutting down hands attempts under way back, uncounted; the next process
   const [delivery] = (await second.inject({ url: `/webhooks/${id}/deliveries?status=delivered` })).json().deliveries
   t.equal(delivery.attempts, 1, 'the cut attempt did not count')
 })
+
+t.test('a fault of this process while sending (an attempt listener that throws) leaves the delivery to its lease, sent again, and frees its slot', async (t) => {
+  const receiver = await WebhookReceiver.start(t)
+  const app = await build(t, { ...ALLOW_PRIVATE, WEBHOOK_CONCURRENCY: '1', WEBHOOK_TIMEOUT_MS: '1000' })
+  let thrown = 0
+  app.deliverer!.onAttempt(() => { if (thrown++ === 0) throw new Error('a listener that throws') })
+  const id = await subscribe(app, receiver, ['Completed'])
+  await app.inject({ method: 'POST', url: '/orders', payload: anOrder('L1') })
+  await app.inject({ method: 'POST', url: '/orders', payload: anOrder('L2') })
+  // L1's first attempt reached the receiver, then the listener threw; L2 still goes out (the only
+  // slot was freed), and L1 again once its lease has ended, under the same webhook-id.
+  await waitFor(async () => (await view(app, id)).deliveries.delivered === 2, 'both delivered', 30_000)
+  const l1 = receiver.received.filter((r) => r.body.data.order_id === 'L1')
+  t.equal(l1.length, 2, 'L1 sent twice')
+  t.equal(l1[0]!.id, l1[1]!.id, 'under the same webhook-id')
+  t.equal(receiver.received.filter((r) => r.body.data.order_id === 'L2').length, 1)
+})

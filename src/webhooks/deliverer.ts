@@ -171,7 +171,17 @@ export class WebhookDeliverer {
   }
 
   private async deliver (claim: DeliveryClaim, signal: AbortSignal): Promise<void> {
-    const outcome = await this.attempt(claim, signal)
+    let outcome: DeliveryOutcome
+    try {
+      outcome = await this.attempt(claim, signal)
+    } catch (err) {
+      // A fault of this process (a listener that threw), not of the receiver: the claim is left to
+      // its lease and sent again then, and its slot is freed.
+      this.options.onError?.(err, 'sending a webhook')
+      this.attempts.delete(claim)
+      this.wake()
+      return
+    }
     // Cut by stop(): handed back, the attempt uncounted.
     if (signal.aborted || !this.attempts.has(claim)) return
     this.records.add(outcome)
