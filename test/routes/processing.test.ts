@@ -51,6 +51,8 @@ t.test('while paused, new orders are taken and wait as Pending; resumed, they ar
   for (const id of ['W1', 'W2']) t.equal((await app.inject({ method: 'POST', url: '/orders', payload: anOrder(id) })).statusCode, 201)
   // A claim after the pause takes nothing, whatever the processor's timing: let one go through.
   t.same(await app.store.claim(10, Date.now(), 30_000), [])
+  // On PostgreSQL changes are heard when their NOTIFY arrives.
+  await waitFor(() => statuses.length >= 2, 'the creates to be heard')
   t.same(statuses, ['W1:Pending', 'W2:Pending'])
   await app.inject({ method: 'POST', url: '/processing/resume' })
   await waitFor(async () => (await app.store.stats()).counts.Completed === 2, 'both orders processed after the resume')
