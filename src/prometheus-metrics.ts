@@ -60,9 +60,9 @@ export function prometheusMetrics (store: OrderStore, httpTimings: HttpTimings, 
     for (const change of changes) {
       // An order's wait is observed once, when it first starts; its other stages when it completes.
       if (change.status === 'Processing' && change.attempts === 1) {
-        observe(pending, stageDurations({ ...change, completed_at: null }).pending)
+        observe(pending, stageDurations(change, null).pending)
       } else if (change.status === 'Completed') {
-        const durations = stageDurations({ ...change, completed_at: change.at })
+        const durations = stageDurations(change, change.at)
         observe(processing, durations.processing)
         observe(total, durations.total)
       }

@@ -58,7 +58,7 @@ export class Transitions {
   claimed (rows: readonly ClaimedRow[], at: number): void {
     this.delta.move('Pending', 'Processing', rows.length)
     for (const row of rows) {
-      if (row.attempts === 1) this.delta.add('started', 1).add('pending_ms', stageDurations({ ...row, completed_at: null }).pending as number)
+      if (row.attempts === 1) this.delta.add('started', 1).add('pending_ms', stageDurations(row, null).pending as number)
       this.log.add(row, 'Processing', at)
     }
   }
@@ -67,7 +67,7 @@ export class Transitions {
   completed (rows: readonly ChangedRow[], at: number): void {
     this.delta.move('Processing', 'Completed', rows.length)
     for (const row of rows) {
-      const { processing, total } = stageDurations({ ...row, completed_at: at })
+      const { processing, total } = stageDurations(row, at)
       this.delta.add('processing_ms', processing ?? 0).add('total_ms', total as number)
       this.log.add(row, 'Completed', at)
     }
@@ -92,7 +92,7 @@ export class Transitions {
     this.delta.move('Processing', 'Pending', rows.length)
     for (const row of rows) {
       const first = row.attempts === 1
-      if (first) this.delta.add('started', -1).add('pending_ms', -(stageDurations({ ...row, completed_at: null }).pending as number))
+      if (first) this.delta.add('started', -1).add('pending_ms', -(stageDurations(row, null).pending as number))
       this.log.add({ ...row, attempts: row.attempts - 1, processing_started_at: first ? null : row.processing_started_at }, 'Pending', at)
     }
     if (rows.length > 0) this.wakeAt = Math.min(this.wakeAt, at)
@@ -106,7 +106,7 @@ export class Transitions {
   requeued (rows: readonly ChangedRow[], at: number): void {
     this.delta.move('Failed', 'Pending', rows.length)
     for (const row of rows) {
-      const { pending } = stageDurations({ ...row, completed_at: null })
+      const { pending } = stageDurations(row, null)
       if (pending !== null) this.delta.add('started', -1).add('pending_ms', -pending)
       this.log.add({ ...row, attempts: 0, processing_started_at: null }, 'Pending', at)
     }

@@ -38,7 +38,7 @@ export async function recount (store: OrderStore): Promise<OrderStats> {
   const stats = { counts, started: 0, pendingMs: 0, processingMs: 0, totalMs: 0 }
   for (const o of orders) {
     counts[o.status]++
-    const { pending, processing, total } = stageDurations(o)
+    const { pending, processing, total } = stageDurations(o, o.completed_at)
     if (pending !== null) {
       stats.started++
       stats.pendingMs += pending
