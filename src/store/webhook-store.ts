@@ -123,3 +123,14 @@ export interface WebhookStore {
 export function noDeliveries (): Record<DeliveryStatus, number> {
   return { pending: 0, delivered: 0, failed: 0 }
 }
+
+/** Each endpoint's delivery counts, from the rows of the stores' endpointCounts statement. */
+export function countsByEndpoint (rows: Iterable<{ endpoint_id: string, name: DeliveryStatus, value: number }>): (id: string) => Record<DeliveryStatus, number> {
+  const counts = new Map<string, Record<DeliveryStatus, number>>()
+  for (const { endpoint_id: id, name, value } of rows) {
+    let record = counts.get(id)
+    if (!record) counts.set(id, record = noDeliveries())
+    record[name] = value
+  }
+  return (id) => counts.get(id) ?? noDeliveries()
+}

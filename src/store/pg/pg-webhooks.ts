@@ -5,7 +5,7 @@ import type { Transitions } from '../transitions.ts'
 import type { ChangedDelivery } from '../delivery-transitions.ts'
 import { WebhookSubscriptions } from '../webhook-events.ts'
 import {
-  noDeliveries, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryRecord,
+  countsByEndpoint, noDeliveries, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryRecord,
   type DeliveryStatus, type EndpointRecord, type NewDelivery, type NewEndpoint
 } from '../webhook-store.ts'
 import { SQL } from './statements.ts'
@@ -92,14 +92,9 @@ export class PgWebhooks {
   }
 
   private async withCounts (rows: EndpointRow[]): Promise<EndpointRecord[]> {
-    const counts = new Map<string, Record<DeliveryStatus, number>>()
     const { rows: stats } = await this.pool.query<{ endpoint_id: string, name: DeliveryStatus, value: number }>(SQL.endpointCounts)
-    for (const { endpoint_id: id, name, value } of stats) {
-      let record = counts.get(id)
-      if (!record) counts.set(id, record = noDeliveries())
-      record[name] = value
-    }
-    return rows.map((row) => ({ ...row, counts: counts.get(row.id) ?? noDeliveries() }))
+    const countsOf = countsByEndpoint(stats)
+    return rows.map((row) => ({ ...row, counts: countsOf(row.id) }))
   }
 
   async deleteEndpoint (tx: pg.PoolClient, transitions: Transitions, id: string): Promise<boolean> {

@@ -5,7 +5,7 @@ import type { Transitions } from '../transitions.ts'
 import type { ChangedDelivery } from '../delivery-transitions.ts'
 import { WebhookSubscriptions } from '../webhook-events.ts'
 import {
-  noDeliveries, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryRecord,
+  countsByEndpoint, noDeliveries, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryRecord,
   type DeliveryStatus, type EndpointRecord, type NewDelivery, type NewEndpoint
 } from '../webhook-store.ts'
 import type { SQL } from './statements.ts'
@@ -69,13 +69,8 @@ export class SqliteWebhooks {
   }
 
   private withCounts (rows: EndpointRow[]): EndpointRecord[] {
-    const counts = new Map<string, Record<DeliveryStatus, number>>()
-    for (const { endpoint_id: id, name, value } of this.sql.endpointCounts.all() as Array<{ endpoint_id: string, name: DeliveryStatus, value: number }>) {
-      let record = counts.get(id)
-      if (!record) counts.set(id, record = noDeliveries())
-      record[name] = value
-    }
-    return rows.map((row) => ({ ...row, events: JSON.parse(row.events) as OrderStatus[], counts: counts.get(row.id) ?? noDeliveries() }))
+    const countsOf = countsByEndpoint(this.sql.endpointCounts.all() as Array<{ endpoint_id: string, name: DeliveryStatus, value: number }>)
+    return rows.map((row) => ({ ...row, events: JSON.parse(row.events) as OrderStatus[], counts: countsOf(row.id) }))
   }
 
   deleteEndpoint (transitions: Transitions, id: string): boolean {
