@@ -88,11 +88,12 @@ t.test('a slow receiver is cut off at WEBHOOK_TIMEOUT_MS', async (t) => {
 
 t.test('a huge answer is read at most 64 KiB; the connection is cut, the 2xx still counts', async (t) => {
   const receiver = await WebhookReceiver.start(t)
-  const sent = { bytes: 0, finished: false }
+  const sent = { bytes: 0, finished: false, closed: false }
   receiver.behaviour = async (_request, reply) => {
     const chunk = Buffer.alloc(16 * 1024, 'x')
     reply.hijack()
     const raw = reply.raw
+    raw.on('close', () => { sent.closed = true })
     raw.writeHead(200, { 'content-type': 'text/plain' })
     // 64 MiB, written as the client reads.
     for (let i = 0; i < 4096 && !raw.destroyed; i++) {
@@ -111,8 +112,7 @@ t.test('a huge answer is read at most 64 KiB; the connection is cut, the 2xx sti
   const id = await subscribe(app, receiver, ['Completed'])
   await app.inject({ method: 'POST', url: '/orders', payload: anOrder('H1') })
   await waitFor(async () => (await view(app, id)).deliveries.delivered === 1, 'delivered')
-  await waitFor(() => sent.bytes > 0 && !sent.finished && receiver.received.length === 1, 'the answer cut')
-  await waitFor(async () => sent.bytes < 64 * 1024 * 1024, 'writes stop')
+  await waitFor(() => sent.closed, 'the connection cut by the sender')
   t.ok(sent.bytes < 8 * 1024 * 1024, `the receiver could write only ${sent.bytes} bytes (socket buffers plus ${MAX_RESPONSE_BYTES} read) of 64 MiB`)
   t.notOk(sent.finished, 'the answer was not read to its end')
 })
