@@ -198,8 +198,11 @@ t.test('with API_KEY set, every action of the dashboard works, and the API shows
   t.equal((await call('GET', '/orders/P1')).body.status, 'Cancelled', 'the API says Cancelled')
   await page.waitForSelector('#cancel', { state: 'hidden' })
 
-  // Cancelled elsewhere while the page still shows it Pending (its stream held back): the API's 409 is shown.
+  // Cancelled elsewhere while the page still shows it Pending (its stream held back: the page
+  // reloaded, the key kept for the tab, with every new stream refused): the API's 409 is shown.
   await page.route('**/orders/stream', (route) => route.abort())
+  await page.reload()
+  await shows(page, 'live', 'reconnecting…')
   await page.fill('#search input[name=id]', 'P2')
   await page.click('#search button')
   await page.waitForSelector('#cancel', { state: 'visible' })
