@@ -36,7 +36,8 @@ export function tracingExporters (env: Env = process.env): string[] {
   const exporters = named.length > 0 ? named.filter((name) => name !== 'none') : (env.OTEL_EXPORTER_OTLP_ENDPOINT || env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) ? ['otlp'] : []
   if (exporters.includes('otlp')) {
     const protocol = otlpProtocol(env)
-    if (!PROTOCOLS.includes(protocol)) throw new ConfigError(`OTEL_EXPORTER_OTLP_PROTOCOL must be ${PROTOCOLS.join(' or ')} (grpc is not supported), got "${protocol}"`)
+    const variable = env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ? 'OTEL_EXPORTER_OTLP_TRACES_PROTOCOL' : 'OTEL_EXPORTER_OTLP_PROTOCOL'
+    if (!PROTOCOLS.includes(protocol)) throw new ConfigError(`${variable} must be ${PROTOCOLS.join(' or ')} (grpc is not supported), got "${protocol}"`)
   }
   return exporters
 }
@@ -51,10 +52,12 @@ let provider: { forceFlush (): Promise<void>, shutdown (): Promise<void> } | und
  * Starts the SDK when the OTEL_* variables ask for it (see tracingExporters), once per process:
  * a tracer provider with the W3C trace context propagator, batching spans (OTEL_BSP_*), sampling
  * as OTEL_TRACES_SAMPLER says, named by OTEL_SERVICE_NAME (default order-service) and
- * OTEL_RESOURCE_ATTRIBUTES. Returns whether tracing is on. Off, nothing of the SDK is loaded.
+ * OTEL_RESOURCE_ATTRIBUTES, all read from process.env. Returns whether tracing is on. Off,
+ * nothing of the SDK is loaded.
  */
-export async function startTracing (env: Env = process.env): Promise<boolean> {
+export async function startTracing (): Promise<boolean> {
   if (provider) return true
+  const env = process.env
   const exporters = tracingExporters(env)
   if (exporters.length === 0) return false
   const [{ NodeTracerProvider, BatchSpanProcessor, ConsoleSpanExporter }, { resourceFromAttributes, detectResources, envDetector, hostDetector, processDetector }] =

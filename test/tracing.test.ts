@@ -202,6 +202,7 @@ t.test('off unless configured', async (t) => {
   t.same(tracingExporters({ OTEL_TRACES_EXPORTER: 'none', OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318' }), [], 'none wins')
   t.same(tracingExporters({ OTEL_SDK_DISABLED: 'true', OTEL_TRACES_EXPORTER: 'otlp' }), [], 'OTEL_SDK_DISABLED wins')
   t.throws(() => tracingExporters({ OTEL_TRACES_EXPORTER: 'zipkin' }), /OTEL_TRACES_EXPORTER must list otlp, console, none, got "zipkin"/)
-  t.throws(() => tracingExporters({ OTEL_TRACES_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' }), /grpc is not supported/)
+  t.throws(() => tracingExporters({ OTEL_TRACES_EXPORTER: 'otlp', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' }), /^OTEL_EXPORTER_OTLP_PROTOCOL must be http\/protobuf or http\/json \(grpc is not supported\), got "grpc"$/)
+  t.throws(() => tracingExporters({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:4318', OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: 'grpc' }), /^OTEL_EXPORTER_OTLP_TRACES_PROTOCOL must be/)
   t.ok(tracingOn)
 })
