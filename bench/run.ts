@@ -20,7 +20,8 @@ const { values: args } = parseArgs({
     quick: { type: 'boolean', default: false },
     only: { type: 'string' },
     rounds: { type: 'string' },
-    profile: { type: 'boolean', default: false }
+    profile: { type: 'boolean', default: false },
+    tracing: { type: 'boolean', default: false }
   }
 })
 
@@ -68,6 +69,24 @@ const serviceArgs = () => PROFILE ? profilingArgs(profileDir()) : []
 const [SERVER, WORKER] = ['dist/src/server.js', 'dist/src/worker.js']
 execFileSync('npm', ['run', 'build'], { stdio: 'inherit' })
 const STOP_SERVICE = PROFILE ? 'SIGTERM' : 'SIGKILL'
+
+/**
+ * With --tracing every service process records traces (OTEL_* through the environment it
+ * inherits) and exports them with OTLP/HTTP protobuf to a sink here that reads and drops them:
+ * the figures then include the cost of tracing every request and attempt (sampled always).
+ * Without, the OTEL_* variables of the bench's own environment pass through as they are.
+ */
+if (args.tracing) {
+  const sink = createServer((request, response) => {
+    request.resume()
+    request.on('end', () => response.writeHead(200, { 'content-type': 'application/x-protobuf' }).end())
+  }).listen(0, '127.0.0.1')
+  await once(sink, 'listening')
+  sink.unref()
+  process.env.OTEL_EXPORTER_OTLP_ENDPOINT = `http://127.0.0.1:${(sink.address() as { port: number }).port}`
+  process.env.OTEL_EXPORTER_OTLP_PROTOCOL = 'http/protobuf'
+  process.env.OTEL_TRACES_SAMPLER ??= 'parentbased_always_on'
+}
 
 /** A fresh PostgreSQL database for one scenario, dropped afterwards. */
 async function withPostgres<T> (run: (url: string) => Promise<T>): Promise<T> {

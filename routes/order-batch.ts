@@ -3,6 +3,7 @@ import { BODY_ERRORS, errorResponses } from '../plugins/errors.ts'
 import { claimableAt, NewOrderSchema } from '../src/order.ts'
 import type { CreateResult } from '../src/store/order-store.ts'
 import { StringEnum } from '../src/string-enum.ts'
+import { currentTraceparent, tracingOn } from '../src/tracing.ts'
 
 export const MAX_BATCH_ORDERS = 1000
 /**
@@ -64,7 +65,7 @@ const batch: FastifyPluginAsyncTypebox = async (app) => {
   }, async (request) => {
     const { orders } = request.body
     const now = Date.now()
-    const results = await store.createEach(orders, now, claimableAt(now, config.PENDING_DELAY_MS))
+    const results = await store.createEach(orders, now, claimableAt(now, config.PENDING_DELAY_MS), tracingOn ? currentTraceparent() : undefined)
     const counts = new Map<CreateResult, number>(RESULTS.map((result) => [result, 0]))
     for (const result of results) counts.set(result, (counts.get(result) as number) + 1)
     return {

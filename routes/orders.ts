@@ -8,6 +8,7 @@ import {
 import { RETRY_CHUNK, retryFailed } from '../src/retry-failed.ts'
 import { LIST_ORDERS, type ListOrder } from '../src/store/order-store.ts'
 import { StringEnum } from '../src/string-enum.ts'
+import { currentTraceparent, tracingOn } from '../src/tracing.ts'
 
 export const OrderIdParams = Type.Object({ order_id: OrderIdSchema })
 
@@ -111,7 +112,7 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
   }, async (request, reply) => {
     const order = request.body
     const now = Date.now()
-    const result = await store.create(order, now, claimableAt(now, config.PENDING_DELAY_MS))
+    const result = await store.create(order, now, claimableAt(now, config.PENDING_DELAY_MS), tracingOn ? currentTraceparent() : undefined)
     if (result === 'conflict') {
       return reply.code(409).send({ error: `Order ${order.order_id} already exists with different content` })
     }

@@ -3,6 +3,7 @@ import Fastify, { LogController, type FastifyInstance } from 'fastify'
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox'
 import type { Config } from './config.ts'
 import configPlugin from '../plugins/config.ts'
+import tracingPlugin from '../plugins/tracing.ts'
 import validationPlugin from '../plugins/validation.ts'
 import errorsPlugin, { answerClientError, sendError } from '../plugins/errors.ts'
 import lingeringClosePlugin from '../plugins/lingering-close.ts'
@@ -71,6 +72,8 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
   app.server.on('timeout', closeUnlessAnswering)
 
   await app.register(configPlugin, { config })
+  // Before every other hook: the request's span covers them (started by startTracing, else nothing).
+  await app.register(tracingPlugin)
   await app.register(validationPlugin)
   await app.register(lingeringClosePlugin)
   await app.register(errorsPlugin)

@@ -6,6 +6,8 @@ import type { ProcessingStep, Work } from './processing-step.ts'
 import { loadProcessorModule, type ParentLogger } from './processor-module.ts'
 import { simulatedWork } from './simulated-work.ts'
 import { TickBatch } from './tick-batch.ts'
+import { traceAttempt, tracingOn } from './tracing.ts'
+import type { OrderStatus } from './order.ts'
 
 export interface ProcessorOptions {
   concurrency: number
@@ -233,7 +235,9 @@ export class OrderProcessor {
 
   private async run (attempt: Attempt): Promise<void> {
     this.deadlines.add(attempt)
-    const ended = await outcomeOf(this.options.work, attempt)
+    const ended = await (tracingOn
+      ? traceAttempt(attempt.claim, () => outcomeOf(this.options.work, attempt), (ended) => this.statusAfter(attempt.claim, ended))
+      : outcomeOf(this.options.work, attempt))
     if (this.overrunning.delete(attempt)) {
       this.wake() // its place is free
       return
@@ -254,6 +258,12 @@ export class OrderProcessor {
     const { claim } = attempt
     if (!this.inFlight.has(claim)) return // handed back at shutdown
     this.settles.add(this.outcome(claim, ended))
+  }
+
+  /** What an outcome makes of the order (for its span). */
+  private statusAfter (claim: Claim, ended: AttemptOutcome): OrderStatus {
+    const outcome = this.outcome(claim, ended)
+    return outcome.ok ? 'Completed' : outcome.retryAt === null ? 'Failed' : 'Pending'
   }
 
   /** What the store records: a failure is retried with backoff while attempts are left, unless it says it must not be. */

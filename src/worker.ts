@@ -5,6 +5,7 @@ import { configuredProcessor, configuredStep } from './processor.ts'
 import type { ProcessingStep } from './processing-step.ts'
 import { configuredDeliverer } from './webhooks/deliverer.ts'
 import { closeOnStopSignals } from './stop-signals.ts'
+import { shutdown as stopTracing, startTracing } from './tracing.ts'
 import type { OrderStore } from './store/order-store.ts'
 
 // A worker process: processes orders from the shared store and serves no HTTP (`npm run worker`).
@@ -15,6 +16,7 @@ let store: OrderStore
 try {
   config = loadConfig()
   log = pino({ level: config.LOG_LEVEL })
+  await startTracing()
   // Before the store: a PROCESSOR_MODULE that cannot be used stops the start without touching the database.
   step = await configuredStep(config, log)
   store = await openStore(config, log)
@@ -35,5 +37,7 @@ closeOnStopSignals(config.SHUTDOWN_GRACE_MS + 5000, log, async () => {
     for (const result of stopped) if (result.status === 'rejected') throw result.reason
   } finally {
     await store.close()
+    // The spans of the last attempts, still buffered.
+    await stopTracing()
   }
 })

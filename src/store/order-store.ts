@@ -28,6 +28,8 @@ export interface Claim {
   attempts: number
   /** The order as stored once claimed: only from a claim that asked for it. */
   order?: OrderRecord
+  /** The W3C traceparent of the request that created the order, when tracing was on then. */
+  traceparent?: string | null
 }
 
 export type Outcome =
@@ -109,14 +111,15 @@ export type WorkListener = (availableAt: number) => void
  * aggregates in the same transaction, so OrderStats always equals a recount.
  */
 export interface OrderStore extends WebhookStore {
-  create (order: NewOrder, now: number, availableAt: number): Promise<CreateResult>
+  /** `traceparent`: the creating request's trace context (tracing on), kept with the order for its attempts' spans. */
+  create (order: NewOrder, now: number, availableAt: number, traceparent?: string): Promise<CreateResult>
   /** Inserts many orders in one transaction; returns the ids that already existed. */
   createMany (orders: NewOrder[], now: number, availableAt: number): Promise<string[]>
   /**
    * Creates each order as create() does, all in one transaction: a result per order, in their
    * order. An id given twice: the second is compared with the first.
    */
-  createEach (orders: NewOrder[], now: number, availableAt: number): Promise<CreateResult[]>
+  createEach (orders: NewOrder[], now: number, availableAt: number, traceparent?: string): Promise<CreateResult[]>
   get (orderId: string): Promise<OrderRecord | undefined>
   list (query: ListQuery): Promise<OrderPage>
   cancel (orderId: string, now: number): Promise<CancelResult>

@@ -123,8 +123,12 @@ export class Transitions {
 }
 
 /** The claims a claim statement's rows stand for, all under one token; with their orders (the same rows, whole) when asked for. */
-export function claimsOf (rows: readonly ClaimedRow[], token: string, orders?: readonly OrderRecord[]): Claim[] {
-  return rows.map((row, i) => orders
-    ? { order_id: row.order_id, token, attempts: row.attempts, order: orders[i] as OrderRecord }
-    : { order_id: row.order_id, token, attempts: row.attempts })
+export function claimsOf (rows: ReadonlyArray<ClaimedRow & { traceparent?: string | null }>, token: string, orders?: readonly OrderRecord[]): Claim[] {
+  return rows.map((row, i) => {
+    const claim: Claim = orders
+      ? { order_id: row.order_id, token, attempts: row.attempts, order: orders[i] as OrderRecord }
+      : { order_id: row.order_id, token, attempts: row.attempts }
+    if (row.traceparent) claim.traceparent = row.traceparent
+    return claim
+  })
 }

@@ -65,6 +65,8 @@ export interface DeliveryClaim {
   token: string
   /** Where to send it; null when its endpoint was deleted meanwhile. */
   target: { url: string, secret: string } | null
+  /** The W3C traceparent kept with its order (see Claim), for the attempt's span. */
+  traceparent?: string | null
 }
 
 export type DeliveryOutcome =

@@ -7,6 +7,7 @@ import { systemResolve } from './destination.ts'
 import { signedHeaders } from './signing.ts'
 import { WebhookSender, type AttemptKind, type AttemptResult } from './sender.ts'
 import { TickBatch } from '../tick-batch.ts'
+import { traceWebhook, tracingOn } from '../tracing.ts'
 
 /** Sends one signed body; WebhookSender, or what a test puts in its place. */
 export interface Sender {
@@ -191,7 +192,9 @@ export class WebhookDeliverer {
     if (claim.target === null) return { claim, kind: 'discarded' }
     const started = performance.now()
     const headers = signedHeaders(claim.target.secret, claim.id, Math.floor(this.now() / 1000), claim.payload)
-    const result = await this.options.sender.send(claim.target.url, headers, claim.payload, signal)
+    const { url } = claim.target
+    const send = (sent: Record<string, string>) => this.options.sender.send(url, sent, claim.payload, signal)
+    const result = await (tracingOn ? traceWebhook(claim, url, headers, send) : send(headers))
     const seconds = (performance.now() - started) / 1000
     if (result.kind === 'delivered') {
       this.reports.emit({ kind: result.kind, seconds, latencySeconds: Math.max(0, this.now() - claim.created_at) / 1000, gaveUp: false })

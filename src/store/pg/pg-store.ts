@@ -21,6 +21,7 @@ import { claimsOf, Transitions, type ClaimedRow, type QueuedRow } from '../trans
 import { claimQuery, failedChunkQuery, idsQuery, listQuery, SQL } from './statements.ts'
 import type { StoreLog } from '../store-log.ts'
 import { claimDeliveriesQuery, deliveriesQuery, PgWebhooks } from './pg-webhooks.ts'
+import { tracingOn } from '../../tracing.ts'
 import type {
   DeliveryClaim, DeliveryOutcome, DeliveryPage, DeliveryQuery, EndpointRecord, NewDelivery, NewEndpoint
 } from '../webhook-store.ts'
@@ -50,7 +51,7 @@ const types = {
 }
 
 /** `deadline`: when the create's time runs out (DATABASE_TIMEOUT_MS after it was asked for). */
-interface PendingCreate { order: NewOrder, now: number, availableAt: number, deadline: number }
+interface PendingCreate { order: NewOrder, now: number, availableAt: number, deadline: number, traceparent?: string }
 
 export interface PgStoreOptions {
   /** DATABASE_TIMEOUT_MS: the longest a store call may take, waiting for a connection included. */
@@ -246,14 +247,15 @@ export class PgStore extends StoreEvents implements OrderStore {
   }
 
   /** Inserts orders in one statement; returns the rows inserted, as new orders. */
-  private async insert (tx: Tx, orders: Array<{ order: NewOrder, now: number, availableAt: number }>): Promise<QueuedRow[]> {
+  private async insert (tx: Tx, orders: Array<{ order: NewOrder, now: number, availableAt: number, traceparent?: string }>): Promise<QueuedRow[]> {
     const { rows } = await tx.query<QueuedRow>(SQL.insert, [
       orders.map((o) => o.order.order_id),
       orders.map((o) => o.order.user_id),
       orders.map((o) => JSON.stringify(o.order.item_ids)),
       orders.map((o) => toCents(o.order.total_amount)),
       orders.map((o) => o.now),
-      orders.map((o) => o.availableAt)
+      orders.map((o) => o.availableAt),
+      tracingOn ? orders.map((o) => o.traceparent ?? null) : null
     ])
     return rows
   }
@@ -279,14 +281,14 @@ export class PgStore extends StoreEvents implements OrderStore {
     }, deadline)
   }
 
-  async create (order: NewOrder, now: number, availableAt: number): Promise<CreateResult> {
-    return this.creates.submit({ order, now, availableAt, deadline: Date.now() + this.timeoutMs })
+  async create (order: NewOrder, now: number, availableAt: number, traceparent?: string): Promise<CreateResult> {
+    return this.creates.submit({ order, now, availableAt, deadline: Date.now() + this.timeoutMs, traceparent })
   }
 
   // The grouped creates' transaction, for one request's orders: it already compares an id given twice.
-  async createEach (orders: NewOrder[], now: number, availableAt: number): Promise<CreateResult[]> {
+  async createEach (orders: NewOrder[], now: number, availableAt: number, traceparent?: string): Promise<CreateResult[]> {
     const deadline = Date.now() + this.timeoutMs
-    const results = await this.createBatch(orders.map((order) => ({ order, now, availableAt, deadline })))
+    const results = await this.createBatch(orders.map((order) => ({ order, now, availableAt, deadline, traceparent })))
     return results.map((result) => {
       if (!result.ok) throw result.error
       return result.value
@@ -331,7 +333,7 @@ export class PgStore extends StoreEvents implements OrderStore {
   async claim (limit: number, now: number, leaseMs: number, withOrders = false): Promise<Claim[]> {
     const token = randomUUID()
     return this.transaction(async (tx, transitions) => {
-      const { rows } = await tx.query<ClaimedRow>(claimQuery(limit, now, leaseMs, token, withOrders))
+      const { rows } = await tx.query<ClaimedRow & { traceparent?: string | null }>(claimQuery(limit, now, leaseMs, token, withOrders, tracingOn))
       transitions.claimed(rows, now)
       return claimsOf(rows, token, withOrders ? rows as unknown as OrderRecord[] : undefined)
     })

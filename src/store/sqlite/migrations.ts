@@ -105,6 +105,11 @@ const MIGRATIONS: string[] = [
   `
   -- What the processing step returned (JSON text), written with the completion.
   ALTER TABLE orders ADD COLUMN result TEXT;
+  `,
+  `
+  -- The W3C traceparent of the request that created the order (only while tracing is on), so that
+  -- its attempts and webhooks, in any process, join the request's trace.
+  ALTER TABLE orders ADD COLUMN traceparent TEXT;
   `
 ]
 

@@ -21,6 +21,7 @@ import type { ChangedRow } from '../change-log.ts'
 import { claimsOf, Transitions, type ClaimedRow, type QueuedRow } from '../transitions.ts'
 import { listSql, SQL } from './statements.ts'
 import { SqliteWebhooks } from './sqlite-webhooks.ts'
+import { tracingOn } from '../../tracing.ts'
 import type {
   DeliveryClaim, DeliveryOutcome, DeliveryPage, DeliveryQuery, EndpointRecord, NewDelivery, NewEndpoint
 } from '../webhook-store.ts'
@@ -115,6 +116,7 @@ export class SqliteStore extends StoreEvents implements OrderStore {
     const db = this.db
     this.sql = Object.fromEntries(Object.entries(SQL).map(([name, text]) => [name, db.prepare(text)])) as Record<keyof typeof SQL, Database.Statement>
     this.sql.claimOrders.raw(true)
+    this.sql.claimOrdersTraced.raw(true)
     // better-sqlite3 runs a transaction function called inside another in a savepoint.
     this.atomically = db.transaction((fn: () => unknown) => fn()) as <T>(fn: () => T) => T
     this.writes = new GroupCommit((writes) => this.commit(writes))
@@ -193,22 +195,22 @@ export class SqliteStore extends StoreEvents implements OrderStore {
     return result
   }
 
-  private insert (order: NewOrder, now: number, availableAt: number): boolean {
+  private insert (order: NewOrder, now: number, availableAt: number, traceparent: string | null = null): boolean {
     return this.sql.insert.run(order.order_id, order.user_id, JSON.stringify(order.item_ids),
-      toCents(order.total_amount), now, availableAt, now).changes === 1
+      toCents(order.total_amount), now, availableAt, now, traceparent).changes === 1
   }
 
-  async create (order: NewOrder, now: number, availableAt: number): Promise<CreateResult> {
-    return this.write((transitions) => this.createOne(order, now, availableAt, transitions))
+  async create (order: NewOrder, now: number, availableAt: number, traceparent?: string): Promise<CreateResult> {
+    return this.write((transitions) => this.createOne(order, now, availableAt, traceparent, transitions))
   }
 
-  async createEach (orders: NewOrder[], now: number, availableAt: number): Promise<CreateResult[]> {
-    return this.write((transitions) => orders.map((order) => this.createOne(order, now, availableAt, transitions)))
+  async createEach (orders: NewOrder[], now: number, availableAt: number, traceparent?: string): Promise<CreateResult[]> {
+    return this.write((transitions) => orders.map((order) => this.createOne(order, now, availableAt, traceparent, transitions)))
   }
 
   /** Inserts an order in the current transaction, or compares it with the one stored under its id. */
-  private createOne (order: NewOrder, now: number, availableAt: number, transitions: Transitions): CreateResult {
-    if (this.insert(order, now, availableAt)) {
+  private createOne (order: NewOrder, now: number, availableAt: number, traceparent: string | undefined, transitions: Transitions): CreateResult {
+    if (this.insert(order, now, availableAt, traceparent)) {
       transitions.created([newRow(order.order_id, now, availableAt)])
       return 'created'
     }
@@ -320,14 +322,16 @@ export class SqliteStore extends StoreEvents implements OrderStore {
         transitions.claimed(rows, now)
         return claimsOf(rows, token)
       }
-      const orders = (statement.all(params) as unknown[][]).map(recordFromColumns)
+      const columns = statement.all(params) as unknown[][]
+      const orders = columns.map(recordFromColumns)
       transitions.claimed(orders as ClaimedRow[], now)
-      return claimsOf(orders as ClaimedRow[], token, orders)
+      // While tracing is on, each order's traceparent follows its columns (SQL.claimOrdersTraced).
+      return claimsOf(tracingOn ? orders.map((order, i) => ({ ...order as ClaimedRow, traceparent: (columns[i] as unknown[]).at(-1) as string | null })) : orders as ClaimedRow[], token, orders)
     })
   }
 
   private claimQuery (limit: number, now: number, leaseMs: number, token: string, withOrders = false): Query {
-    return [withOrders ? this.sql.claimOrders : this.sql.claim, { token, now, leaseMs, limit }]
+    return [withOrders ? (tracingOn ? this.sql.claimOrdersTraced : this.sql.claimOrders) : this.sql.claim, { token, now, leaseMs, limit }]
   }
 
   async extendLeases (claims: readonly Claim[], now: number, leaseMs: number): Promise<number> {
