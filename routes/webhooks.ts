@@ -161,12 +161,13 @@ const webhooks: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['webhooks'],
       summary: 'Delete a webhook endpoint and its deliveries',
-      description: 'Its pending deliveries are not sent; an attempt under way may still arrive.',
+      description: 'Gone at once: no event is recorded for it after. Its deliveries are removed in the background; ' +
+        'its pending ones are not sent, an attempt under way may still arrive.',
       params: EndpointParams,
       response: { 204: Type.Null({ description: 'Deleted' }), ...errorResponses(400, 500, 503), 404: notFound }
     }
   }, async (request, reply) => {
-    if (!await store.deleteEndpoint(request.params.id)) return reply.code(404).send(NOT_FOUND)
+    if (!await store.deleteEndpoint(request.params.id, Date.now())) return reply.code(404).send(NOT_FOUND)
     return reply.code(204).send(null)
   })
 

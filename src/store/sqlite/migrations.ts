@@ -105,6 +105,14 @@ const MIGRATIONS: string[] = [
   `
   -- What the processing step returned (JSON text), written with the completion.
   ALTER TABLE orders ADD COLUMN result TEXT;
+  `,
+  `
+  -- Endpoints deleted whose deliveries are still being removed, a batch at a time, in the
+  -- background: removing them in the delete itself held the store for seconds with a long history.
+  CREATE TABLE webhook_endpoint_purges (
+    endpoint_id TEXT PRIMARY KEY,
+    deleted_at INTEGER NOT NULL
+  );
   `
 ]
 

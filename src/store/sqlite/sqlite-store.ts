@@ -6,6 +6,7 @@ import type { NewOrder, OrderRecord, OrderStatus } from '../../order.ts'
 import { sameOrder, toCents } from '../../order.ts'
 import { GroupCommit, attempt, type Settled } from '../group-commit.ts'
 import { Checkpointer } from './checkpointer.ts'
+import type { BatchSweeper } from '../batch-sweeper.ts'
 import { migrate } from './migrations.ts'
 import { applyDelta, statsFromRows } from '../stats-delta.ts'
 import type {
@@ -21,8 +22,8 @@ import type { ChangedRow } from '../change-log.ts'
 import { claimsOf, Transitions, type ClaimedRow, type QueuedRow } from '../transitions.ts'
 import { listSql, SQL } from './statements.ts'
 import { SqliteWebhooks } from './sqlite-webhooks.ts'
-import type {
-  DeliveryClaim, DeliveryOutcome, DeliveryPage, DeliveryQuery, EndpointRecord, NewDelivery, NewEndpoint
+import {
+  purgeSweeper, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type EndpointRecord, type NewDelivery, type NewEndpoint
 } from '../webhook-store.ts'
 
 const CHECKPOINT_INTERVAL_MS = 100
@@ -83,6 +84,7 @@ export class SqliteStore extends StoreEvents implements OrderStore {
   private readonly atomically: <T>(fn: () => T) => T
   private readonly listStatements = new Map<string, Database.Statement>()
   private readonly checkpointer: Checkpointer | undefined
+  private readonly purges: BatchSweeper
   private readonly webhooks: SqliteWebhooks
   /**
    * What reads would otherwise ask SQLite for, kept in memory: the store is the file's only writer,
@@ -124,6 +126,9 @@ export class SqliteStore extends StoreEvents implements OrderStore {
       processing: this.sql.processingState.get() as ProcessingState,
       records: new Map()
     }
+    this.purges = purgeSweeper(this, (err) => { console.error(`removing a deleted webhook endpoint's deliveries failed: ${(err as Error).message}`) })
+    // A removal cut short by a crash or a stop is finished.
+    this.purges.wake()
   }
 
   /** Changes to these statuses are kept: listeners or endpoints want them; others cost nothing. */
@@ -483,8 +488,14 @@ export class SqliteStore extends StoreEvents implements OrderStore {
     return this.webhooks.endpoint(id)
   }
 
-  async deleteEndpoint (id: string): Promise<boolean> {
-    return this.write((transitions) => this.webhooks.deleteEndpoint(transitions, id))
+  async deleteEndpoint (id: string, now: number): Promise<boolean> {
+    const deleted = await this.write((transitions) => this.webhooks.deleteEndpoint(transitions, id, now))
+    if (deleted) this.purges.wake()
+    return deleted
+  }
+
+  async purgeDeletedEndpoints (limit: number): Promise<boolean> {
+    return this.write(() => this.webhooks.purge(limit))
   }
 
   async queueDelivery (delivery: NewDelivery, now: number): Promise<boolean> {
@@ -516,6 +527,7 @@ export class SqliteStore extends StoreEvents implements OrderStore {
   }
 
   async close (): Promise<void> {
+    await this.purges.close()
     await this.checkpointer?.close()
     if (this.db.open) this.db.close()
   }

@@ -73,11 +73,26 @@ export class SqliteWebhooks {
     return rows.map((row) => ({ ...row, events: JSON.parse(row.events) as OrderStatus[], counts: countsOf(row.id) }))
   }
 
-  deleteEndpoint (transitions: Transitions, id: string): boolean {
+  /** Its deliveries are left to purge: deleting 250,000 in one statement held the event loop for seconds. */
+  deleteEndpoint (transitions: Transitions, id: string, now: number): boolean {
     if (this.sql.deleteEndpoint.run(id).changes === 0) return false
-    this.sql.deleteEndpointDeliveries.run(id)
     this.sql.deleteEndpointCounts.run(id)
+    this.sql.insertPurge.run(id, now)
     transitions.deliveries.endpointsChanged = true
+    return true
+  }
+
+  /**
+   * Deletes up to `limit` deliveries of the oldest deleted endpoint; once fewer are left, forgets
+   * it, with the counts a settle may have written for it since. False when no endpoint is left to purge.
+   */
+  purge (limit: number): boolean {
+    const next = this.sql.nextPurge.get() as { endpoint_id: string } | undefined
+    if (!next) return false
+    if (this.sql.purgeDeliveries.run(next.endpoint_id, limit).changes < limit) {
+      this.sql.deleteEndpointCounts.run(next.endpoint_id)
+      this.sql.endPurge.run(next.endpoint_id)
+    }
     return true
   }
 
