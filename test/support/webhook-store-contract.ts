@@ -170,6 +170,24 @@ export function webhookStoreContract (t: Test, open: () => Promise<OrderStore>):
     t.equal(await store.settleDeliveries([{ claim: claim!, kind: 'discarded' }], Date.now()), 0, 'removed with its endpoint')
   })
 
+  t.test('each event carries its order as of its own change, even when a later change of the same transaction follows', async (t) => {
+    const store = await fresh(t)
+    // An endpoint per status: events of one order for one endpoint are due one at a time.
+    for (const status of ['Pending', 'Processing', 'Completed'] as const) await store.createEndpoint(anEndpoint([status]), Date.now(), MAX_ENDPOINTS)
+    const now = Date.now()
+    // Called in one turn: on SQLite one group commit creates the order and claims it.
+    const [, together] = await Promise.all([store.create(anOrder('A'), now, now), store.claim(1, now, LEASE)])
+    // PostgreSQL creates and claims in transactions of their own: the claim may have come first.
+    const claims = together.length > 0 ? together : await store.claim(1, Date.now(), LEASE)
+    t.equal(claims.length, 1)
+    await store.settle(claims.map((claim) => ({ claim, ok: true as const })), Date.now())
+    const events = (await store.claimDeliveries(10, Date.now(), LEASE)).map(parse).sort((a, b) => a.timestamp.localeCompare(b.timestamp) || a.type.localeCompare(b.type))
+    const data = (type: string) => events.find((e) => e.type === type)?.data as unknown as { status: string, attempts: number, processing_started_at: string | null, completed_at: string | null }
+    t.match(data('order.pending'), { status: 'Pending', attempts: 0, processing_started_at: null, completed_at: null }, 'the new order, not the claimed one')
+    t.match(data('order.processing'), { status: 'Processing', attempts: 1, processing_started_at: String, completed_at: null })
+    t.match(data('order.completed'), { status: 'Completed', attempts: 1, completed_at: String })
+  })
+
   t.test('at most maxEndpoints endpoints; they list oldest first, with counts and without changing', async (t) => {
     const store = await fresh(t)
     const a = anEndpoint(['Completed'])

@@ -51,7 +51,11 @@ export class PgWebhooks {
     return this.reloading
   }
 
-  /** Records the deliveries of the transaction's status changes that endpoints want, then its delivery counts. */
+  /**
+   * Records the deliveries of the transaction's status changes that endpoints want, then its
+   * delivery counts. A transaction here is one store call, which changes an order once: the order
+   * read at its end is the order as of its change.
+   */
   async finish (tx: pg.PoolClient, transitions: Transitions, now: number): Promise<void> {
     const changes = this.subscriptions.wanted(transitions.log.changes)
     if (changes.length > 0) {

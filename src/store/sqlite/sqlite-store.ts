@@ -175,6 +175,8 @@ export class SqliteStore extends StoreEvents implements OrderStore {
    * with them. So a write must change nothing but the database and its transitions: it may run twice.
    */
   private writeBatch (writes: Array<Write<unknown>>, transitions: Transitions, savepoints: boolean): Array<Settled<unknown>> {
+    const now = Date.now()
+    let recorded = 0
     const results = writes.map((fn) => {
       const result = savepoints ? this.writeInSavepoint(fn, transitions) : attempt(() => fn(transitions))
       if (!result.ok) {
@@ -183,10 +185,12 @@ export class SqliteStore extends StoreEvents implements OrderStore {
         if (!this.db.inTransaction) throw result.error
         if (!savepoints) throw new FailedHalfway()
       }
+      // Deliveries are recorded with the status changes that make them, in their transaction,
+      // each with its order as that write left it.
+      recorded = this.webhooks.record(transitions, recorded, now)
       return result
     })
-    // Deliveries are recorded with the status changes that make them, in their transaction.
-    this.webhooks.finish(transitions, Date.now())
+    this.webhooks.finish(transitions)
     for (const [name, amount] of transitions.delta.changes) this.sql.addStat.run(amount, name)
     return results
   }

@@ -32,9 +32,16 @@ export class SqliteWebhooks {
     this.subscriptions.load(rows.map((row) => ({ id: row.id, events: JSON.parse(row.events) as OrderStatus[] })))
   }
 
-  /** Records the deliveries of the transaction's status changes that endpoints want, then its delivery counts. */
-  finish (transitions: Transitions, now: number): void {
-    const changes = this.subscriptions.wanted(transitions.log.changes)
+  /**
+   * Records the deliveries of the status changes from the `from`th on that endpoints want, each
+   * with its order as it is now; returns where the next call starts. Called after each write of a
+   * group commit: a write changes an order once, but a later write of the same transaction may
+   * change it again (a create, then a claim), and the event is the order as of its own change.
+   */
+  record (transitions: Transitions, from: number, now: number): number {
+    const all = transitions.log.changes
+    if (all.length === from || this.subscriptions.statuses.size === 0) return all.length
+    const changes = this.subscriptions.wanted(all.slice(from))
     if (changes.length > 0) {
       const orders = new Map<string, OrderRecord>()
       for (const { order_id: orderId } of changes) {
@@ -44,6 +51,11 @@ export class SqliteWebhooks {
       }
       this.insert(transitions, this.subscriptions.deliveries(changes, orders), now)
     }
+    return all.length
+  }
+
+  /** Writes the transaction's delivery counts, once its writes are done. */
+  finish (transitions: Transitions): void {
     for (const [endpointId, name, amount] of transitions.deliveries.entries()) this.sql.addDeliveryCount.run(endpointId, name, amount)
   }
 
