@@ -43,7 +43,9 @@ function ipv4At (address: ipaddr.IPv6, bits: number): ipaddr.IPv4 {
  * out in hex first (::808:808), as inet_pton reads it.
  */
 function parseAddress (address: string): ipaddr.IPv4 | ipaddr.IPv6 {
-  if (isIP(address) === 6 && address.includes('.')) return ipaddr.parse(new URL(`http://[${address}]/`).hostname.slice(1, -1))
+  if (isIP(address) === 6 && address.includes('.') && URL.canParse(`http://[${address}]/`)) {
+    return ipaddr.parse(new URL(`http://[${address}]/`).hostname.slice(1, -1))
+  }
   return ipaddr.parse(address)
 }
 
