@@ -112,7 +112,7 @@ const webhooks: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['webhooks'],
       summary: 'Register a webhook endpoint',
       description: 'Each change of an order to one of `events` is posted to `url`, signed by the Standard Webhooks specification. ' +
-        'The URL must be http or https, and its host must not be (or resolve to) a loopback, private or link-local address unless WEBHOOK_ALLOW_PRIVATE=true.',
+        'The URL must be http or https, without a user name or password, and its host must not be (or resolve to) a loopback, private or link-local address unless WEBHOOK_ALLOW_PRIVATE=true.',
       body: NewEndpointBody,
       response: {
         201: { ...CreatedEndpoint, description: 'Registered: the secret is shown this once' },
@@ -123,7 +123,11 @@ const webhooks: FastifyPluginAsyncTypebox = async (app) => {
   }, async (request, reply) => {
     const { url, events, description = null } = request.body
     try {
-      await checkDestination(url, { allowPrivate: config.WEBHOOK_ALLOW_PRIVATE, resolve: systemResolve })
+      const destination = await checkDestination(url, { allowPrivate: config.WEBHOOK_ALLOW_PRIVATE, resolve: systemResolve })
+      // They would be listed to every API user and never sent: webhook requests carry no Authorization.
+      if (destination.url.username !== '' || destination.url.password !== '') {
+        return reply.code(400).send({ error: 'body/url: a URL may not hold a user name or password: receivers authenticate webhooks by their signature (webhook-signature, with the secret shown once)' })
+      }
     } catch (err) {
       if (err instanceof RefusedDestination) return reply.code(400).send({ error: `body/url: ${err.message}` })
       throw err
@@ -157,12 +161,13 @@ const webhooks: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags: ['webhooks'],
       summary: 'Delete a webhook endpoint and its deliveries',
-      description: 'Its pending deliveries are not sent; an attempt under way may still arrive.',
+      description: 'Gone at once: no event is recorded for it after. Its deliveries are removed in the background; ' +
+        'its pending ones are not sent, an attempt under way may still arrive.',
       params: EndpointParams,
       response: { 204: Type.Null({ description: 'Deleted' }), ...errorResponses(400, 500, 503), 404: notFound }
     }
   }, async (request, reply) => {
-    if (!await store.deleteEndpoint(request.params.id)) return reply.code(404).send(NOT_FOUND)
+    if (!await store.deleteEndpoint(request.params.id, Date.now())) return reply.code(404).send(NOT_FOUND)
     return reply.code(204).send(null)
   })
 

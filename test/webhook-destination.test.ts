@@ -39,13 +39,23 @@ t.test('only global unicast addresses pass; WEBHOOK_ALLOW_PRIVATE lets the priva
     'ff02::1': /multicast/,
     '::ffff:127.0.0.1': /127\.0\.0\.1 is a loopback/,
     '::ffff:10.0.0.1': /private/,
-    '64:ff9b::a00:1': /special-purpose/,
-    '2002:a00:1::': /special-purpose/
+    '64:ff9b::a00:1': /NAT64 address carrying 10\.0\.0\.1, a private address/,
+    '2002:a00:1::': /6to4 address carrying 10\.0\.0\.1, a private address/,
+    '64:ff9b::808:808': /special-purpose \(rfc6052\)/,
+    '2002:808:808::1': /special-purpose \(6to4\)/,
+    '::127.0.0.1': /IPv4-compatible address \(deprecated, carrying 127\.0\.0\.1\)/,
+    '::7f00:1': /carrying 127\.0\.0\.1/,
+    '::a9fe:a9fe': /carrying 169\.254\.169\.254/,
+    '::8.8.8.8': /IPv4-compatible/,
+    '::ffff:169.254.169.254': /link-local/
   }
   for (const [address, reason] of Object.entries(refused)) t.match(addressRefusal(address, false), reason, address)
   for (const address of ['93.184.216.34', '8.8.8.8', '2606:4700::1111', '::ffff:8.8.8.8']) t.equal(addressRefusal(address, false), null, address)
   for (const address of ['127.0.0.1', '10.0.0.1', '169.254.169.254', '::1', 'fc00::1', '::ffff:192.168.0.1']) t.equal(addressRefusal(address, true), null, `${address}, allowed`)
-  for (const address of ['0.0.0.0', '224.0.0.1', '::', 'ff02::1']) t.ok(addressRefusal(address, true), `${address}, never`)
+  for (const address of ['64:ff9b::a00:1', '2002:a9fe:a9fe::1']) t.equal(addressRefusal(address, true), null, `${address}, allowed`)
+  for (const address of ['0.0.0.0', '224.0.0.1', '::', 'ff02::1', '::127.0.0.1', '::a9fe:a9fe', '64:ff9b::e000:1', '2002:e000:1::1']) {
+    t.ok(addressRefusal(address, true), `${address}, never`)
+  }
 })
 
 t.test('a host name is refused when any address it resolves to is refused', async (t) => {
@@ -65,7 +75,10 @@ t.test('delivery to a refused destination is decided before any socket is opened
     ['a name resolving to link-local (cloud metadata)', 'http://metadata.example/latest', resolveTo('169.254.169.254')],
     ['a name that resolved to a public address before, now rebound to loopback', 'http://rebound.example/hook', resolveTo('127.0.0.1')],
     ['a private address in the URL', 'http://192.168.1.20:8080/hook', resolveTo()],
-    ['a link-local address in the URL', 'http://[fe80::1]/hook', resolveTo()]
+    ['a link-local address in the URL', 'http://[fe80::1]/hook', resolveTo()],
+    ['an IPv4-compatible loopback address in the URL', 'http://[::127.0.0.1]/hook', resolveTo()],
+    ['an IPv4-compatible metadata address in the URL', 'http://[::a9fe:a9fe]/latest', resolveTo()],
+    ['a name resolving to an IPv4-compatible address', 'http://compat.example/hook', resolveTo('::127.0.0.1')]
   ] as const) {
     const sender = new WebhookSender({ timeoutMs: 5000, allowPrivate: false, resolve })
     let result: unknown

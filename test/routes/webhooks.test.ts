@@ -59,6 +59,12 @@ t.test('POST /webhooks refuses bad bodies with a 400 that says why, and creates 
     [{ url: 'http://[::ffff:10.0.0.1]/hook' }, /private address/],
     [{ url: 'http://100.64.0.1/hook' }, /carrier-grade NAT/],
     [{ url: 'http://0.0.0.0/hook' }, /unspecified/],
+    [{ url: 'http://[::127.0.0.1]/hook' }, /IPv4-compatible address \(deprecated, carrying 127\.0\.0\.1\)/],
+    [{ url: 'http://[::a9fe:a9fe]/latest/meta-data' }, /IPv4-compatible address \(deprecated, carrying 169\.254\.169\.254\)/],
+    [{ url: 'http://[64:ff9b::a9fe:a9fe]/hook' }, /NAT64 address carrying 169\.254\.169\.254, a link-local address/],
+    [{ url: 'http://[2002:a00:1::1]/hook' }, /6to4 address carrying 10\.0\.0\.1, a private address/],
+    [{ url: 'https://user:pw@93.184.216.34/hook' }, /body\/url: a URL may not hold a user name or password: receivers authenticate webhooks by their signature/],
+    [{ url: 'https://token@93.184.216.34/hook' }, /may not hold a user name or password/],
     [{ url: 'https://example.com/hook', events: [] }, /body\/events must NOT have fewer than 1 items/],
     [{ url: 'https://example.com/hook', events: ['Shipped'] }, /body\/events\/0 must be one of: Pending, Processing, Completed, Failed, Cancelled/],
     [{ url: 'https://example.com/hook', events: ['Completed', 'Completed'] }, /body\/events must NOT have duplicate items/],
@@ -79,6 +85,8 @@ t.test('WEBHOOK_ALLOW_PRIVATE=true lets a receiver on this machine or network re
     t.equal((await register(app, { url })).status, 201, url)
   }
   t.match(await register(app, { url: 'http://224.0.0.1/hook' }), { status: 400, json: { error: /multicast/ } })
+  t.match(await register(app, { url: 'http://[::127.0.0.1]:4000/hook' }), { status: 400, json: { error: /IPv4-compatible/ } }, 'IPv4-compatible: never')
+  t.match(await register(app, { url: 'http://user:pw@127.0.0.1:4000/hook' }), { status: 400, json: { error: /by their signature/ } }, 'credentials: never')
 })
 
 t.test('unknown and malformed endpoint ids; DELETE; at most 100 endpoints', async (t) => {

@@ -145,15 +145,18 @@ export function webhookStoreContract (t: Test, open: () => Promise<OrderStore>):
     t.equal(await store.settleDeliveries([{ claim: again!, kind: 'delivered', statusCode: 200 }], Date.now()), 1)
   })
 
-  t.test('deleting an endpoint removes its deliveries; events recorded for it meanwhile are dropped when claimed', async (t) => {
+  t.test('deleting an endpoint removes it at once, its deliveries in the background; events recorded for it meanwhile are dropped when claimed', async (t) => {
     const store = await fresh(t)
     const endpoint = anEndpoint(['Completed'])
     await store.createEndpoint(endpoint, Date.now(), MAX_ENDPOINTS)
     await complete(store, 'A')
-    t.equal(await store.deleteEndpoint(endpoint.id), true)
-    t.equal(await store.deleteEndpoint(endpoint.id), false)
+    t.equal(await store.deleteEndpoint(endpoint.id, Date.now()), true)
+    t.equal(await store.deleteEndpoint(endpoint.id, Date.now()), false)
     t.equal(await store.endpoint(endpoint.id), undefined)
-    t.equal(await store.nextDeliveryIn(Date.now()), null, 'its delivery is gone')
+    t.same(await store.endpoints(), [])
+    await complete(store, 'B')
+    await waitFor(async () => await store.nextDeliveryIn(Date.now()) === null, 'its delivery to be removed, and none recorded for B')
+    t.equal(await store.purgeDeletedEndpoints(1000), false, 'nothing left to remove')
     t.equal(await store.queueDelivery({ id: 'msg_x', endpoint_id: endpoint.id, order_id: null, event_type: 'webhook.test', payload: '{}', created_at: Date.now() }, Date.now()), false)
 
     // As another process that has not heard of the deletion yet would record one.
@@ -161,9 +164,28 @@ export function webhookStoreContract (t: Test, open: () => Promise<OrderStore>):
     await store.createEndpoint(gone, Date.now(), MAX_ENDPOINTS)
     t.equal(await store.queueDelivery({ id: 'msg_y', endpoint_id: gone.id, order_id: null, event_type: 'webhook.test', payload: '{}', created_at: Date.now() }, Date.now()), true)
     const [claim] = await store.claimDeliveries(10, Date.now(), LEASE)
-    await store.deleteEndpoint(gone.id)
-    await store.queueDelivery({ id: 'msg_z', endpoint_id: gone.id, order_id: null, event_type: 'webhook.test', payload: '{}', created_at: Date.now() }, Date.now())
-    t.equal(await store.settleDeliveries([{ claim: claim!, kind: 'discarded' }], Date.now()), 0, 'deleted with its endpoint')
+    await store.deleteEndpoint(gone.id, Date.now())
+    t.equal(await store.queueDelivery({ id: 'msg_z', endpoint_id: gone.id, order_id: null, event_type: 'webhook.test', payload: '{}', created_at: Date.now() }, Date.now()), false)
+    await waitFor(async () => (await store.deliveries(gone.id, { status: 'pending', limit: 10 })).deliveries.length === 0, 'its deliveries to be removed')
+    t.equal(await store.settleDeliveries([{ claim: claim!, kind: 'discarded' }], Date.now()), 0, 'removed with its endpoint')
+  })
+
+  t.test('each event carries its order as of its own change, even when a later change of the same transaction follows', async (t) => {
+    const store = await fresh(t)
+    // An endpoint per status: events of one order for one endpoint are due one at a time.
+    for (const status of ['Pending', 'Processing', 'Completed'] as const) await store.createEndpoint(anEndpoint([status]), Date.now(), MAX_ENDPOINTS)
+    const now = Date.now()
+    // Called in one turn: on SQLite one group commit creates the order and claims it.
+    const [, together] = await Promise.all([store.create(anOrder('A'), now, now), store.claim(1, now, LEASE)])
+    // PostgreSQL creates and claims in transactions of their own: the claim may have come first.
+    const claims = together.length > 0 ? together : await store.claim(1, Date.now(), LEASE)
+    t.equal(claims.length, 1)
+    await store.settle(claims.map((claim) => ({ claim, ok: true as const })), Date.now())
+    const events = (await store.claimDeliveries(10, Date.now(), LEASE)).map(parse).sort((a, b) => a.timestamp.localeCompare(b.timestamp) || a.type.localeCompare(b.type))
+    const data = (type: string) => events.find((e) => e.type === type)?.data as unknown as { status: string, attempts: number, processing_started_at: string | null, completed_at: string | null }
+    t.match(data('order.pending'), { status: 'Pending', attempts: 0, processing_started_at: null, completed_at: null }, 'the new order, not the claimed one')
+    t.match(data('order.processing'), { status: 'Processing', attempts: 1, processing_started_at: String, completed_at: null })
+    t.match(data('order.completed'), { status: 'Completed', attempts: 1, completed_at: String })
   })
 
   t.test('at most maxEndpoints endpoints; they list oldest first, with counts and without changing', async (t) => {

@@ -114,6 +114,14 @@ const MIGRATIONS: string[] = [
   -- The W3C traceparent of the request that created the order (only while tracing is on), so that
   -- its attempts and webhooks, in any process, join the request's trace.
   ALTER TABLE orders ADD COLUMN traceparent TEXT;
+  `,
+  `
+  -- Endpoints deleted whose deliveries are still being removed, a batch at a time, in the
+  -- background: removing them in the delete itself held the store for seconds with a long history.
+  CREATE TABLE webhook_endpoint_purges (
+    endpoint_id TEXT PRIMARY KEY,
+    deleted_at BIGINT NOT NULL
+  );
   `
 ]
 

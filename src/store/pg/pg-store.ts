@@ -22,8 +22,9 @@ import { claimQuery, failedChunkQuery, idsQuery, listQuery, SQL } from './statem
 import type { StoreLog } from '../store-log.ts'
 import { claimDeliveriesQuery, deliveriesQuery, PgWebhooks } from './pg-webhooks.ts'
 import { tracingOn } from '../../tracing.ts'
-import type {
-  DeliveryClaim, DeliveryOutcome, DeliveryPage, DeliveryQuery, EndpointRecord, NewDelivery, NewEndpoint
+import type { BatchSweeper } from '../batch-sweeper.ts'
+import {
+  purgeSweeper, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type EndpointRecord, type NewDelivery, type NewEndpoint
 } from '../webhook-store.ts'
 
 const CHANNEL = 'orders_available'
@@ -85,12 +86,14 @@ export class PgStore extends StoreEvents implements OrderStore {
   private readonly overviews = new SharedRead(() => this.readOverview())
   private readonly log: StoreLog
   private readonly webhooks: PgWebhooks
+  private readonly purges: BatchSweeper
 
   private constructor (private readonly pool: pg.Pool, connection: pg.ClientConfig, { timeoutMs, log }: PgStoreOptions) {
     super()
     this.timeoutMs = timeoutMs
     this.log = log
     this.webhooks = new PgWebhooks(pool, this.shard)
+    this.purges = purgeSweeper(this, (err) => { log.warn({ err }, "removing a deleted webhook endpoint's deliveries failed") })
     this.listener = new PgListener({
       connection: { ...connection, query_timeout: timeoutMs },
       checkEveryMs: timeoutMs,
@@ -139,6 +142,8 @@ export class PgStore extends StoreEvents implements OrderStore {
     await store.listener.ready
     // After LISTEN: an endpoint created meanwhile is either read here or announced.
     await store.webhooks.reload()
+    // A removal cut short (this process's or another's, stopped or crashed) is finished.
+    store.purges.wake()
     return store
   }
 
@@ -510,8 +515,14 @@ export class PgStore extends StoreEvents implements OrderStore {
     return this.webhooks.endpoint(id)
   }
 
-  async deleteEndpoint (id: string): Promise<boolean> {
-    return this.transaction((tx, transitions) => this.webhooks.deleteEndpoint(tx, transitions, id))
+  async deleteEndpoint (id: string, now: number): Promise<boolean> {
+    const deleted = await this.transaction((tx, transitions) => this.webhooks.deleteEndpoint(tx, transitions, id, now))
+    if (deleted) this.purges.wake()
+    return deleted
+  }
+
+  async purgeDeletedEndpoints (limit: number): Promise<boolean> {
+    return this.transaction((tx) => this.webhooks.purge(tx, limit))
   }
 
   async queueDelivery (delivery: NewDelivery, now: number): Promise<boolean> {
@@ -545,6 +556,7 @@ export class PgStore extends StoreEvents implements OrderStore {
 
   async close (): Promise<void> {
     if (this.pool.ending) return
+    await this.purges.close()
     // Closing waits for the server to see each connection end; one that stops answering never
     // does, and would hold a shutdown up: past the deadline the process may exit regardless.
     await Promise.race([

@@ -51,7 +51,11 @@ export class PgWebhooks {
     return this.reloading
   }
 
-  /** Records the deliveries of the transaction's status changes that endpoints want, then its delivery counts. */
+  /**
+   * Records the deliveries of the transaction's status changes that endpoints want, then its
+   * delivery counts. A transaction here is one store call, which changes an order once: the order
+   * read at its end is the order as of its change.
+   */
   async finish (tx: pg.PoolClient, transitions: Transitions, now: number): Promise<void> {
     const changes = this.subscriptions.wanted(transitions.log.changes)
     if (changes.length > 0) {
@@ -97,11 +101,32 @@ export class PgWebhooks {
     return rows.map((row) => ({ ...row, counts: countsOf(row.id) }))
   }
 
-  async deleteEndpoint (tx: pg.PoolClient, transitions: Transitions, id: string): Promise<boolean> {
+  /**
+   * Its deliveries are left to purge: deleting 250,000 in the delete outlasted DATABASE_TIMEOUT_MS,
+   * and taking the endpoint's row before its deliveries' deadlocked with a settle, which takes them
+   * the other way round. Locks here: the endpoint, then its counts, as a settle takes them.
+   */
+  async deleteEndpoint (tx: pg.PoolClient, transitions: Transitions, id: string, now: number): Promise<boolean> {
     if ((await tx.query(SQL.deleteEndpoint, [id])).rowCount === 0) return false
-    await tx.query(SQL.deleteEndpointDeliveries, [id])
     await tx.query(SQL.deleteEndpointCounts, [id])
+    await tx.query(SQL.insertPurge, [id, now])
     transitions.deliveries.endpointsChanged = true
+    return true
+  }
+
+  /**
+   * Deletes up to `limit` deliveries of the oldest deleted endpoint no other process is purging;
+   * once none is left, forgets it, with the counts a settle may have written for it since. Takes
+   * only deliveries no settle holds, then counts, as a settle does. False when there is nothing to purge.
+   */
+  async purge (tx: pg.PoolClient, limit: number): Promise<boolean> {
+    const [next] = (await tx.query<{ endpoint_id: string }>(SQL.nextPurge)).rows
+    if (!next) return false
+    const { rowCount } = await tx.query(SQL.purgeDeliveries, [next.endpoint_id, limit])
+    if ((rowCount ?? 0) < limit && !(await tx.query<{ found: boolean }>(SQL.anyDelivery, [next.endpoint_id])).rows[0]?.found) {
+      await tx.query(SQL.deleteEndpointCounts, [next.endpoint_id])
+      await tx.query(SQL.endPurge, [next.endpoint_id])
+    }
     return true
   }
 

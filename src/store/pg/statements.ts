@@ -174,8 +174,15 @@ export const SQL = {
   endpoint: `SELECT ${ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1`,
   endpointCounts: 'SELECT endpoint_id, name, SUM(value)::bigint AS value FROM webhook_stats GROUP BY endpoint_id, name',
   deleteEndpoint: 'DELETE FROM webhook_endpoints WHERE id = $1',
-  deleteEndpointDeliveries: 'DELETE FROM webhook_deliveries WHERE endpoint_id = $1',
   deleteEndpointCounts: 'DELETE FROM webhook_stats WHERE endpoint_id = $1',
+  insertPurge: 'INSERT INTO webhook_endpoint_purges (endpoint_id, deleted_at) VALUES ($1, $2)',
+  // One process works on one deleted endpoint at a time; others take the next.
+  nextPurge: 'SELECT endpoint_id FROM webhook_endpoint_purges ORDER BY deleted_at, endpoint_id LIMIT 1 FOR UPDATE SKIP LOCKED',
+  // Rows an attempt's settle holds are left for a later batch: waiting for them while holding others could deadlock.
+  purgeDeliveries: `DELETE FROM webhook_deliveries WHERE seq IN (
+    SELECT seq FROM webhook_deliveries WHERE endpoint_id = $1 LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+  anyDelivery: 'SELECT EXISTS (SELECT 1 FROM webhook_deliveries WHERE endpoint_id = $1) AS found',
+  endPurge: 'DELETE FROM webhook_endpoint_purges WHERE endpoint_id = $1',
   // Sharded like order_stats; rows come sorted, so two transactions lock them in one order.
   addDeliveryCount: `INSERT INTO webhook_stats (endpoint_id, name, shard, value)
     SELECT endpoint_id, name, $1, value FROM unnest($2::text[], $3::text[], $4::bigint[]) AS c (endpoint_id, name, value)

@@ -6,6 +6,7 @@ import type { NewOrder, OrderRecord, OrderStatus } from '../../order.ts'
 import { sameOrder, toCents } from '../../order.ts'
 import { GroupCommit, attempt, type Settled } from '../group-commit.ts'
 import { Checkpointer } from './checkpointer.ts'
+import type { BatchSweeper } from '../batch-sweeper.ts'
 import { migrate } from './migrations.ts'
 import { applyDelta, statsFromRows } from '../stats-delta.ts'
 import type {
@@ -22,8 +23,8 @@ import { claimsOf, Transitions, type ClaimedRow, type QueuedRow } from '../trans
 import { listSql, SQL } from './statements.ts'
 import { SqliteWebhooks } from './sqlite-webhooks.ts'
 import { tracingOn } from '../../tracing.ts'
-import type {
-  DeliveryClaim, DeliveryOutcome, DeliveryPage, DeliveryQuery, EndpointRecord, NewDelivery, NewEndpoint
+import {
+  purgeSweeper, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type EndpointRecord, type NewDelivery, type NewEndpoint
 } from '../webhook-store.ts'
 
 const CHECKPOINT_INTERVAL_MS = 100
@@ -84,6 +85,7 @@ export class SqliteStore extends StoreEvents implements OrderStore {
   private readonly atomically: <T>(fn: () => T) => T
   private readonly listStatements = new Map<string, Database.Statement>()
   private readonly checkpointer: Checkpointer | undefined
+  private readonly purges: BatchSweeper
   private readonly webhooks: SqliteWebhooks
   /**
    * What reads would otherwise ask SQLite for, kept in memory: the store is the file's only writer,
@@ -126,6 +128,9 @@ export class SqliteStore extends StoreEvents implements OrderStore {
       processing: this.sql.processingState.get() as ProcessingState,
       records: new Map()
     }
+    this.purges = purgeSweeper(this, (err) => { console.error(`removing a deleted webhook endpoint's deliveries failed: ${(err as Error).message}`) })
+    // A removal cut short by a crash or a stop is finished.
+    this.purges.wake()
   }
 
   /** Changes to these statuses are kept: listeners or endpoints want them; others cost nothing. */
@@ -172,6 +177,8 @@ export class SqliteStore extends StoreEvents implements OrderStore {
    * with them. So a write must change nothing but the database and its transitions: it may run twice.
    */
   private writeBatch (writes: Array<Write<unknown>>, transitions: Transitions, savepoints: boolean): Array<Settled<unknown>> {
+    const now = Date.now()
+    let recorded = 0
     const results = writes.map((fn) => {
       const result = savepoints ? this.writeInSavepoint(fn, transitions) : attempt(() => fn(transitions))
       if (!result.ok) {
@@ -180,10 +187,12 @@ export class SqliteStore extends StoreEvents implements OrderStore {
         if (!this.db.inTransaction) throw result.error
         if (!savepoints) throw new FailedHalfway()
       }
+      // Deliveries are recorded with the status changes that make them, in their transaction,
+      // each with its order as that write left it.
+      recorded = this.webhooks.record(transitions, recorded, now)
       return result
     })
-    // Deliveries are recorded with the status changes that make them, in their transaction.
-    this.webhooks.finish(transitions, Date.now())
+    this.webhooks.finish(transitions)
     for (const [name, amount] of transitions.delta.changes) this.sql.addStat.run(amount, name)
     return results
   }
@@ -487,8 +496,14 @@ export class SqliteStore extends StoreEvents implements OrderStore {
     return this.webhooks.endpoint(id)
   }
 
-  async deleteEndpoint (id: string): Promise<boolean> {
-    return this.write((transitions) => this.webhooks.deleteEndpoint(transitions, id))
+  async deleteEndpoint (id: string, now: number): Promise<boolean> {
+    const deleted = await this.write((transitions) => this.webhooks.deleteEndpoint(transitions, id, now))
+    if (deleted) this.purges.wake()
+    return deleted
+  }
+
+  async purgeDeletedEndpoints (limit: number): Promise<boolean> {
+    return this.write(() => this.webhooks.purge(limit))
   }
 
   async queueDelivery (delivery: NewDelivery, now: number): Promise<boolean> {
@@ -520,6 +535,7 @@ export class SqliteStore extends StoreEvents implements OrderStore {
   }
 
   async close (): Promise<void> {
+    await this.purges.close()
     await this.checkpointer?.close()
     if (this.db.open) this.db.close()
   }

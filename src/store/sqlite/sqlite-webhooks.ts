@@ -32,9 +32,16 @@ export class SqliteWebhooks {
     this.subscriptions.load(rows.map((row) => ({ id: row.id, events: JSON.parse(row.events) as OrderStatus[] })))
   }
 
-  /** Records the deliveries of the transaction's status changes that endpoints want, then its delivery counts. */
-  finish (transitions: Transitions, now: number): void {
-    const changes = this.subscriptions.wanted(transitions.log.changes)
+  /**
+   * Records the deliveries of the status changes from the `from`th on that endpoints want, each
+   * with its order as it is now; returns where the next call starts. Called after each write of a
+   * group commit: a write changes an order once, but a later write of the same transaction may
+   * change it again (a create, then a claim), and the event is the order as of its own change.
+   */
+  record (transitions: Transitions, from: number, now: number): number {
+    const all = transitions.log.changes
+    if (all.length === from || this.subscriptions.statuses.size === 0) return all.length
+    const changes = this.subscriptions.wanted(all.slice(from))
     if (changes.length > 0) {
       const orders = new Map<string, OrderRecord>()
       for (const { order_id: orderId } of changes) {
@@ -44,6 +51,11 @@ export class SqliteWebhooks {
       }
       this.insert(transitions, this.subscriptions.deliveries(changes, orders), now)
     }
+    return all.length
+  }
+
+  /** Writes the transaction's delivery counts, once its writes are done. */
+  finish (transitions: Transitions): void {
     for (const [endpointId, name, amount] of transitions.deliveries.entries()) this.sql.addDeliveryCount.run(endpointId, name, amount)
   }
 
@@ -73,11 +85,26 @@ export class SqliteWebhooks {
     return rows.map((row) => ({ ...row, events: JSON.parse(row.events) as OrderStatus[], counts: countsOf(row.id) }))
   }
 
-  deleteEndpoint (transitions: Transitions, id: string): boolean {
+  /** Its deliveries are left to purge: deleting 250,000 in one statement held the event loop for seconds. */
+  deleteEndpoint (transitions: Transitions, id: string, now: number): boolean {
     if (this.sql.deleteEndpoint.run(id).changes === 0) return false
-    this.sql.deleteEndpointDeliveries.run(id)
     this.sql.deleteEndpointCounts.run(id)
+    this.sql.insertPurge.run(id, now)
     transitions.deliveries.endpointsChanged = true
+    return true
+  }
+
+  /**
+   * Deletes up to `limit` deliveries of the oldest deleted endpoint; once fewer are left, forgets
+   * it, with the counts a settle may have written for it since. False when no endpoint is left to purge.
+   */
+  purge (limit: number): boolean {
+    const next = this.sql.nextPurge.get() as { endpoint_id: string } | undefined
+    if (!next) return false
+    if (this.sql.purgeDeliveries.run(next.endpoint_id, limit).changes < limit) {
+      this.sql.deleteEndpointCounts.run(next.endpoint_id)
+      this.sql.endPurge.run(next.endpoint_id)
+    }
     return true
   }
 

@@ -115,8 +115,12 @@ export const SQL = {
   // At most MAX_ENDPOINTS endpoints, so all their counts are few rows.
   endpointCounts: 'SELECT endpoint_id, name, SUM(value) AS value FROM webhook_stats GROUP BY endpoint_id, name',
   deleteEndpoint: 'DELETE FROM webhook_endpoints WHERE id = ?',
-  deleteEndpointDeliveries: 'DELETE FROM webhook_deliveries WHERE endpoint_id = ?',
   deleteEndpointCounts: 'DELETE FROM webhook_stats WHERE endpoint_id = ?',
+  insertPurge: 'INSERT INTO webhook_endpoint_purges (endpoint_id, deleted_at) VALUES (?, ?)',
+  nextPurge: 'SELECT endpoint_id FROM webhook_endpoint_purges ORDER BY deleted_at, endpoint_id LIMIT 1',
+  purgeDeliveries: `DELETE FROM webhook_deliveries WHERE seq IN (
+    SELECT seq FROM webhook_deliveries INDEXED BY webhook_deliveries_by_endpoint WHERE endpoint_id = ? LIMIT ?)`,
+  endPurge: 'DELETE FROM webhook_endpoint_purges WHERE endpoint_id = ?',
   addDeliveryCount: `INSERT INTO webhook_stats (endpoint_id, name, shard, value) VALUES (?, ?, 0, ?)
     ON CONFLICT (endpoint_id, name, shard) DO UPDATE SET value = value + excluded.value`,
   insertDelivery: `INSERT INTO webhook_deliveries (id, endpoint_id, order_id, event_type, payload, status, next_attempt_at, created_at, updated_at)
