@@ -36,7 +36,7 @@ const processing: FastifyPluginAsyncTypebox = async (app) => {
         description: `${description} Sending it again changes nothing (since stays). No body is needed.`,
         response: { 200: ProcessingStateSchema, ...errorResponses(...BODY_ERRORS) }
       }
-    }, async () => view(await store.setProcessingState(state, Date.now())))
+    }, async () => view(await store.setProcessingState(state, Date.now)))
   }
 }
 

@@ -4,6 +4,7 @@ import { RENEWALS_PER_LEASE, type Config } from './config.ts'
 import { Attempt, AttemptDeadlines, outcomeOf, type AttemptOutcome } from './attempt.ts'
 import type { ProcessingStep, Work } from './processing-step.ts'
 import { loadProcessorModule, type ParentLogger } from './processor-module.ts'
+import { settleOutcomes } from './settle-outcomes.ts'
 import { simulatedWork } from './simulated-work.ts'
 import { TickBatch } from './tick-batch.ts'
 import { traceAttempt, tracingOn } from './tracing.ts'
@@ -115,8 +116,9 @@ export class OrderProcessor {
     this.deadlines = new AttemptDeadlines(options.attemptTimeoutMs, (attempt) => this.timedOut(attempt))
     this.now = options.now ?? Date.now
     this.settles = new TickBatch({
-      write: (outcomes) => this.store.settle(outcomes, this.now()),
-      // Unsettled claims stay Processing; their leases expire and the orders are processed again.
+      // An outcome the store refuses fails its own order only (settleOutcomes). Claims left unsettled
+      // (the store unreachable) stay Processing; their leases expire and the orders are processed again.
+      write: (outcomes) => settleOutcomes(outcomes, (some) => this.store.settle(some, this.now())),
       onError: (err) => this.options.onError?.(err, 'settling orders'),
       settled: (outcomes) => {
         for (const { claim } of outcomes) this.inFlight.delete(claim)

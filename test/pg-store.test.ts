@@ -2,6 +2,7 @@ import pg from 'pg'
 import t, { type Test } from 'tap'
 import type { OrderChange, ProcessingState } from '../src/store/order-store.ts'
 import { PgStore } from '../src/store/pg/pg-store.ts'
+import { claimQuery } from '../src/store/pg/statements.ts'
 import { anOrder, waitFor } from './helper.ts'
 import { createDatabase, openPgStore, SKIP_POSTGRES } from './support/pg-database.ts'
 import { recordingLog } from './support/recording-log.ts'
@@ -112,7 +113,7 @@ t.test('PostgreSQL: a pause reaches every process at once, and outlives them', {
   other.onProcessingState((state) => heard.push(state))
   await store.createMany([anOrder('A'), anOrder('B')], T0, T0)
 
-  const paused = await store.setProcessingState('paused', T0 + 1)
+  const paused = await store.setProcessingState('paused', () => T0 + 1)
   t.same(await other.claim(10, T0 + 2, LEASE), [], 'the other process claims nothing from the moment the pause is answered')
   await waitFor(() => heard.length === 1, 'the other process to hear the pause')
   t.same(heard, [paused])
@@ -121,7 +122,7 @@ t.test('PostgreSQL: a pause reaches every process at once, and outlives them', {
   const { store: restarted } = await openStore(t, url)
   t.same(await restarted.processingState(), paused, 'a process started later finds it paused')
   t.same(await restarted.claim(10, T0 + 3, LEASE), [])
-  t.same(await restarted.setProcessingState('running', T0 + 4), { state: 'running', since: T0 + 4 })
+  t.same(await restarted.setProcessingState('running', () => T0 + 4), { state: 'running', since: T0 + 4 })
   t.equal((await store.claim(10, T0 + 5, LEASE)).length, 2, 'resumed by another process')
 })
 
@@ -140,13 +141,13 @@ t.test('PostgreSQL: a pause and the claims under way wait for each other, so no 
   await other.query('BEGIN')
   await other.query("SELECT 1 FROM processing_state WHERE state = 'running' FOR SHARE")
   let answered = false
-  const pause = store.setProcessingState('paused', T0).then((state) => { answered = true; return state })
+  const pause = store.setProcessingState('paused', () => T0).then((state) => { answered = true; return state })
   await waitingForLock('the pause to wait for the claim under way')
   t.equal(answered, false, 'not answered while a claim is under way')
   await other.query('COMMIT')
   t.same(await pause, { state: 'paused', since: T0 })
 
-  await store.setProcessingState('running', T0 + 1)
+  await store.setProcessingState('running', () => T0 + 1)
   // A pause not yet committed: a claim that begins meanwhile waits for it, then sees it.
   await other.query('BEGIN')
   await other.query("UPDATE processing_state SET state = 'paused', since = $1", [T0 + 2])
@@ -155,6 +156,31 @@ t.test('PostgreSQL: a pause and the claims under way wait for each other, so no 
   await other.query('COMMIT')
   t.same(await claim, [], 'the claim took nothing')
   t.equal((await store.get('A'))?.status, 'Pending')
+})
+
+t.test('PostgreSQL: a pause takes its since once the claims under way have committed, so none it let through started after it', { skip: SKIP_POSTGRES }, async (t) => {
+  const url = await database(t)
+  const { store } = await openStore(t, url)
+  await store.create(anOrder('A'), Date.now(), Date.now())
+  // Another session, whose transaction stands for a claim under way.
+  const other = new pg.Client({ connectionString: url })
+  await other.connect()
+  t.teardown(() => other.end())
+  await other.query('BEGIN')
+  await other.query("SELECT 1 FROM processing_state WHERE state = 'running' FOR SHARE")
+  const askedAt = Date.now()
+  const pause = store.setProcessingState('paused', Date.now)
+  await waitFor(async () => (await other.query<{ waiting: number }>(
+    "SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")).rows[0]!.waiting === 1,
+  'the pause to wait for the claim under way')
+  // The claim's statement, its time taken after the pause was asked for, as a claim that got the row first may.
+  const claimedAt = Math.max(Date.now(), askedAt + 1)
+  const claim = claimQuery(10, claimedAt, LEASE, 'a token')
+  t.equal((await other.query(claim)).rowCount, 1, 'the claim took A')
+  await other.query('COMMIT')
+  const paused = await pause
+  t.match(await store.get('A'), { status: 'Processing', processing_started_at: claimedAt })
+  t.ok(paused.since >= claimedAt, `since (${paused.since}) is not before A started (${claimedAt}), though the pause was asked for at ${askedAt}`)
 })
 
 t.test('PostgreSQL: a notification this service did not send is logged and ignored', { skip: SKIP_POSTGRES }, async (t) => {

@@ -23,7 +23,7 @@ async function storeForTest (t: Test): Promise<{ store: OrderStore, setUntold: (
     const store = new SqliteStore(path)
     const other = new SqliteStore(path)
     t.teardown(async () => { await other.close(); await store.close() })
-    return { store, setUntold: async (state) => { await other.setProcessingState(state, Date.now()) } }
+    return { store, setUntold: async (state) => { await other.setProcessingState(state, Date.now) } }
   }
   const database = await createDatabase()
   const store = await openPgStore(database.url)
@@ -80,7 +80,7 @@ t.test('paused, a processor lets its orders in flight finish, then sleeps withou
   await store.createMany(['A', 'B', 'C'].map((id) => anOrder(id)), Date.now(), Date.now())
   await waitFor(() => gate.started.length === 2, 'two orders in flight')
 
-  await store.setProcessingState('paused', Date.now())
+  await store.setProcessingState('paused', Date.now)
   gate.openAll()
   await waitFor(async () => (await store.stats()).counts.Completed === 2, 'the orders in flight to finish')
   await store.create(anOrder('D'), Date.now(), Date.now())
@@ -92,7 +92,7 @@ t.test('paused, a processor lets its orders in flight finish, then sleeps withou
   // Just after a recovery, the next is a second away.
   await recoveries(calls, 1)
   const reads = calls.processingState
-  await store.setProcessingState('running', Date.now())
+  await store.setProcessingState('running', Date.now)
   await waitFor(() => gate.started.length === 4, 'the waiting orders to start')
   t.equal(calls.processingState, reads, 'woken by the resume, before it read the state again')
   gate.openAll()
@@ -102,7 +102,7 @@ t.test('paused, a processor lets its orders in flight finish, then sleeps withou
 
 t.test('a processor started while paused claims nothing until resumed', async (t) => {
   const { store } = await storeForTest(t)
-  await store.setProcessingState('paused', Date.now())
+  await store.setProcessingState('paused', Date.now)
   await store.create(anOrder('A'), Date.now(), Date.now())
   const calls = counted(store)
   const processor = processorOn(t, store)
@@ -110,7 +110,7 @@ t.test('a processor started while paused claims nothing until resumed', async (t
   await recoveries(calls, 2)
   t.equal(calls.claim, 0, 'it read the state at start')
   t.equal((await store.get('A'))?.status, 'Pending')
-  await store.setProcessingState('running', Date.now())
+  await store.setProcessingState('running', Date.now)
   await waitFor(async () => (await store.get('A'))?.status === 'Completed', 'the order processed once resumed')
 })
 
@@ -148,7 +148,7 @@ t.test('PostgreSQL: a worker process stops claiming the moment a pause is answer
   await store.createMany(ids.map((id) => anOrder(id)), Date.now(), Date.now())
   await waitFor(async () => (await store.stats()).counts.Completed >= 100, 'the worker to be busy')
 
-  const paused = await store.setProcessingState('paused', Date.now())
+  const paused = await store.setProcessingState('paused', Date.now)
   const answeredAt = Date.now()
   await waitFor(async () => (await store.stats()).counts.Processing === 0, 'the orders in flight to finish')
   const drainedIn = Date.now() - answeredAt
@@ -156,6 +156,8 @@ t.test('PostgreSQL: a worker process stops claiming the moment a pause is answer
   t.ok(counts.Pending > 0, `${counts.Completed} completed, ${counts.Pending} waiting`)
   const late = (await allOrders(store)).filter((o) => o.processing_started_at !== null && o.processing_started_at > answeredAt)
   t.same(late.map((o) => o.order_id), [], `no order started after the pause was answered (in flight drained in ${drainedIn} ms)`)
+  const afterSince = (await allOrders(store)).filter((o) => o.processing_started_at !== null && o.processing_started_at > paused.since)
+  t.same(afterSince.map((o) => o.order_id), [], 'nor after its since: it is taken once the claims under way have committed')
 
   t.equal(await workers[0]!.stop('SIGTERM'), 0)
   workers.push(await ServerProcess.startWorker(env))
@@ -165,7 +167,7 @@ t.test('PostgreSQL: a worker process stops claiming the moment a pause is answer
   t.same(await store.processingState(), paused)
 
   const resumedAt = Date.now()
-  await store.setProcessingState('running', resumedAt)
+  await store.setProcessingState('running', () => resumedAt)
   await waitFor(async () => (await store.stats()).counts.Processing > 0 || (await store.stats()).counts.Pending === 0, 'the worker to take orders again')
   const resumedIn = Date.now() - resumedAt
   await waitFor(async () => (await store.stats()).counts.Completed === ids.length, 'every order completed', 60_000)

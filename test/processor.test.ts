@@ -3,6 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import Database from 'better-sqlite3'
 import t, { type Test } from 'tap'
 import { OrderProcessor, type ProcessorOptions } from '../src/processor.ts'
+import { settleOutcomes } from '../src/settle-outcomes.ts'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
 import type { Claim, OrderStore } from '../src/store/order-store.ts'
 import type { OrderRecord } from '../src/order.ts'
@@ -365,28 +366,130 @@ t.test('a thrown value that is not an Error, or a huge message, gives a last_err
     undefined: 'a value that is not an Error was thrown: undefined',
     empty: 'Error'
   })
-  t.equal(errors.huge.length, 1000, 'cut at 1,000 characters')
-  t.match(errors.huge, /^upstream answered: <html><html>.*…$/)
+  t.equal(errors.huge.length, 2000, 'cut at 2,000 characters')
+  t.match(errors.huge, /^upstream answered: <html><html>.*… \[cut: 60019 characters in all\]$/)
 })
 
-t.test('a result that JSON cannot hold, or over 64 KiB of it, fails the order at once with the reason', async (t) => {
+/** Control characters but tab and newline, and halves of surrogate pairs: none may reach last_error. */
+// eslint-disable-next-line no-control-regex
+const UNREADABLE = /[\u0000-\u0008\u000B-\u001F\u007F-\u009F]|\p{Cs}/u
+
+t.test('an odd thrown value or result fails only its own order: each step runs once, the good orders of its batch complete', async (t) => {
+  const store = await storeForTest(t)
+  const { proxy: revoked, revoke } = Proxy.revocable({}, {})
+  revoke()
+  const nested = { f: () => 1, y: 2 }
+  const thrown: Record<string, unknown> = {
+    string: 'out of stock',
+    'plain-object': { code: 42 },
+    'error-object-message': Object.assign(new Error('x'), { message: { detail: 'no' } }),
+    'error-nul': new Error('upstream said: \u0000\u0001\u001b[31m\ud800 end'),
+    'revoked-proxy': revoked,
+    'throwing-getters': { get message (): string { throw new Error('getter') }, get retryable (): boolean { throw new Error('getter') } },
+    megabyte: new Error(`upstream answered: ${'x'.repeat(1024 * 1024)}`),
+    symbol: Symbol('odd')
+  }
+  const results: Record<string, unknown> = { 'good-1': { ok: 1 }, 'good-2': 'done', 'result-nested-function': nested }
+  const ids = [...Object.keys(thrown), ...Object.keys(results)]
+  const runs = new Map<string, number>()
+  let release!: () => void
+  const allStarted = new Promise<void>((resolve) => { release = resolve })
+  const processor = new OrderProcessor(store, {
+    concurrency: ids.length,
+    leaseMs: 1000,
+    maxAttempts: 1,
+    retryBackoffMs: 0,
+    attemptTimeoutMs: 300_000,
+    work: async (claim) => {
+      runs.set(claim.order_id, (runs.get(claim.order_id) ?? 0) + 1)
+      if ([...runs.values()].reduce((a, b) => a + b) === ids.length) release()
+      // All end in the same turn, so that their outcomes are settled in one batch.
+      await allStarted
+      if (claim.order_id in thrown) throw thrown[claim.order_id]
+      return results[claim.order_id]
+    }
+  })
+  t.teardown(() => processor.stop(0))
+  await store.createMany(ids.map((id) => anOrder(id)), Date.now(), Date.now())
+  processor.start()
+  await waitFor(async () => (await store.stats()).counts.Processing === 0 && (await store.stats()).counts.Pending === 0, 'every order settled')
+  t.same(Object.fromEntries(runs), Object.fromEntries(ids.map((id) => [id, 1])), 'the step ran once per order')
+  const orders = Object.fromEntries(await Promise.all(ids.map(async (id) => [id, (await store.get(id))!] as const)))
+  t.match(orders, {
+    'good-1': { status: 'Completed', result: '{"ok":1}', attempts: 1 },
+    'good-2': { status: 'Completed', result: '"done"', attempts: 1 },
+    'result-nested-function': { status: 'Failed', last_error: 'result refused: $.f is a function' },
+    string: { status: 'Failed', last_error: 'out of stock' },
+    'plain-object': { status: 'Failed', last_error: 'a value that is not an Error was thrown: {"code":42}' },
+    'error-object-message': { status: 'Failed', last_error: 'Error whose message is not text: {"detail":"no"}' },
+    'error-nul': { status: 'Failed', last_error: 'upstream said: \ufffd\ufffd\ufffd[31m\ufffd end' },
+    'revoked-proxy': { status: 'Failed', last_error: 'a value that could not be inspected was thrown' },
+    'throwing-getters': { status: 'Failed', last_error: 'a value that could not be inspected was thrown' },
+    symbol: { status: 'Failed', last_error: 'a value that is not an Error was thrown: Symbol(odd)' }
+  })
+  const megabyte = orders.megabyte!.last_error!
+  t.equal(megabyte.length, 2000, 'a megabyte message is cut at 2,000 characters')
+  t.match(megabyte, /^upstream answered: xxx.*x… \[cut: 1048595 characters in all\]$/)
+  for (const id of ids) t.notMatch(orders[id]!.last_error ?? '', UNREADABLE, `${id}: last_error is readable`)
+  t.same(await store.stats(), await recount(store))
+})
+
+t.test('an outcome the store refuses fails only its own order; the others of its batch are applied', async (t) => {
+  const store = await storeForTest(t)
+  const now = Date.now()
+  await store.createMany(['completes', 'bad-error', 'bad-result', 'retries'].map((id) => anOrder(id)), now, now)
+  const claims = Object.fromEntries((await store.claim(10, now, 30_000)).map((claim) => [claim.order_id, claim]))
+  // What each store refuses to bind: PostgreSQL text cannot hold NUL; better-sqlite3 binds no object.
+  const poison = (POSTGRES_URL ? 'NUL \u0000 here' : { not: 'text' }) as string
+  const batches: number[] = []
+  await settleOutcomes([
+    { claim: claims.completes!, ok: true, result: '{"a":1}' },
+    { claim: claims['bad-error']!, ok: false, error: poison, retryAt: null },
+    { claim: claims['bad-result']!, ok: true, result: poison },
+    { claim: claims.retries!, ok: false, error: 'gateway timeout', retryAt: now + 60_000 }
+  ], async (outcomes) => { batches.push(outcomes.length); return store.settle(outcomes, now) })
+  t.same(batches, [4, 1, 1, 1, 1, 1, 1], 'the batch, then one by one, then each refused one as a failure')
+  t.match(await store.get('completes'), { status: 'Completed', result: '{"a":1}' })
+  t.match(await store.get('bad-error'), { status: 'Failed', last_error: /^the attempt failed, and the store refused its error \(.+\)$/ })
+  t.match(await store.get('bad-result'), { status: 'Failed', last_error: /^result refused by the store: .+/ })
+  t.match(await store.get('retries'), { status: 'Pending', last_error: 'gateway timeout' })
+  t.same(await store.stats(), await recount(store))
+})
+
+t.test('a result that JSON cannot hold, anywhere in it, or over 64 KiB of it, fails the order at once naming the path', async (t) => {
+  const cycle: Record<string, unknown> = { id: 1 }
+  cycle.parent = { children: [cycle] }
   const results: Record<string, unknown> = {
     bigint: { amount: 10n },
     function: () => {},
+    'nested-function': { f: () => 1, y: 2 },
+    'symbol-in-array': { tags: ['a', Symbol('b')] },
+    'undefined-in-array': [1, undefined],
+    'odd-key': { 'a b': { 'c\u0000': Number.NaN } },
+    cycle,
     large: { blob: 'x'.repeat(64 * 1024) },
     // Counted in bytes of UTF-8, not in characters.
     accented: 'é'.repeat(33_000),
-    'just-fits': 'x'.repeat(64 * 1024 - 2)
+    'just-fits': 'x'.repeat(64 * 1024 - 2),
+    // Left out, as JSON.stringify does: an undefined property reads as absent.
+    'undefined-property': { a: undefined, b: 1, when: new Date(0) }
   }
   const { store, processor } = setup(t, { work: async (claim) => results[claim.order_id] })
   await store.createMany(Object.keys(results).map((id) => anOrder(id)), Date.now(), Date.now())
   processor.start()
-  await waitFor(async () => (await store.stats()).counts.Failed === 4 && (await store.stats()).counts.Completed === 1, 'all done')
-  t.match(await store.get('bigint'), { status: 'Failed', attempts: 1, last_error: /^result refused: not JSON-serialisable \(Do not know how to serialize a BigInt\)$/ })
-  t.match(await store.get('function'), { status: 'Failed', attempts: 1, last_error: 'result refused: a function is not JSON-serialisable' })
-  t.match(await store.get('large'), { status: 'Failed', attempts: 1, last_error: 'result refused: 65547 bytes of JSON, more than the 65536 allowed' })
-  t.match(await store.get('accented'), { status: 'Failed', last_error: 'result refused: 66002 bytes of JSON, more than the 65536 allowed' })
+  await waitFor(async () => (await store.stats()).counts.Failed === 9 && (await store.stats()).counts.Completed === 2, 'all done')
+  const failed = async (id: string) => (await store.get(id))!
+  t.match(await failed('bigint'), { status: 'Failed', attempts: 1, last_error: 'result refused: $.amount is a BigInt' })
+  t.match(await failed('function'), { status: 'Failed', attempts: 1, last_error: 'result refused: $ is a function' })
+  t.match(await failed('nested-function'), { status: 'Failed', attempts: 1, last_error: 'result refused: $.f is a function' })
+  t.match(await failed('symbol-in-array'), { status: 'Failed', last_error: 'result refused: $.tags[1] is a Symbol' })
+  t.match(await failed('undefined-in-array'), { status: 'Failed', last_error: 'result refused: $[1] is undefined' })
+  t.match(await failed('odd-key'), { status: 'Failed', last_error: 'result refused: $["a b"]["c\\u0000"] is NaN' })
+  t.match(await failed('cycle'), { status: 'Failed', last_error: 'result refused: $.parent.children[0] is a cycle (it refers back to $)' })
+  t.match(await failed('large'), { status: 'Failed', attempts: 1, last_error: 'result refused: 65547 bytes of JSON, more than the 65536 allowed' })
+  t.match(await failed('accented'), { status: 'Failed', last_error: 'result refused: 66002 bytes of JSON, more than the 65536 allowed' })
   t.match(await store.get('just-fits'), { status: 'Completed', result: `"${'x'.repeat(64 * 1024 - 2)}"` })
+  t.match(await store.get('undefined-property'), { status: 'Completed', result: '{"b":1,"when":"1970-01-01T00:00:00.000Z"}' })
 })
 
 t.test('an attempt past its deadline fails, retryable, and its signal aborts; what it does later is ignored', async (t) => {

@@ -30,14 +30,14 @@ t.test('SQLite store keeps orders and aggregates in its file across reopening', 
 t.test('SQLite store keeps the processing state in its file across reopening', async (t) => {
   const path = join(tempDir(t), 'orders.db')
   const first = new SqliteStore(path)
-  const paused = await first.setProcessingState('paused', 1000)
+  const paused = await first.setProcessingState('paused', () => 1000)
   await first.create(anOrder('waiting'), 1000, 1000)
   await first.close()
   const second = new SqliteStore(path)
   t.teardown(() => second.close())
   t.same(await second.processingState(), paused, 'still paused')
   t.same(await second.claim(10, 2000, 30_000), [], 'claiming nothing')
-  await second.setProcessingState('running', 3000)
+  await second.setProcessingState('running', () => 3000)
   t.equal((await second.claim(10, 3000, 30_000)).length, 1)
 })
 

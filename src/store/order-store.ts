@@ -169,9 +169,11 @@ export interface OrderStore extends WebhookStore {
   processingState (): Promise<ProcessingState>
   /**
    * Pauses or resumes claiming; returns the state as it now is. Setting the state it already has
-   * changes nothing (`since` stays). Once it resolves, no claim takes an order while paused, in any process.
+   * changes nothing (`since` stays). Once it resolves, no claim takes an order while paused, in any
+   * process. `since` is read from `clock` once the change holds, after the claims under way have
+   * committed: no order it let through started after it (by the clocks of the processes, which must agree).
    */
-  setProcessingState (state: ProcessingState['state'], now: number): Promise<ProcessingState>
+  setProcessingState (state: ProcessingState['state'], clock: () => number): Promise<ProcessingState>
   /** A secret made once per database, to sign list cursors. */
   cursorKey (): Promise<string>
   /** Commits a one-row write: resolves only while the store takes writes (the readiness check). */

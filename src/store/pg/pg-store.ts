@@ -472,10 +472,14 @@ export class PgStore extends StoreEvents implements OrderStore {
     return (await this.pool.query<ProcessingState>(SQL.processingState)).rows[0] as ProcessingState
   }
 
-  async setProcessingState (state: ProcessingState['state'], now: number): Promise<ProcessingState> {
+  // The row is locked first, which waits for the claims under way (each holds it FOR SHARE until it
+  // commits), and `since` read after: taken before, claims that had started since then still
+  // committed ahead of the pause, 3-96 ms after its `since`.
+  async setProcessingState (state: ProcessingState['state'], clock: () => number): Promise<ProcessingState> {
     return this.transaction(async (tx) => {
-      const [changed] = (await tx.query<ProcessingState>(SQL.setProcessingState, [state, now])).rows
-      if (!changed) return (await tx.query<ProcessingState>(SQL.processingState)).rows[0] as ProcessingState
+      const current = (await tx.query<ProcessingState>(SQL.lockProcessingState)).rows[0] as ProcessingState
+      if (current.state === state) return current
+      const changed = (await tx.query<ProcessingState>(SQL.setProcessingState, [state, clock()])).rows[0] as ProcessingState
       // Every process hears it on commit, this one included.
       await tx.query(SQL.notify, [STATE_CHANNEL, [encodeProcessingState(changed)]])
       return changed

@@ -145,6 +145,7 @@ export const SQL = {
   advanceBatch: 'UPDATE populate_batches SET entries_done = $1 WHERE batch_id = $2 AND entries_done = $3',
   batchFailures: 'UPDATE populate_batches SET failure_count = $1, failed_ids = $2 WHERE batch_id = $3',
   processingState: 'SELECT state, since FROM processing_state',
+  lockProcessingState: 'SELECT state, since FROM processing_state FOR UPDATE',
   // A row per aggregate, each with the state; one row without a name while there are no aggregates yet.
   overview: `SELECT totals.name, totals.value, p.state, p.since FROM processing_state p LEFT JOIN (${STATS}) totals ON true`,
   // Only a change of state moves `since`.

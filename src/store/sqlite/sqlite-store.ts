@@ -464,9 +464,10 @@ export class SqliteStore extends StoreEvents implements OrderStore {
     return this.memory.processing
   }
 
-  async setProcessingState (state: ProcessingState['state'], now: number): Promise<ProcessingState> {
+  // The clock is read in the transaction, after the claims committed before it or earlier in it.
+  async setProcessingState (state: ProcessingState['state'], clock: () => number): Promise<ProcessingState> {
     const { changed, current } = await this.write(() => {
-      const set = this.sql.setProcessingState.get({ state, now }) as ProcessingState | undefined
+      const set = this.sql.setProcessingState.get({ state, now: clock() }) as ProcessingState | undefined
       return { changed: set !== undefined, current: set ?? this.sql.processingState.get() as ProcessingState }
     })
     // Announced once committed, in this process: one process uses the file.
