@@ -78,6 +78,8 @@ export class PgWorkMeter {
   private nodeCpuMs = 0
   private readonly startedAt = performance.now()
   private wallMs = 0
+  /** Transactions of the harness's own (its polls of the queue's progress), taken out of the count. */
+  harnessTransactions = 0
   private sampling: Promise<void> = Promise.resolve()
 
   private constructor (
@@ -151,7 +153,7 @@ export class PgWorkMeter {
       const backendCpuMs = [...this.backends.values()].reduce((sum, { first, last }) => sum + last - first, 0)
       return {
         walBytes: wal!.bytes,
-        transactions: after.transactions - this.before.transactions,
+        transactions: after.transactions - this.before.transactions - this.harnessTransactions,
         inserted: after.inserted - this.before.inserted,
         updated: after.updated - this.before.updated,
         hotUpdated: after.hotUpdated - this.before.hotUpdated,
