@@ -14,6 +14,8 @@ import { waitFor } from '../test/helper.ts'
 export interface PgWork {
   /** WAL records of the database's relations and of its transactions (their commits), with their full-page images. */
   walBytes: number
+  /** Of which full-page images: the first change of a page after a checkpoint logs the whole page, so they depend on when checkpoints fall. */
+  fpiBytes: number
   /** Commits and rollbacks (pg_stat_database). */
   transactions: number
   /** Rows of its tables (pg_stat_user_tables); `hotUpdated` of `updated` rewrote no index. */
@@ -144,15 +146,16 @@ export class PgWorkMeter {
         'SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [this.database])).rows[0]!.n === 0,
       'the backends of the run to end', 30_000)
       const after = await PgWorkMeter.counters(this.admin, this.databaseUrl, this.database)
-      const [wal] = await readOnce<{ bytes: number }>(this.databaseUrl, `
-        WITH records AS (SELECT xid, record_length, block_ref FROM pg_get_wal_records_info($1::pg_lsn, $2::pg_lsn)),
+      const [wal] = await readOnce<{ bytes: number, fpi: number }>(this.databaseUrl, `
+        WITH records AS (SELECT xid, record_length, fpi_length, block_ref FROM pg_get_wal_records_info($1::pg_lsn, $2::pg_lsn)),
           ours AS (SELECT DISTINCT xid FROM records WHERE block_ref LIKE $3 AND xid <> '0')
-        SELECT COALESCE(SUM(record_length), 0)::float8 AS bytes FROM records
+        SELECT COALESCE(SUM(record_length), 0)::float8 AS bytes, COALESCE(SUM(fpi_length), 0)::float8 AS fpi FROM records
         WHERE block_ref LIKE $3 OR xid IN (SELECT xid FROM ours)`,
       [this.before.lsn, after.lsn, `%/${await this.databaseOid()}/%`])
       const backendCpuMs = [...this.backends.values()].reduce((sum, { first, last }) => sum + last - first, 0)
       return {
         walBytes: wal!.bytes,
+        fpiBytes: wal!.fpi,
         transactions: after.transactions - this.before.transactions - this.harnessTransactions,
         inserted: after.inserted - this.before.inserted,
         updated: after.updated - this.before.updated,

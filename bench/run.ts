@@ -557,6 +557,7 @@ for (const { name, work } of workTables) {
     `| per 1,000 | ${systems.join(' | ')} |`,
     `| --- |${systems.map(() => ' ---: |').join('')}`,
     figure('WAL kB (the database\'s records)', (w) => w.walBytes / 1000),
+    figure('of which full-page images', (w) => w.fpiBytes / 1000),
     figure('transactions', (w) => w.transactions, 1),
     figure('rows inserted', (w) => w.inserted),
     figure('rows updated', (w) => w.updated),
