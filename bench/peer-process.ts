@@ -1,34 +1,53 @@
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
+import { createInterface } from 'node:readline'
 import { randomBytes } from 'node:crypto'
 import { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import { PACKAGE_ROOT } from '../src/package-root.ts'
-import type { PeerResult } from './peers/peer-run.ts'
+import { READY, type PeerResult } from './peers/peer-run.ts'
 
 /** A peer that has not finished after this long has failed. */
 const PEER_TIMEOUT_MS = 600_000
+
+/** What the harness does while a peer waits: before its run (its process id given) and after it. */
+export interface PeerHooks { ready?: (pid: number) => Promise<void>, done?: () => Promise<void> }
 
 /**
  * Runs a peer benchmark (bench/peers/) in a process of its own pinned to `cpu`, as the service is,
  * and returns its throughput in jobs/s; a failure or a timeout throws with its output.
  */
-export async function runPeer (script: string, env: Record<string, string>, cpu: number): Promise<number> {
+export async function runPeer (script: string, env: Record<string, string>, cpu: number, hooks: PeerHooks = {}): Promise<number> {
+  // taskset runs the peer in its own process: the pid is the peer's.
   const child = spawn('taskset', ['-c', String(cpu), process.execPath, '--import', 'tsx', script], {
     cwd: PACKAGE_ROOT,
     env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['pipe', 'pipe', 'pipe'],
     signal: AbortSignal.timeout(PEER_TIMEOUT_MS),
     killSignal: 'SIGKILL'
   })
   let stdout = ''
   let stderr = ''
-  child.stdout.on('data', (chunk) => { stdout += chunk })
+  let result: PeerResult | undefined
+  let answering = Promise.resolve()
+  // The peer waits for a line after each of its two lines: the hooks run meanwhile.
+  const answer = (hook?: () => Promise<void>) => {
+    answering = answering.then(async () => { await hook?.() }).finally(() => { child.stdin.write('\n') })
+  }
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    stdout += `${line}\n`
+    if (line === READY) answer(() => hooks.ready?.(child.pid!) ?? Promise.resolve())
+    else if (line.startsWith('{"jobs"')) {
+      result = JSON.parse(line) as PeerResult
+      answer(hooks.done)
+    }
+  })
   child.stderr.on('data', (chunk) => { stderr += chunk })
-  child.on('error', () => {}) // the exit below reports it
+  child.stdin.on('error', () => {}) // a peer that died: its exit below reports it
+  child.on('error', () => {})
   const [code, signal] = await once(child, 'exit') as [number | null, NodeJS.Signals | null]
-  if (code !== 0) throw new Error(`${script} ${signal ? `was killed (${signal})` : `exited with ${code}`}: ${stderr || stdout}`)
-  const result = JSON.parse(stdout.trim().split('\n').at(-1)!) as PeerResult
+  await answering
+  if (code !== 0 || !result) throw new Error(`${script} ${signal ? `was killed (${signal})` : `exited with ${code}`}: ${stderr || stdout}`)
   return result.jobs / result.seconds
 }
 
@@ -64,7 +83,7 @@ export async function runBullmq (url: string, jobs: number, cpu: number): Promis
 }
 
 /** Runs graphile-worker on `databaseUrl`, a database of its own. */
-export async function runGraphileWorker (databaseUrl: string, jobs: number, cpu: number): Promise<number> {
+export async function runGraphileWorker (databaseUrl: string, jobs: number, cpu: number, hooks?: PeerHooks): Promise<number> {
   // NO_LOG_SUCCESS is graphile-worker's switch for its line per completed job.
-  return await runPeer('bench/peers/graphile-worker.ts', { DATABASE_URL: databaseUrl, JOBS: String(jobs), NO_LOG_SUCCESS: '1' }, cpu)
+  return await runPeer('bench/peers/graphile-worker.ts', { DATABASE_URL: databaseUrl, JOBS: String(jobs), NO_LOG_SUCCESS: '1' }, cpu, hooks)
 }

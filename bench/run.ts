@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process'
 import { writeFileSync } from 'node:fs'
 import { once } from 'node:events'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { createServer } from 'node:http'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
@@ -14,11 +15,14 @@ import { compareAnswerSizes, startBaseline, type Probe } from './fair-baseline.t
 import { redisUnreachable, runBullmq, runGraphileWorker } from './peer-process.ts'
 import { openStreams } from './event-streams.ts'
 import { profilingArgs, topFrames } from './cpu-profile.ts'
+import { perThousand, PgWorkMeter, type PgWork } from './pg-work.ts'
 
 const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     only: { type: 'string' },
+    // Orders (and jobs) of scenario 11: fewer for a bounded run while steering by its per-1,000 figures.
+    jobs: { type: 'string' },
     rounds: { type: 'string' },
     profile: { type: 'boolean', default: false },
     tracing: { type: 'boolean', default: false }
@@ -486,11 +490,60 @@ const scenarios: Record<Scenario, () => Promise<void>> = {
   },
 
   async 'pg-graphile-worker' () {
-    const jobs = QUICK ? 50_000 : 100_000
-    await versusPeer(`11. PostgreSQL end to end, one process, ${jobs.toLocaleString('en')} orders / no-op jobs each: service vs graphile-worker`, 'graphile-worker', 1.25,
-      () => withPostgres(async (url) => (await endToEnd({ ...ZERO_DELAY, DATABASE_URL: url }, jobs)).perSecond),
-      () => withPostgres((url) => runGraphileWorker(url, jobs, SERVER_CPU)))
+    const jobs = Number(args.jobs ?? (QUICK ? 50_000 : 100_000))
+    const name = `11. PostgreSQL end to end, one process, ${jobs.toLocaleString('en')} orders / no-op jobs each: service vs graphile-worker`
+    const work: Record<'service' | 'graphile-worker', PgWork[]> = { service: [], 'graphile-worker': [] }
+    await versusPeer(name, 'graphile-worker', 1.25,
+      () => withPostgres(async (url) => {
+        const { perSecond, work: ours } = await pgEndToEnd(url, jobs)
+        work.service.push(perThousand(ours, jobs))
+        return perSecond
+      }),
+      () => withPostgres(async (url) => {
+        let meter: PgWorkMeter | undefined
+        const perSecond = await runGraphileWorker(url, jobs, SERVER_CPU, {
+          ready: async (pid) => { meter = await PgWorkMeter.start(POSTGRES_SERVER, url, pid) },
+          done: async () => { await meter!.stop() }
+        })
+        work['graphile-worker'].push(perThousand(await meter!.finish(), jobs))
+        return perSecond
+      }))
+    workTables.push({ name, work })
   }
+}
+
+const POLL_MS = 50
+const MAX_POLLS = 300_000 / POLL_MS
+
+/** The per-1,000 figures of scenario 11's rounds, printed after the main table. */
+const workTables: Array<{ name: string, work: Record<string, PgWork[]> }> = []
+
+/**
+ * endToEnd on PostgreSQL, with what the database and the processes did from the populate call
+ * until all orders were Completed (PgWorkMeter): counted after the service is stopped, when its
+ * backends have ended and reported their statistics.
+ */
+async function pgEndToEnd (url: string, total: number): Promise<{ perSecond: number, work: PgWork }> {
+  const service = await ServerProcess.start({ ...ZERO_DELAY, DATABASE_URL: url }, SERVER, SERVER_CPU, serviceArgs())
+  let perSecond: number
+  let meter: PgWorkMeter
+  try {
+    meter = await PgWorkMeter.start(POSTGRES_SERVER, url, service.child.pid!)
+    const started = performance.now()
+    await populate(service, total, 'e2e')
+    // Each poll of the metrics is a transaction of the service's: every 10 ms (waitFor's pace) they
+    // were about half of its transactions per 1,000 orders, and graphile-worker's run is not polled.
+    // Every 50 ms, and taken out of the count: at most 50 ms late of the 5-10 s such a run takes.
+    let polls = 0
+    while (polls++ < MAX_POLLS && await completedCount(service) < total) await sleep(POLL_MS)
+    if (polls > MAX_POLLS) throw new Error(`not all ${total} orders completed within ${MAX_POLLS * POLL_MS} ms`)
+    perSecond = total / ((performance.now() - started) / 1000)
+    await meter.stop()
+    meter.harnessTransactions = polls
+  } finally {
+    await service.stop(STOP_SERVICE)
+  }
+  return { perSecond, work: await meter.finish() }
 }
 
 for (const name of SCENARIOS) {
@@ -513,6 +566,28 @@ const table = [
   ...rows.map((r) => `| ${r.scenario} | ${r.figure} | ${r.value ?? r.note} | ${r.target} | ${r.pass === null ? '' : r.pass ? 'yes' : '**no**'} |`)
 ].join('\n')
 console.log(table)
+/** Each figure's median over the rounds, per system, side by side. */
+for (const { name, work } of workTables) {
+  const systems = Object.keys(work)
+  const figure = (label: string, pick: (w: PgWork) => number, digits = 0) =>
+    `| ${label} | ${systems.map((system) => median(work[system]!.map(pick)).toFixed(digits)).join(' | ')} |`
+  console.log([
+    `\n${name}: per 1,000 orders / jobs (median of the rounds)\n`,
+    `| per 1,000 | ${systems.join(' | ')} |`,
+    `| --- |${systems.map(() => ' ---: |').join('')}`,
+    figure('WAL kB (the database\'s records)', (w) => w.walBytes / 1000),
+    figure('of which full-page images', (w) => w.fpiBytes / 1000),
+    figure('transactions', (w) => w.transactions, 1),
+    figure('rows inserted', (w) => w.inserted),
+    figure('rows updated', (w) => w.updated),
+    figure('of which HOT', (w) => w.hotUpdated),
+    figure('rows deleted', (w) => w.deleted),
+    figure('CPU ms, Node process', (w) => w.nodeCpuMs, 1),
+    figure('CPU ms, PostgreSQL backends', (w) => w.backendCpuMs, 1),
+    figure('CPU ms, both', (w) => w.nodeCpuMs + w.backendCpuMs, 1),
+    figure('wall ms', (w) => w.wallMs, 1)
+  ].join('\n'))
+}
 for (const [name, { frames, areas }] of Object.entries(profiles)) {
   console.log(`\n${name}: self time, % of the service processes' busy time\n\n| area | self % | frame | self % |\n| --- | ---: | --- | ---: |`)
   for (let i = 0; i < frames.length; i++) {
@@ -520,6 +595,6 @@ for (const [name, { frames, areas }] of Object.entries(profiles)) {
   }
 }
 writeFileSync(new URL('results.json', import.meta.url), JSON.stringify({
-  date: new Date().toISOString(), quick: QUICK, rounds: ROUNDS, durationSeconds: DURATION_S, connections: CONNECTIONS, rows, profiles
+  date: new Date().toISOString(), quick: QUICK, rounds: ROUNDS, durationSeconds: DURATION_S, connections: CONNECTIONS, rows, profiles, perThousand: workTables
 }, null, 2))
 process.exit(rows.every((r) => r.pass !== false) ? 0 : 1)

@@ -1,3 +1,5 @@
+import { createInterface } from 'node:readline'
+
 /**
  * What a peer benchmark (another job queue, run by bench/run.ts in a process of its own) shares:
  * how many no-op jobs to add, how they are added, and how the result is reported.
@@ -22,10 +24,22 @@ export async function addInChunks (total: number, addBulk: (numbers: number[]) =
   }
 }
 
-/** Times `run` (add every job, then wait for the last completion) and prints the result as a JSON line. */
+/** A line the peer prints when it is ready to start, before it waits for the harness's line on stdin. */
+export const READY = '{"ready":true}'
+
+/**
+ * Times `run` (add every job, then wait for the last completion) and prints the result as a JSON
+ * line. Before and after, it waits for a line on stdin: the harness reads the database's and the
+ * process's counters meanwhile, so that they cover the run and not the peer's start-up or stop.
+ */
 export async function measure (jobs: number, run: () => Promise<void>): Promise<void> {
+  const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]()
+  process.stdout.write(`${READY}\n`)
+  await lines.next()
   const started = performance.now()
   await run()
   const result: PeerResult = { jobs, seconds: (performance.now() - started) / 1000 }
   process.stdout.write(`${JSON.stringify(result)}\n`)
+  await lines.next()
+  process.stdin.destroy()
 }

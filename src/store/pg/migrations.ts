@@ -122,6 +122,15 @@ const MIGRATIONS: string[] = [
     endpoint_id TEXT PRIMARY KEY,
     deleted_at BIGINT NOT NULL
   );
+  `,
+  `
+  -- Room on each page for an order's claim and settle (each a new row version: status is indexed,
+  -- so neither is HOT): written on the same page, PostgreSQL logs only the bytes that changed and
+  -- prunes the old versions in place. Measured, 20,000 orders end to end: WAL 2,266 -> 2,037 kB
+  -- per 1,000 orders, and the table smaller (10.3 -> 8.8 MB), its dead versions pruned rather than
+  -- left behind on full pages. Orders not yet claimed (a backlog) take twice the pages until
+  -- then. Pages written before keep their fill.
+  ALTER TABLE orders SET (fillfactor = 50);
   `
 ]
 
