@@ -16,7 +16,5 @@ export default fp(async (app) => {
   }
   const deliverer = configuredDeliverer(app.store, config, (err, context) => app.log.error({ err }, `webhook deliverer failed while ${context}`))
   app.decorate('deliverer', deliverer)
-  app.addHook('onReady', async () => { deliverer.start() })
-  // preClose runs before the store's onClose, so claims are handed back while the store is open.
-  app.addHook('preClose', async () => { await deliverer.stop(config.SHUTDOWN_GRACE_MS) })
-}, { name: 'deliverer', dependencies: ['config', 'store'] })
+  app.background.add(deliverer)
+}, { name: 'deliverer', dependencies: ['config', 'store', 'background'] })

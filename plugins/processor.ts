@@ -18,7 +18,5 @@ export default fp(async (app) => {
   const step = await configuredStep(config, app.log)
   const processor = configuredProcessor(app.store, config, step, (err, context) => app.log.error({ err }, `processor failed while ${context}`))
   app.decorate('processor', processor)
-  app.addHook('onReady', async () => { processor.start() })
-  // preClose runs before the store's onClose, so claims are handed back while the store is open.
-  app.addHook('preClose', async () => { await processor.stop(config.SHUTDOWN_GRACE_MS) })
-}, { name: 'processor', dependencies: ['config', 'store'] })
+  app.background.add(processor)
+}, { name: 'processor', dependencies: ['config', 'store', 'background'] })

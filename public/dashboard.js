@@ -366,6 +366,7 @@ async function follow () {
   const res = await get('/orders/stream')
   if (!res) return
   text('live', 'live')
+  connected()
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader()
   let buffered = ''
   for (;;) {
@@ -381,6 +382,12 @@ async function follow () {
   }
 }
 
+/** Back after an outage: what failed while the server was away is cleared, and the figures are fresh again (start() read them). */
+function connected () {
+  document.body.classList.remove('stale')
+  for (const id of ['processing-message', 'orders-message', 'order-message', 'webhooks-message']) say(id, '')
+}
+
 let following = false
 function start () {
   // Whatever happened while the stream was away is read afresh.
@@ -394,7 +401,9 @@ function start () {
   follow().catch(() => {}).finally(() => {
     following = false
     if (unauthorized) return
-    text('live', 'reconnecting…')
+    // Nothing below is read again until the stream is back: say so rather than show old figures as current.
+    document.body.classList.add('stale')
+    text('live', 'disconnected: figures are stale, reconnecting…')
     setTimeout(start, 1000)
   })
 }

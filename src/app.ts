@@ -13,6 +13,7 @@ import crossSitePlugin from '../plugins/cross-site.ts'
 import overloadPlugin from '../plugins/overload.ts'
 import docsPlugin from '../plugins/docs.ts'
 import storePlugin from '../plugins/store.ts'
+import backgroundPlugin from '../plugins/background.ts'
 import processorPlugin from '../plugins/processor.ts'
 import delivererPlugin from '../plugins/deliverer.ts'
 import prometheusPlugin from '../plugins/prometheus.ts'
@@ -84,6 +85,7 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
   await app.register(apiKeyPlugin)
   await app.register(docsPlugin)
   await app.register(storePlugin)
+  await app.register(backgroundPlugin)
   await app.register(processorPlugin)
   await app.register(delivererPlugin)
   await app.register(prometheusPlugin)

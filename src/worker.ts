@@ -6,6 +6,7 @@ import type { ProcessingStep } from './processing-step.ts'
 import { configuredDeliverer } from './webhooks/deliverer.ts'
 import { closeOnStopSignals } from './stop-signals.ts'
 import { shutdown as stopTracing, startTracing } from './tracing.ts'
+import { BackgroundWork } from './background-work.ts'
 import type { OrderStore } from './store/order-store.ts'
 
 // A worker process: processes orders from the shared store and serves no HTTP (`npm run worker`).
@@ -26,15 +27,16 @@ try {
 }
 const processor = configuredProcessor(store, config, step, (err, context) => log.error({ err }, `processor failed while ${context}`))
 const deliverer = configuredDeliverer(store, config, (err, context) => log.error({ err }, `webhook deliverer failed while ${context}`))
-processor.start()
-deliverer.start()
+const background = new BackgroundWork()
+background.add(processor)
+background.add(deliverer)
+background.start()
 log.info({ concurrency: config.PROCESSOR_CONCURRENCY }, 'worker processing orders')
 
 // SIGTERM/SIGINT: stop claiming, finish in-flight orders and webhook attempts within the grace period, hand back the rest.
 closeOnStopSignals(config.SHUTDOWN_GRACE_MS + 5000, log, async () => {
   try {
-    const stopped = await Promise.allSettled([processor.stop(config.SHUTDOWN_GRACE_MS), deliverer.stop(config.SHUTDOWN_GRACE_MS)])
-    for (const result of stopped) if (result.status === 'rejected') throw result.reason
+    await background.stop(config.SHUTDOWN_GRACE_MS)
   } finally {
     await store.close()
     // The spans of the last attempts, still buffered.

@@ -1,4 +1,5 @@
 import { join } from 'node:path'
+import { writeFileSync } from 'node:fs'
 import { setTimeout as sleep } from 'node:timers/promises'
 import Database from 'better-sqlite3'
 import pg from 'pg'
@@ -9,6 +10,7 @@ import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
 import { anOrder, tempDir, waitFor } from './helper.ts'
 import { createDatabase, openPgStore, POSTGRES_URL, SKIP_POSTGRES } from './support/pg-database.ts'
 import { ServerProcess } from './support/server-process.ts'
+import { WebhookReceiver } from './support/webhook-receiver.ts'
 
 // Real processes, many rounds: longer than tap's 30 s for a file.
 t.setTimeout(600_000)
@@ -25,23 +27,27 @@ const CENSUS_SQL = `SELECT
   CAST(count(*) FILTER (WHERE status = 'Completed' AND attempts <> 1) AS INTEGER) AS "completedRetried"
   FROM orders`
 
-/** Counts orders in a SQLite file or a PostgreSQL database (by URL) that no process uses any more. */
-async function census (database: string): Promise<Census> {
+/** The one row `sql` reads from a SQLite file or a PostgreSQL database (by URL) that no process uses any more. */
+async function readRow<T> (database: string, sql: string): Promise<T> {
   if (database.startsWith('postgres')) {
     const client = new pg.Client({ connectionString: database })
     await client.connect()
     try {
-      return (await client.query<Census>(CENSUS_SQL)).rows[0] as Census
+      return (await client.query(sql)).rows[0] as T
     } finally {
       await client.end()
     }
   }
   const db = new Database(database, { readonly: true })
   try {
-    return db.prepare(CENSUS_SQL).get() as Census
+    return db.prepare(sql).get() as T
   } finally {
     db.close()
   }
+}
+
+async function census (database: string): Promise<Census> {
+  return readRow<Census>(database, CENSUS_SQL)
 }
 
 /** Nothing Processing, nothing Failed, and no attempt counted for an order that was handed back. */
@@ -98,6 +104,112 @@ for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     t.equal(counted.pending + counted.completed, 500)
   })
 }
+
+/** Webhook deliveries still leased, and deliveries whose attempt was counted, once no process runs. */
+const DELIVERIES_SQL = `SELECT
+  CAST(count(*) AS INTEGER) AS total,
+  CAST(count(*) FILTER (WHERE lease_token IS NOT NULL) AS INTEGER) AS leased,
+  CAST(count(*) FILTER (WHERE attempts > 0) AS INTEGER) AS attempted
+  FROM webhook_deliveries`
+
+/** A PROCESSOR_MODULE whose step takes `ms` and ignores its signal, as a step that cannot be interrupted does. */
+function stepTaking (t: Test, ms: number): string {
+  const path = join(tempDir(t), 'step.mjs')
+  writeFileSync(path, `export default () => new Promise((resolve) => setTimeout(() => resolve({ done: true }), ${ms}))`)
+  return path
+}
+
+/** A file (SQLite) or a database of its own (PostgreSQL) for `npm start`, as a DATABASE_URL. */
+async function databaseFor (t: Test, store: 'SQLite' | 'PostgreSQL'): Promise<{ url: string, path: string }> {
+  if (store === 'SQLite') {
+    const path = join(tempDir(t), 'orders.db')
+    return { url: `sqlite:${path}`, path }
+  }
+  const database = await createDatabase()
+  t.teardown(() => database.drop())
+  return { url: database.url, path: database.url }
+}
+
+const IN_FLIGHT_COUNT = 20
+
+/** Starts `npm start`, runs `first`, creates IN_FLIGHT_COUNT orders and waits until every one is being processed. */
+async function startWithOrdersInFlight (t: Test, env: Record<string, string>, first = async (_server: ServerProcess) => {}): Promise<ServerProcess> {
+  const server = await ServerProcess.startWithNpm({ PENDING_DELAY_MS: '0', MAX_ATTEMPTS: '1', LOG_LEVEL: 'info', ...env })
+  t.teardown(() => server.killGroup())
+  await first(server)
+  t.equal((await server.request('/orders/populate', { total_entries: IN_FLIGHT_COUNT })).status, 201)
+  await waitFor(async () => (await server.request('/orders/metrics')).json.processing.count === IN_FLIGHT_COUNT, 'every order in flight')
+  return server
+}
+
+/** SIGINT to the process group; resolves with the exit code and the seconds it took. */
+async function interrupt (t: Test, server: ServerProcess): Promise<{ code: number | null, seconds: number }> {
+  const signalledAt = performance.now()
+  server.signalGroup('SIGINT')
+  const code = await server.exited
+  const seconds = (performance.now() - signalledAt) / 1000
+  await server.groupGone()
+  t.comment(`exit ${code} after ${seconds.toFixed(1)} s`)
+  return { code, seconds }
+}
+
+for (const store of ['SQLite', 'PostgreSQL'] as const) {
+  const skip = store === 'PostgreSQL' ? SKIP_POSTGRES : false
+
+  t.test(`\`npm start\` (${store}) at the default grace: steps and webhook attempts still under way are cut and handed back uncounted, exit 0`, { skip }, async (t) => {
+    const database = await databaseFor(t, store)
+    // A receiver that never answers: its attempts are under way at the signal.
+    const receiver = await WebhookReceiver.start(t)
+    let answer = (): void => {}
+    const held = new Promise<void>((resolve) => { answer = resolve })
+    t.teardown(() => answer())
+    receiver.behaviour = async (_request, reply) => { await held; return reply.code(204).send() }
+    const server = await startWithOrdersInFlight(t, {
+      DATABASE_URL: database.url, PROCESSOR_MODULE: stepTaking(t, 30_000), WEBHOOK_ALLOW_PRIVATE: 'true', WEBHOOK_TIMEOUT_MS: '60000'
+    }, async (server) => { t.equal((await server.request('/webhooks', { url: receiver.url(), events: ['Pending', 'Processing'] })).status, 201) })
+    await waitFor(() => receiver.received.length > 0, 'webhook attempts under way')
+    const { code, seconds } = await interrupt(t, server)
+    t.equal(code, 0, 'exit 0, not cut by a framework timeout')
+    t.ok(seconds >= 10, 'the grace period (10 s) was given to the steps under way')
+    t.notMatch(server.output, /did not start in time|killed by timeout/)
+    const counted = await census(database.path)
+    handedBackCleanly(t, counted, 'every order handed back, its attempt uncounted')
+    t.equal(counted.pending, IN_FLIGHT_COUNT, 'each one Pending, to be processed again')
+    const deliveries = await readRow<{ total: number, leased: number, attempted: number }>(database.path, DELIVERIES_SQL)
+    t.ok(deliveries.total > 0, `deliveries were recorded (${deliveries.total})`)
+    t.match(deliveries, { leased: 0, attempted: 0 }, 'every webhook attempt under way handed back, uncounted')
+  })
+
+  t.test(`\`npm start\` (${store}) with SHUTDOWN_GRACE_MS=20000: steps that end 10-20 s after the signal complete, exit 0`, { skip }, async (t) => {
+    const database = await databaseFor(t, store)
+    // 15 s from the claim: past Fastify's 10 s plugin timeout, within the grace.
+    const server = await startWithOrdersInFlight(t, { DATABASE_URL: database.url, PROCESSOR_MODULE: stepTaking(t, 15_000), SHUTDOWN_GRACE_MS: '20000' })
+    const { code, seconds } = await interrupt(t, server)
+    t.equal(code, 0, 'exit 0')
+    t.ok(seconds < 20, 'it did not wait for the whole grace period once every step had ended')
+    t.match(await census(database.path), { completed: IN_FLIGHT_COUNT, processing: 0, pending: 0, failed: 0 }, 'every order completed')
+  })
+}
+
+t.test('a step that timed out (its order settled) is not waited for at shutdown', async (t) => {
+  const path = join(tempDir(t), 'orders.db')
+  const server = await ServerProcess.start({
+    DATABASE_URL: `sqlite:${path}`,
+    PROCESSOR_MODULE: stepTaking(t, 60_000),
+    ATTEMPT_TIMEOUT_MS: '500',
+    PENDING_DELAY_MS: '0',
+    MAX_ATTEMPTS: '1',
+    SHUTDOWN_GRACE_MS: '60000'
+  })
+  t.teardown(() => { server.child.kill('SIGKILL') })
+  await server.request('/orders/populate', { total_entries: 5 })
+  await waitFor(async () => (await server.request('/orders/metrics')).json.failed.count === 5, 'every attempt to time out')
+  const stoppedAt = performance.now()
+  t.equal(await server.stop('SIGTERM'), 0, 'exit 0')
+  // Its steps still run (they ignore their signals) for up to a minute: the grace is not spent on them.
+  t.ok(performance.now() - stoppedAt < 30_000, 'not held up by the steps that timed out')
+  t.match(await census(path), { failed: 5, processing: 0 })
+})
 
 t.test('a second signal sent deliberately later forces the exit at once', async (t) => {
   const path = join(tempDir(t), 'orders.db')
