@@ -64,6 +64,8 @@ export function watchKeyFile (path: string, { loaded, failed }: KeyFileWatch): (
   }
   process.on('SIGHUP', onSignal)
   const watcher: FSWatcher = watch(dirname(path), schedule)
+  // The directory removed or unreadable: the keys in use stay, SIGHUP still reloads.
+  watcher.on('error', failed)
   return () => {
     process.off('SIGHUP', onSignal)
     clearTimeout(timer)
