@@ -4,7 +4,7 @@ import { errorResponses } from './errors.ts'
 import { closeAfterAnswer } from './lingering-close.ts'
 
 /** Methods that change nothing: any other is refused when a browser sends it from another site. */
-const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
+export const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
 
 /**
  * Requests a browser sends from another site may not change anything (ALLOWED_ORIGINS excepted),

@@ -1,6 +1,8 @@
 import fp from 'fastify-plugin'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
+import { MIN_KEY_LENGTH } from '../src/api-key.ts'
+import { keysRequired, SECURITY_SCHEME } from './api-key.ts'
 
 type JsonSchema = { [key: string]: unknown, properties?: Record<string, JsonSchema>, required?: string[], default?: unknown }
 
@@ -34,7 +36,19 @@ export default fp(async (app) => {
         { name: 'simulation', description: 'Load simulation' },
         { name: 'operations', description: 'Liveness and readiness' },
         { name: 'webhooks', description: 'Endpoints that receive status changes, signed by the Standard Webhooks specification' }
-      ]
+      ],
+      ...(keysRequired(app.config) && {
+        components: {
+          securitySchemes: {
+            [SECURITY_SCHEME]: {
+              type: 'http',
+              scheme: 'bearer',
+              description: `An API key (${MIN_KEY_LENGTH}+ characters) as Authorization: Bearer <key>. Scope read: the operations that change ` +
+                'nothing (GET, the event stream, /metrics); scope write: every operation. Each operation names the scope it needs.'
+            }
+          }
+        }
+      })
     },
     // Only the document changes: validation keeps the route's own schemas.
     transform: ({ schema, url }) => ({

@@ -13,7 +13,9 @@ export const ErrorSchema = Type.Object({ error: Type.String({ description: 'what
 
 const DESCRIPTIONS: Record<number, string> = {
   400: 'Invalid input: the message names the field',
-  403: 'A browser request from another site (Sec-Fetch-Site: cross-site, or an Origin other than Host) whose origin is not in ALLOWED_ORIGINS',
+  401: 'No API key, or not one of the service\'s: send Authorization: Bearer <key>',
+  403: 'A browser request from another site (Sec-Fetch-Site: cross-site, or an Origin other than Host) whose origin is not in ALLOWED_ORIGINS; ' +
+    'or, with API keys, a key of scope read on an operation that needs write',
   404: 'Not found',
   413: 'Body larger than 1 MiB',
   415: 'Body is not JSON',

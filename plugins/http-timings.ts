@@ -50,7 +50,8 @@ export default fp(async (app) => {
       total
     )
     if (accessLog || (slowMs > 0 && total > slowMs)) {
-      const line = { reqId: request.id, route: name, url: request.url, statusCode: reply.statusCode, responseTimeMs: Math.round(total * 1000) / 1000 }
+      // The key's name, never the key: who sent it (undefined, and left out, where no key is needed).
+      const line = { reqId: request.id, route: name, url: request.url, statusCode: reply.statusCode, responseTimeMs: Math.round(total * 1000) / 1000, apiKeyName: request.apiKeyName }
       if (slowMs > 0 && total > slowMs) request.log.warn(line, 'slow request')
       else request.log.info(line, 'request completed')
     }

@@ -9,15 +9,16 @@ const PUBLIC = join(PACKAGE_ROOT, 'public')
 const CHART_JS = join(dirname(createRequire(import.meta.url).resolve('chart.js')), 'chart.umd.min.js')
 
 const assets = {
-  '/dashboard': { type: 'text/html; charset=utf-8', body: readFileSync(join(PUBLIC, 'dashboard.html'), 'utf8') },
-  '/dashboard/app.js': { type: 'text/javascript; charset=utf-8', body: readFileSync(join(PUBLIC, 'dashboard.js'), 'utf8') },
-  '/dashboard/chart.js': { type: 'text/javascript; charset=utf-8', body: readFileSync(CHART_JS, 'utf8') }
+  '/dashboard': { operationId: 'dashboard', type: 'text/html; charset=utf-8', body: readFileSync(join(PUBLIC, 'dashboard.html'), 'utf8') },
+  '/dashboard/app.js': { operationId: 'dashboardScript', type: 'text/javascript; charset=utf-8', body: readFileSync(join(PUBLIC, 'dashboard.js'), 'utf8') },
+  '/dashboard/chart.js': { operationId: 'dashboardChartScript', type: 'text/javascript; charset=utf-8', body: readFileSync(CHART_JS, 'utf8') }
 }
 
 const dashboard: FastifyPluginAsyncTypebox = async (app) => {
   for (const [url, asset] of Object.entries(assets)) {
     app.get(url, {
       schema: {
+        operationId: asset.operationId,
         tags: ['operations'],
         summary: url === '/dashboard'
           ? 'A live page: counts, completions per second, stage times, p99 per route; orders to list, open, cancel and retry; ' +

@@ -9,13 +9,17 @@ const health: FastifyPluginAsyncTypebox = async (app) => {
   const ready = () => (check ??= app.store.ping(Date.now()).finally(() => { check = null }))
 
   app.get('/health', {
-    schema: { tags: ['operations'], summary: 'The process is alive', response: { 200: Status } }
+    // Liveness: a busy process is alive, so the overload guard lets this through (a probe that
+    // got its 503 would restart a process that is merely loaded); /ready still says "not now".
+    config: { pressureHandler: () => undefined },
+    schema: { operationId: 'health', tags: ['operations'], summary: 'The process is alive: 200 whenever it answers, also while overloaded', response: { 200: Status } }
   }, async () => ({ status: 'ok' }))
 
   app.get('/ready', {
     schema: {
+      operationId: 'ready',
       tags: ['operations'],
-      summary: 'The store is reachable and takes writes',
+      summary: 'The store is reachable and takes writes; 503 while it does not or while the service is overloaded',
       response: { 200: Status, ...errorResponses(503) }
     }
   }, async (request, reply) => {

@@ -54,6 +54,7 @@ const batch: FastifyPluginAsyncTypebox = async (app) => {
   app.post('/orders/batch', {
     bodyLimit: BATCH_BODY_LIMIT,
     schema: {
+      operationId: 'createOrderBatch',
       tags: ['orders'],
       summary: `Create up to ${MAX_BATCH_ORDERS} orders in one transaction`,
       description: 'Each order means what POST /orders would: created, already existing with the same content, or a conflict; ' +

@@ -29,6 +29,7 @@ const orderCompletions: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get('/orders/metrics/completions', {
     schema: {
+      operationId: 'getOrderCompletions',
       tags: ['metrics'],
       summary: `Orders completed per second over the last ${HISTORY_SECONDS / 60} minutes`,
       description: 'Counted in memory by each process as it hears of each completion, from every process: a process that ' +

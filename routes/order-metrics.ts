@@ -86,6 +86,7 @@ async function * withOrderIds (store: OrderStore, metrics: Static<typeof Metrics
 const metrics: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/orders/metrics', {
     schema: {
+      operationId: 'getOrderMetrics',
       tags: ['metrics'],
       summary: 'Order counts, average stage times and HTTP timings',
       description: 'Read from running aggregates: its cost does not grow with the number of orders. ' +

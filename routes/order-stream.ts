@@ -97,6 +97,7 @@ const orderStream: FastifyPluginAsyncTypebox = async (app) => {
     // A HEAD would be answered by this handler and then held open forever, sending nothing.
     exposeHeadRoute: false,
     schema: {
+      operationId: 'streamOrders',
       tags: ['orders'],
       summary: 'Server-Sent Events of order status changes',
       description: 'Every status change of every order, or of one order_id, in the order they were committed; a comment line every 15 s, ' +

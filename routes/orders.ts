@@ -46,8 +46,9 @@ const RetryFailedResult = Type.Object({
 const notFound = { error: 'Order not found' }
 
 /** The schema of a route that moves one order out of one status. */
-function statusChangeSchema (summary: string, description: string, conflict: string) {
+function statusChangeSchema (operationId: string, summary: string, description: string, conflict: string) {
   return {
+    operationId,
     tags: ['orders'],
     summary,
     description,
@@ -94,6 +95,7 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
 
   app.post('/orders', {
     schema: {
+      operationId: 'createOrder',
       tags: ['orders'],
       summary: 'Create an order',
       description: 'Sending the same order again is safe: an identical body answers 200, a different one 409.',
@@ -123,6 +125,7 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get('/orders', {
     schema: {
+      operationId: 'listOrders',
       tags: ['orders'],
       summary: 'List orders, oldest first (or newest first with order=desc)',
       description: 'Keyset pagination: stable while orders are being added. Newest first, a page goes on to older orders; ' +
@@ -148,6 +151,7 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get('/orders/:order_id', {
     schema: {
+      operationId: 'getOrder',
       tags: ['orders'],
       summary: 'Get an order with its status and timings',
       params: OrderIdParams,
@@ -168,14 +172,14 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
   })
 
   app.post('/orders/:order_id/cancel', {
-    schema: statusChangeSchema('Cancel a Pending order', 'A Pending order becomes Cancelled and is never processed.', 'The order is no longer Pending')
+    schema: statusChangeSchema('cancelOrder', 'Cancel a Pending order', 'A Pending order becomes Cancelled and is never processed.', 'The order is no longer Pending')
   }, async (request, reply) => {
     const { cancelled, order } = await store.cancel(request.params.order_id, Date.now())
     return statusChanged(reply, order, cancelled, 'Pending', 'cancelled')
   })
 
   app.post('/orders/:order_id/retry', {
-    schema: statusChangeSchema('Retry a Failed order',
+    schema: statusChangeSchema('retryOrder', 'Retry a Failed order',
       'The order goes back to Pending, claimable at once, for a fresh run: attempts 0, processing_started_at, completed_at ' +
       'and the durations null again; last_error stays until the next outcome.',
       'The order is not Failed')
@@ -186,6 +190,7 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
 
   app.post('/orders/retry-failed', {
     schema: {
+      operationId: 'retryFailedOrders',
       tags: ['orders'],
       summary: 'Retry the oldest Failed orders',
       description: 'Retries up to limit Failed orders, oldest first, each as POST /orders/{order_id}/retry does, ' +

@@ -22,6 +22,7 @@ const populateRoute: FastifyPluginAsyncTypebox = async (app) => {
 
   app.post('/orders/populate', {
     schema: {
+      operationId: 'populateOrders',
       tags: ['simulation'],
       summary: 'Create many simulated orders at once',
       description: 'Creates sim_<batch_id>_<i> for i = 1..total_entries in bulk transactions and answers once all are stored and queued. ' +

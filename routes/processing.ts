@@ -17,6 +17,7 @@ const processing: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get('/processing', {
     schema: {
+      operationId: 'getProcessing',
       tags: ['processing'],
       summary: 'Whether orders are being processed',
       response: { 200: ProcessingStateSchema, ...errorResponses(500, 503) }
@@ -31,6 +32,7 @@ const processing: FastifyPluginAsyncTypebox = async (app) => {
   for (const [action, state, description] of changes) {
     app.post(`/processing/${action}`, {
       schema: {
+        operationId: `${action}Processing`,
         tags: ['processing'],
         summary: `${action[0]!.toUpperCase()}${action.slice(1)} order processing`,
         description: `${description} Sending it again changes nothing (since stays). No body is needed.`,

@@ -4,6 +4,7 @@ import { errorResponses } from '../plugins/errors.ts'
 const prometheus: FastifyPluginAsyncTypebox = async (app) => {
   app.get('/metrics', {
     schema: {
+      operationId: 'metrics',
       tags: ['metrics'],
       summary: 'Metrics in the Prometheus text format',
       description: 'Process metrics, orders by status, order stage durations and HTTP lifecycle stage timings.',

@@ -109,6 +109,7 @@ const webhooks: FastifyPluginAsyncTypebox = async (app) => {
 
   app.post('/webhooks', {
     schema: {
+      operationId: 'createWebhook',
       tags: ['webhooks'],
       summary: 'Register a webhook endpoint',
       description: 'Each change of an order to one of `events` is posted to `url`, signed by the Standard Webhooks specification. ' +
@@ -139,6 +140,7 @@ const webhooks: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get('/webhooks', {
     schema: {
+      operationId: 'listWebhooks',
       tags: ['webhooks'],
       summary: 'List webhook endpoints, oldest first, with their delivery counts',
       response: { 200: Type.Object({ webhooks: Type.Array(Endpoint) }), ...errorResponses(500, 503) }
@@ -147,6 +149,7 @@ const webhooks: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get('/webhooks/:id', {
     schema: {
+      operationId: 'getWebhook',
       tags: ['webhooks'],
       summary: 'Get a webhook endpoint with its delivery counts and last error',
       params: EndpointParams,
@@ -159,6 +162,7 @@ const webhooks: FastifyPluginAsyncTypebox = async (app) => {
 
   app.delete('/webhooks/:id', {
     schema: {
+      operationId: 'deleteWebhook',
       tags: ['webhooks'],
       summary: 'Delete a webhook endpoint and its deliveries',
       description: 'Gone at once: no event is recorded for it after. Its deliveries are removed in the background; ' +
@@ -173,6 +177,7 @@ const webhooks: FastifyPluginAsyncTypebox = async (app) => {
 
   app.post('/webhooks/:id/test', {
     schema: {
+      operationId: 'testWebhook',
       tags: ['webhooks'],
       summary: 'Send a webhook.test event to an endpoint',
       description: 'Recorded and delivered like the order events, with retries.',
@@ -200,6 +205,7 @@ const webhooks: FastifyPluginAsyncTypebox = async (app) => {
 
   app.post('/webhooks/:id/redeliver', {
     schema: {
+      operationId: 'redeliverWebhook',
       tags: ['webhooks'],
       summary: "Send an endpoint's failed deliveries again",
       description: 'They are pending again, due at once, with their retries counted afresh and their webhook-id unchanged.',
@@ -217,6 +223,7 @@ const webhooks: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get('/webhooks/:id/deliveries', {
     schema: {
+      operationId: 'listWebhookDeliveries',
       tags: ['webhooks'],
       summary: "List an endpoint's deliveries in one state, newest first",
       querystring: DeliveriesQuery,

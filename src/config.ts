@@ -45,6 +45,10 @@ export const EnvSchema = Type.Object({
   LEASE_MS: Type.Integer({ default: 30000, minimum: 100, maximum: 86_400_000 }),
   SHUTDOWN_GRACE_MS: Type.Integer({ default: 10000, minimum: 0, maximum: 600_000 }),
   API_KEY: Type.Optional(Type.String({ minLength: 16, description: 'when set, required as Authorization: Bearer <key> on every route but /health, /ready, /docs and the /dashboard page' })),
+  API_KEYS_FILE: Type.Optional(Type.String({
+    minLength: 1,
+    description: 'a file of named API keys, one "name scope key" a line (scope read or write), read again on SIGHUP and when it changes'
+  })),
   MAX_EVENT_LOOP_DELAY_MS: Type.Integer({ default: 1000, minimum: 0, maximum: 60_000, description: 'answer 503 while the event loop lags more than this; 0 turns it off' }),
   REQUEST_TIMEOUT_MS: Type.Integer({ default: 60_000, minimum: 1000, maximum: 3_600_000, description: 'longest time to receive a whole request; then 408' }),
   CONNECTION_TIMEOUT_MS: Type.Integer({ default: 120_000, minimum: 1000, maximum: 3_600_000, description: 'a connection silent this long in both directions is closed, unless a request on it is still being handled' }),

@@ -24,7 +24,9 @@ interface Log {
 export function closeOnStopSignals (timeoutMs: number, log: Log, close: () => Promise<void>): void {
   // close-with-grace keeps the exit codes, the time limit and the handling of uncaught errors; the
   // stop signals are left to us, as it takes every repeat of a signal for a demand to exit at once.
-  const closer = closeWithGrace({ delay: timeoutMs, skip: [...STOP_SIGNALS], logger: log }, async ({ err }) => {
+  // SIGHUP too when the service already listens to it (API_KEYS_FILE reloads on it): it must not stop the process then.
+  const skip = process.listenerCount('SIGHUP') > 0 ? [...STOP_SIGNALS, 'SIGHUP' as const] : [...STOP_SIGNALS]
+  const closer = closeWithGrace({ delay: timeoutMs, skip, logger: log }, async ({ err }) => {
     if (err) log.error({ err }, 'closing after an uncaught error')
     await close()
   })

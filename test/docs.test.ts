@@ -1,6 +1,7 @@
 import t from 'tap'
 import { Validator } from '@seriousme/openapi-schema-validator'
 import { build } from './helper.ts'
+import { OPERATION_IDS } from './support/operation-ids.ts'
 
 const ROUTES: Record<string, Record<string, string[]>> = {
   '/orders': { post: ['200', '201', '400', '409', '413', '415', '500', '503'], get: ['200', '400', '500', '503'] },
@@ -75,4 +76,45 @@ t.test('GET /docs serves Swagger UI from the package, no CDN', async (t) => {
   t.equal(page.statusCode, 200)
   t.match(page.headers['content-type'], /text\/html/)
   t.notMatch(page.body, /https?:\/\/(cdn|unpkg)/)
+})
+
+/** Every operation of a document, with its method and path. */
+function operations (doc: { paths: Record<string, Record<string, Record<string, unknown>>> }) {
+  return Object.entries(doc.paths).flatMap(([path, methods]) => Object.entries(methods).map(([method, operation]) => ({ path, method, operation })))
+}
+
+t.test('every operation has a tag and a unique, stable operationId', async (t) => {
+  const app = await build(t, { PROCESSOR: 'off' })
+  const doc = (await app.inject({ url: '/docs/json' })).json()
+  const ids = operations(doc).map(({ path, method, operation }) => {
+    t.ok((operation.tags as string[] | undefined)?.length, `${method} ${path} has a tag`)
+    return operation.operationId
+  })
+  t.same([...ids].sort(), [...OPERATION_IDS].sort(), 'the operationIds clients are generated with, each once')
+})
+
+t.test('with API keys, exactly the key-protected operations carry the bearer scheme, their scope and 401; none without', async (t) => {
+  const open = /^\/(health|ready|dashboard)/
+  const keyed = await build(t, { PROCESSOR: 'off', API_KEY: 'a-long-enough-secret-key' })
+  const doc = (await keyed.inject({ url: '/docs/json', headers: { authorization: 'Bearer a-long-enough-secret-key' } })).json()
+  t.same(doc.components.securitySchemes.apiKey, { type: 'http', scheme: 'bearer', description: doc.components.securitySchemes.apiKey.description })
+  t.match(doc.components.securitySchemes.apiKey.description, /scope read.*scope write/i)
+  for (const { path, method, operation } of operations(doc)) {
+    const scope = method === 'get' ? 'read' : 'write'
+    if (open.test(path)) {
+      t.equal(operation.security, undefined, `${method} ${path} is open`)
+      t.notOk((operation.responses as Record<string, unknown>)['401'], `${method} ${path} has no 401`)
+      continue
+    }
+    t.same(operation.security, [{ apiKey: [scope] }], `${method} ${path} needs a key of scope ${scope}`)
+    t.ok((operation.responses as Record<string, unknown>)['401'], `${method} ${path} documents 401`)
+    t.match(operation.description, `Needs an API key of scope ${scope}`)
+    // 403: a read key (or another site's page) on an operation that changes something.
+    t.equal('403' in (operation.responses as object), scope === 'write', `${method} ${path} documents 403 only if it needs write`)
+  }
+  const plain = (await build(t, { PROCESSOR: 'off' })).inject({ url: '/docs/json' })
+  const withoutKeys = (await plain).json()
+  t.equal(withoutKeys.components?.securitySchemes, undefined, 'without keys no scheme')
+  t.notOk(operations(withoutKeys).some(({ operation }) => operation.security !== undefined || '401' in (operation.responses as object)), 'nor security or 401 anywhere')
+  t.ok((await new Validator().validate(doc)).valid, 'the document with keys is valid OpenAPI')
 })

@@ -250,3 +250,19 @@ t.test('PostgreSQL stops answering without closing: 503 within DATABASE_TIMEOUT_
   t.equal((await app.inject({ method: 'POST', url: '/orders', payload: anOrder('after') })).statusCode, 201)
   await completed('after')
 })
+
+t.test('while overloaded /health stays 200 (liveness), /ready and the API answer 503', async (t) => {
+  const app = await build(t, { MAX_EVENT_LOOP_DELAY_MS: '1', PROCESSOR: 'off' })
+  const lag = () => { const until = Date.now() + 50; while (Date.now() < until); }
+  await waitFor(async () => {
+    lag()
+    return (await app.inject({ url: '/ready' })).statusCode === 503
+  }, 'the overload to be noticed')
+  for (let i = 0; i < 20; i++) {
+    lag()
+    const health = await app.inject({ url: '/health' })
+    t.equal(health.statusCode, 200, `/health ${i} is 200 while the loop lags`)
+  }
+  lag()
+  t.equal((await app.inject({ url: '/orders' })).statusCode, 503, 'the API itself is refused meanwhile')
+})

@@ -5,6 +5,7 @@ import t from 'tap'
 import ts from 'typescript'
 import { PACKAGE_ROOT } from '../src/package-root.ts'
 import { build } from './helper.ts'
+import { OPERATION_IDS } from './support/operation-ids.ts'
 
 interface Operation { parameters?: Array<{ in: string, required?: boolean }>, requestBody?: { content: Record<string, unknown> } }
 
@@ -43,9 +44,11 @@ t.test('a client generated from /docs/json compiles when it passes only the requ
   const calls = clientCalls(document.paths)
   writeFileSync(join(dir, 'client.ts'), [
     "import createClient from 'openapi-fetch'",
-    "import type { paths } from './schema.ts'",
+    "import type { operations, paths } from './schema.ts'",
     "const client = createClient<paths>({ baseUrl: 'http://127.0.0.1:3000' })",
     ...calls,
+    // Generated clients name their methods by operationId: the stable names are in the types.
+    `export type Named = [${OPERATION_IDS.map((id) => `operations['${id}']`).join(', ')}]`,
     // The check can fail: leaving out a required path parameter must not compile.
     '// @ts-expect-error order_id is required',
     "void client.GET('/orders/{order_id}')"
