@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import { crossSiteRule, hostRule } from '../src/cross-site.ts'
+import { crossSiteRule, hostRule } from '../src/http/cross-site.ts'
 import { errorResponses } from './errors.ts'
 import { closeAfterAnswer } from './lingering-close.ts'
 

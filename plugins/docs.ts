@@ -1,7 +1,7 @@
 import fp from 'fastify-plugin'
 import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
-import { MIN_KEY_LENGTH } from '../src/api-key.ts'
+import { MIN_KEY_LENGTH } from '../src/http/api-key.ts'
 import { keysRequired, SECURITY_SCHEME } from './api-key.ts'
 
 type JsonSchema = { [key: string]: unknown, properties?: Record<string, JsonSchema>, required?: string[], default?: unknown }

@@ -1,7 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest, onResponseHookHandler } from 'fastify'
-import { HttpTimings, type RouteHistograms } from '../src/http-timings.ts'
+import { HttpTimings, type RouteHistograms } from '../src/http/http-timings.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {

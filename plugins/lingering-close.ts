@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { bodyStillArriving, LingeringClose } from '../src/lingering-close.ts'
+import { bodyStillArriving, LingeringClose } from '../src/http/lingering-close.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {

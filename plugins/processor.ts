@@ -1,5 +1,5 @@
 import fp from 'fastify-plugin'
-import { configuredProcessor, configuredStep, type OrderProcessor } from '../src/processor.ts'
+import { configuredProcessor, configuredStep, type OrderProcessor } from '../src/processing/processor.ts'
 
 declare module 'fastify' {
   interface FastifyInstance {

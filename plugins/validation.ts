@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import { Ajv, type ErrorObject } from 'ajv'
-import { describeError } from '../src/validation-errors.ts'
+import { describeError } from '../src/http/validation-errors.ts'
 import { isDecimalMultiple } from '../src/decimal-places.ts'
 
 function bodyAjv (): Ajv {

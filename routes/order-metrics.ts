@@ -1,7 +1,7 @@
 import { Readable } from 'node:stream'
 import { Type, type FastifyPluginAsyncTypebox, type Static } from '@fastify/type-provider-typebox'
 import { errorResponses } from '../plugins/errors.ts'
-import { STAGES } from '../src/http-timings.ts'
+import { STAGES } from '../src/http/http-timings.ts'
 import { ORDER_STATUSES, type OrderStatus } from '../src/order.ts'
 import { PROCESSING_STATES, type IdPage, type OrderStore } from '../src/store/order-store.ts'
 import { StringEnum } from '../src/string-enum.ts'

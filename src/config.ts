@@ -2,7 +2,7 @@ import { envSchema } from 'env-schema'
 import { Type, type Static } from '@sinclair/typebox'
 import type { ErrorObject } from 'ajv'
 import { StringEnum } from './string-enum.ts'
-import { describeError } from './validation-errors.ts'
+import { describeError } from './http/validation-errors.ts'
 import { SCHEDULE_PATTERN, STANDARD_SCHEDULE } from './webhooks/retry-schedule.ts'
 
 /** A comma-separated list of `item`s, possibly empty. */

@@ -1,5 +1,5 @@
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client'
-import type { HttpTimings } from './http-timings.ts'
+import type { HttpTimings } from './http/http-timings.ts'
 import { ORDER_STATUSES, stageDurations } from './order.ts'
 import type { OrderStore } from './store/order-store.ts'
 import type { WebhookDeliverer } from './webhooks/deliverer.ts'

@@ -1,6 +1,6 @@
 import { context, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace, type Attributes, type Context, type Span } from '@opentelemetry/api'
 import { ConfigError } from './config.ts'
-import type { AttemptOutcome } from './attempt.ts'
+import type { AttemptOutcome } from './processing/attempt.ts'
 import type { OrderStatus } from './order.ts'
 import type { Claim } from './store/order-store.ts'
 import type { DeliveryClaim } from './store/webhook-store.ts'

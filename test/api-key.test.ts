@@ -1,7 +1,7 @@
 import t from 'tap'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { KeyRing, parseKeyFile } from '../src/api-key.ts'
+import { KeyRing, parseKeyFile } from '../src/http/api-key.ts'
 import { startFailure } from '../src/config.ts'
 import { anOrder, build, tempDir } from './helper.ts'
 

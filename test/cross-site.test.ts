@@ -2,7 +2,7 @@ import { connect } from 'node:net'
 import type { FastifyInstance, InjectOptions } from 'fastify'
 import t, { type Test } from 'tap'
 import { loadConfig } from '../src/config.ts'
-import { isLoopback } from '../src/cross-site.ts'
+import { isLoopback } from '../src/http/cross-site.ts'
 import { anOrder, build } from './helper.ts'
 
 const HOST = '127.0.0.1:3000'

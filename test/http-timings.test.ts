@@ -1,6 +1,6 @@
 import t, { type Test } from 'tap'
 import { buildApp } from '../src/app.ts'
-import { HttpTimings } from '../src/http-timings.ts'
+import { HttpTimings } from '../src/http/http-timings.ts'
 import { anOrder, testConfig, waitFor, type Settings } from './helper.ts'
 
 t.test('summaries come from the histogram, in milliseconds, percentiles never above the maximum', async (t) => {

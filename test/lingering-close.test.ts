@@ -2,7 +2,7 @@ import { once } from 'node:events'
 import { request } from 'node:http'
 import { connect } from 'node:net'
 import t, { type Test } from 'tap'
-import { LINGER_MAX_BYTES, LINGER_MAX_MS } from '../src/lingering-close.ts'
+import { LINGER_MAX_BYTES, LINGER_MAX_MS } from '../src/http/lingering-close.ts'
 import { build, type Settings } from './helper.ts'
 import { ServerProcess } from './support/server-process.ts'
 

@@ -1,7 +1,7 @@
 import { join } from 'node:path'
 import pg from 'pg'
 import t, { type Test } from 'tap'
-import { OrderProcessor } from '../src/processor.ts'
+import { OrderProcessor } from '../src/processing/processor.ts'
 import type { Claim, OrderStore } from '../src/store/order-store.ts'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
 import { anOrder, tempDir, waitFor } from './helper.ts'

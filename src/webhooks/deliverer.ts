@@ -6,7 +6,7 @@ import { parseSchedule, retryDelay } from './retry-schedule.ts'
 import { systemResolve } from './destination.ts'
 import { signedHeaders } from './signing.ts'
 import { WebhookSender, type AttemptKind, type AttemptResult } from './sender.ts'
-import { TickBatch } from '../tick-batch.ts'
+import { TickBatch } from '../processing/tick-batch.ts'
 import { traceWebhook, tracingOn } from '../tracing.ts'
 
 /** Sends one signed body; WebhookSender, or what a test puts in its place. */

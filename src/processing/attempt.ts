@@ -1,5 +1,5 @@
 import type { AttemptContext, Work } from './processing-step.ts'
-import type { Claim } from './store/order-store.ts'
+import type { Claim } from '../store/order-store.ts'
 
 /** The largest result kept, in bytes of JSON. */
 export const MAX_RESULT_BYTES = 64 * 1024

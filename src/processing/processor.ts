@@ -1,14 +1,14 @@
 import PQueue from 'p-queue'
-import type { Claim, OrderStore, Outcome } from './store/order-store.ts'
-import { RENEWALS_PER_LEASE, type Config } from './config.ts'
+import type { Claim, OrderStore, Outcome } from '../store/order-store.ts'
+import { RENEWALS_PER_LEASE, type Config } from '../config.ts'
 import { Attempt, AttemptDeadlines, outcomeOf, type AttemptOutcome } from './attempt.ts'
 import type { ProcessingStep, Work } from './processing-step.ts'
 import { loadProcessorModule, type ParentLogger } from './processor-module.ts'
 import { settleOutcomes } from './settle-outcomes.ts'
 import { simulatedWork } from './simulated-work.ts'
 import { TickBatch } from './tick-batch.ts'
-import { traceAttempt, tracingOn } from './tracing.ts'
-import type { OrderStatus } from './order.ts'
+import { traceAttempt, tracingOn } from '../tracing.ts'
+import type { OrderStatus } from '../order.ts'
 
 export interface ProcessorOptions {
   concurrency: number

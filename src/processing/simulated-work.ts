@@ -1,5 +1,5 @@
 import { setTimeout as sleep } from 'node:timers/promises'
-import type { Range } from './config.ts'
+import type { Range } from '../config.ts'
 import type { ProcessingStep } from './processing-step.ts'
 
 /** Stands in for real fulfilment, as the original did: a random wait, and failures at a given rate; no result. */

@@ -2,8 +2,8 @@ import { existsSync } from 'node:fs'
 import { resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { BaseLogger } from 'pino'
-import { ConfigError } from './config.ts'
-import { toOrder, type Order, type OrderRecord } from './order.ts'
+import { ConfigError } from '../config.ts'
+import { toOrder, type Order, type OrderRecord } from '../order.ts'
 import type { AttemptContext, ProcessingStep } from './processing-step.ts'
 
 /** A pino logger, as the module sees it: its level and its methods by level. */

@@ -1,6 +1,6 @@
 import { errorMessage, readable } from './attempt.ts'
-import type { Outcome } from './store/order-store.ts'
-import { isStoreUnavailable } from './store/store-errors.ts'
+import type { Outcome } from '../store/order-store.ts'
+import { isStoreUnavailable } from '../store/store-errors.ts'
 
 /** PostgreSQL's transaction rollback class (40xxx: a deadlock, a serialization failure): the next try may pass. */
 const TRANSIENT_CODE = /^40/

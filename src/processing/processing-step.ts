@@ -1,4 +1,4 @@
-import type { Claim } from './store/order-store.ts'
+import type { Claim } from '../store/order-store.ts'
 
 /** What one attempt at an order is given besides its claim. */
 export interface AttemptContext {
