@@ -32,6 +32,15 @@ const STATE_CHANNEL = 'processing_state'
 const DELIVERIES_CHANNEL = 'webhook_deliveries_due'
 /** Webhook endpoints were created or deleted (no payload): every process reloads which statuses they want. */
 const ENDPOINTS_CHANNEL = 'webhook_endpoints_changed'
+/**
+ * The endpoints are read again this often even when nothing is announced: an announcement can be
+ * lost (a LISTEN connection that went away unseen), and a missed one would leave this process
+ * recording no delivery for a new endpoint for good.
+ */
+const SUBSCRIPTIONS_REFRESH_MS = 45_000
+/** A failed reload is tried again after this, doubling up to SUBSCRIPTIONS_RETRY_MAX_MS, until one succeeds. */
+const SUBSCRIPTIONS_RETRY_MS = 100
+const SUBSCRIPTIONS_RETRY_MAX_MS = 5000
 /** Counter shards: each process writes one, picked at random, so that no single row is hot. */
 const STAT_SHARDS = 64
 /**
@@ -84,6 +93,8 @@ export class PgStore extends StoreEvents implements OrderStore {
   private readonly overviews = new SharedRead(() => this.readOverview())
   private readonly log: StoreLog
   private readonly webhooks: PgWebhooks
+  private reloadTimer: NodeJS.Timeout | null = null
+  private reloadFailures = 0
 
   private constructor (private readonly pool: pg.Pool, connection: pg.ClientConfig, { timeoutMs, log }: PgStoreOptions) {
     super()
@@ -138,6 +149,7 @@ export class PgStore extends StoreEvents implements OrderStore {
     await store.listener.ready
     // After LISTEN: an endpoint created meanwhile is either read here or announced.
     await store.webhooks.reload()
+    store.reloadAfter(SUBSCRIPTIONS_REFRESH_MS)
     return store
   }
 
@@ -236,13 +248,29 @@ export class PgStore extends StoreEvents implements OrderStore {
     ])
   }
 
-  /** A failed reload keeps the subscriptions as they were: logged, and tried again at the next announcement. */
+  /**
+   * A failed reload keeps the subscriptions as they were: logged, and tried again with backoff
+   * until one succeeds (waiting for the next announcement, which may never come, left a new
+   * endpoint without deliveries for good); after a success, again in SUBSCRIPTIONS_REFRESH_MS.
+   */
   private async reloadSubscriptions (): Promise<void> {
     try {
       await this.webhooks.reload()
+      this.reloadFailures = 0
+      this.reloadAfter(SUBSCRIPTIONS_REFRESH_MS)
     } catch (err) {
-      this.log.warn({ err }, 'could not reload webhook endpoints')
+      this.reloadFailures += 1
+      const retryMs = Math.min(SUBSCRIPTIONS_RETRY_MS * 2 ** (this.reloadFailures - 1), SUBSCRIPTIONS_RETRY_MAX_MS)
+      this.log.warn({ err, retryMs }, 'could not reload webhook endpoints')
+      this.reloadAfter(retryMs)
     }
+  }
+
+  private reloadAfter (ms: number): void {
+    if (this.reloadTimer) clearTimeout(this.reloadTimer)
+    if (this.pool.ending) return
+    this.reloadTimer = setTimeout(() => { void this.reloadSubscriptions() }, ms)
+    this.reloadTimer.unref()
   }
 
   /** Inserts orders in one statement; returns the rows inserted, as new orders. */
@@ -543,6 +571,7 @@ export class PgStore extends StoreEvents implements OrderStore {
 
   async close (): Promise<void> {
     if (this.pool.ending) return
+    if (this.reloadTimer) clearTimeout(this.reloadTimer)
     // Closing waits for the server to see each connection end; one that stops answering never
     // does, and would hold a shutdown up: past the deadline the process may exit regardless.
     await Promise.race([
