@@ -117,6 +117,8 @@ export interface WebhookStore {
   nextDeliveryIn (now: number): Promise<number | null>
   /** Called when deliveries may have become due (new events, redeliveries, hand-backs), maybe from another process. */
   onDeliveries (listener: () => void): () => void
+  /** Called once this process has read the endpoints again after some were created or deleted, maybe by another process. */
+  onEndpoints (listener: () => void): () => void
 }
 
 /** The counts of an endpoint with no delivery yet. */

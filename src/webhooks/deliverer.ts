@@ -11,6 +11,8 @@ import { TickBatch } from '../tick-batch.ts'
 /** Sends one signed body; WebhookSender, or what a test puts in its place. */
 export interface Sender {
   send (url: string, headers: Record<string, string>, body: string, signal?: AbortSignal): Promise<AttemptResult>
+  /** Closes idle connections to any origin other than these URLs'. */
+  keepOnly (urls: readonly string[]): void
   close (): void
 }
 
@@ -85,6 +87,7 @@ export class WebhookDeliverer {
   private state: 'new' | 'running' | 'stopping' = 'new'
   private readonly now: () => number
   private readonly unsubscribe: () => void
+  private readonly unsubscribeEndpoints: () => void
 
   constructor (private readonly store: OrderStore, private readonly options: DelivererOptions) {
     this.now = options.now ?? Date.now
@@ -98,6 +101,18 @@ export class WebhookDeliverer {
       }
     })
     this.unsubscribe = store.onDeliveries(() => this.wake())
+    this.unsubscribeEndpoints = store.onEndpoints(() => { void this.closeDeletedConnections() })
+  }
+
+  /** The connections to a deleted endpoint are closed at once, not when they have been idle long enough. */
+  private async closeDeletedConnections (): Promise<void> {
+    try {
+      const endpoints = await this.store.endpoints()
+      this.options.sender.keepOnly(endpoints.map((endpoint) => endpoint.url))
+    } catch (err) {
+      // Its idle connections still close after a few seconds.
+      this.options.onError?.(err, 'reading the webhook endpoints')
+    }
   }
 
   get leaseMs (): number {
@@ -214,6 +229,7 @@ export class WebhookDeliverer {
     const wasRunning = this.state === 'running'
     this.state = 'stopping'
     this.unsubscribe()
+    this.unsubscribeEndpoints()
     if (this.timer) clearTimeout(this.timer)
     if (wasRunning) {
       await this.looking

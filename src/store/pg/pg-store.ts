@@ -257,6 +257,7 @@ export class PgStore extends StoreEvents implements OrderStore {
     try {
       await this.webhooks.reload()
       this.reloadFailures = 0
+      this.endpointListeners.emit()
       this.reloadAfter(SUBSCRIPTIONS_REFRESH_MS)
     } catch (err) {
       this.reloadFailures += 1

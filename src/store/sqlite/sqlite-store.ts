@@ -155,7 +155,10 @@ export class SqliteStore extends StoreEvents implements OrderStore {
     }
     applyDelta(this.memory.stats, transitions.delta)
     for (const id of transitions.log.orderIds) this.memory.records.delete(id)
-    if (transitions.deliveries.endpointsChanged) this.webhooks.reload()
+    if (transitions.deliveries.endpointsChanged) {
+      this.webhooks.reload()
+      this.endpointListeners.emit()
+    }
     if (transitions.log.changes.length > 0) this.changeListeners.emit(transitions.log.changes)
     if (transitions.wakeAt !== Infinity) this.workListeners.emit(transitions.wakeAt)
     if (transitions.deliveries.due) this.deliveryListeners.emit()
