@@ -28,7 +28,7 @@ t.test('10 endpoints created, sent a burst and deleted leave no connection open,
   const store = await aStore(t)
   // Idle connections would stay a minute: only the deletion can close them within the test.
   const sender = new WebhookSender({ timeoutMs: 5000, allowPrivate: true, resolve: systemResolve, idleMs: 60_000 })
-  const deliverer = new WebhookDeliverer(store, { concurrency: 32, timeoutMs: 5000, retrySchedule: [100], sender })
+  const deliverer = new WebhookDeliverer(store, { concurrency: 32, endpointConcurrency: 32, timeoutMs: 5000, retrySchedule: [100], sender })
   deliverer.start()
   t.teardown(() => deliverer.stop(0))
   const baseline = openFds()

@@ -22,7 +22,7 @@ import { claimQuery, failedChunkQuery, idsQuery, listQuery, SQL } from './statem
 import type { StoreLog } from '../store-log.ts'
 import { claimDeliveriesQuery, deliveriesQuery, PgWebhooks } from './pg-webhooks.ts'
 import type {
-  DeliveryClaim, DeliveryOutcome, DeliveryPage, DeliveryQuery, EndpointRecord, NewDelivery, NewEndpoint
+  DeliveryClaim, DeliveryOutcome, DeliveryPage, DeliveryQuery, EndpointCap, EndpointRecord, NewDelivery, NewEndpoint
 } from '../webhook-store.ts'
 
 const CHANNEL = 'orders_available'
@@ -554,8 +554,8 @@ export class PgStore extends StoreEvents implements OrderStore {
   }
 
   // Due times and leases go by the database's clock, shared by every process: `now` only dates the rows.
-  async claimDeliveries (limit: number, _now: number, leaseMs: number): Promise<DeliveryClaim[]> {
-    return this.transaction((tx) => this.webhooks.claim(tx, limit, leaseMs))
+  async claimDeliveries (limit: number, _now: number, leaseMs: number, cap?: EndpointCap): Promise<DeliveryClaim[]> {
+    return this.transaction((tx) => this.webhooks.claim(tx, limit, leaseMs, cap))
   }
 
   async settleDeliveries (outcomes: DeliveryOutcome[], now: number): Promise<number> {

@@ -22,7 +22,7 @@ import { claimsOf, Transitions, type ClaimedRow, type QueuedRow } from '../trans
 import { listSql, SQL } from './statements.ts'
 import { SqliteWebhooks } from './sqlite-webhooks.ts'
 import type {
-  DeliveryClaim, DeliveryOutcome, DeliveryPage, DeliveryQuery, EndpointRecord, NewDelivery, NewEndpoint
+  DeliveryClaim, DeliveryOutcome, DeliveryPage, DeliveryQuery, EndpointCap, EndpointRecord, NewDelivery, NewEndpoint
 } from '../webhook-store.ts'
 
 const CHECKPOINT_INTERVAL_MS = 100
@@ -502,8 +502,8 @@ export class SqliteStore extends StoreEvents implements OrderStore {
     return this.webhooks.deliveries(endpointId, query)
   }
 
-  async claimDeliveries (limit: number, now: number, leaseMs: number): Promise<DeliveryClaim[]> {
-    return this.write(() => this.webhooks.claim(limit, now, leaseMs))
+  async claimDeliveries (limit: number, now: number, leaseMs: number, cap?: EndpointCap): Promise<DeliveryClaim[]> {
+    return this.write(() => this.webhooks.claim(limit, now, leaseMs, cap))
   }
 
   async settleDeliveries (outcomes: DeliveryOutcome[], now: number): Promise<number> {
