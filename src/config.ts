@@ -74,6 +74,11 @@ export const EnvSchema = Type.Object({
     description: 'true: webhooks may go to loopback, private and link-local addresses (a receiver on this machine or network)'
   }),
   WEBHOOK_CONCURRENCY: Type.Integer({ default: 50, minimum: 1, maximum: 10_000, description: 'webhook attempts under way at once in one process' }),
+  WEBHOOK_ENDPOINT_CONCURRENCY: Type.Optional(Type.Integer({
+    minimum: 1,
+    maximum: 10_000,
+    description: 'webhook attempts under way at once for one endpoint in one process, at most WEBHOOK_CONCURRENCY; default a quarter of it'
+  })),
   WEBHOOK_RETRY_SCHEDULE: Type.String({
     default: STANDARD_SCHEDULE,
     pattern: SCHEDULE_PATTERN,
@@ -109,7 +114,14 @@ export const LEASE_DEADLINES = 2
 
 export interface Range { min: number, max: number }
 
-export type Config = Env & { processingTime: Range }
+export type Config = Env & { processingTime: Range, WEBHOOK_ENDPOINT_CONCURRENCY: number }
+
+/**
+ * WEBHOOK_ENDPOINT_CONCURRENCY's default, as a share of WEBHOOK_CONCURRENCY: a receiver that never
+ * answers holds at most a quarter of the slots, the others keep three quarters (with no cap, one
+ * such receiver beside a healthy one cut all deliveries to about 5/s at the defaults).
+ */
+const ENDPOINT_SHARE = 4
 
 export class ConfigError extends Error {}
 
@@ -140,7 +152,11 @@ export function loadConfig (source: Record<string, string | undefined> = process
   if (env.PROCESSOR_MODULE === undefined && processingTime.max >= env.ATTEMPT_TIMEOUT_MS) {
     throw new ConfigError(`ATTEMPT_TIMEOUT_MS (${env.ATTEMPT_TIMEOUT_MS}) must exceed the longest PROCESSING_TIME_MS (${processingTime.max}): set it to ${processingTime.max + 1} or more`)
   }
-  return { ...env, processingTime }
+  const endpointConcurrency = env.WEBHOOK_ENDPOINT_CONCURRENCY ?? Math.ceil(env.WEBHOOK_CONCURRENCY / ENDPOINT_SHARE)
+  if (endpointConcurrency > env.WEBHOOK_CONCURRENCY) {
+    throw new ConfigError(`WEBHOOK_ENDPOINT_CONCURRENCY (${endpointConcurrency}) must be at most WEBHOOK_CONCURRENCY (${env.WEBHOOK_CONCURRENCY})`)
+  }
+  return { ...env, processingTime, WEBHOOK_ENDPOINT_CONCURRENCY: endpointConcurrency }
 }
 
 /** The one line a start that failed prints, never a stack trace: a bad setting, or whatever else stopped it. */

@@ -59,3 +59,11 @@ for (const [env, message] of bad) {
     t.throws(() => loadConfig(env), { constructor: ConfigError, message })
   })
 }
+
+t.test('WEBHOOK_ENDPOINT_CONCURRENCY is a quarter of WEBHOOK_CONCURRENCY by default, and at most all of it', async (t) => {
+  t.equal(loadConfig({}).WEBHOOK_ENDPOINT_CONCURRENCY, 13)
+  t.equal(loadConfig({ WEBHOOK_CONCURRENCY: '2' }).WEBHOOK_ENDPOINT_CONCURRENCY, 1)
+  t.equal(loadConfig({ WEBHOOK_CONCURRENCY: '10', WEBHOOK_ENDPOINT_CONCURRENCY: '10' }).WEBHOOK_ENDPOINT_CONCURRENCY, 10)
+  t.throws(() => loadConfig({ WEBHOOK_CONCURRENCY: '10', WEBHOOK_ENDPOINT_CONCURRENCY: '11' }), new ConfigError('WEBHOOK_ENDPOINT_CONCURRENCY (11) must be at most WEBHOOK_CONCURRENCY (10)'))
+  t.throws(() => loadConfig({ WEBHOOK_ENDPOINT_CONCURRENCY: '0' }), { message: 'WEBHOOK_ENDPOINT_CONCURRENCY must be >= 1' })
+})

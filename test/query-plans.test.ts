@@ -190,7 +190,8 @@ t.test('PostgreSQL: every list filter, idsByStatus, claim, nextAvailableAt, retr
   const deliveryScans = async (call: IndexedCall | PlanNode, expected: Array<{ index: string, columns: string[], filter?: RegExp }>) => {
     const what = 'Node Type' in call ? 'promoteNext' : describe(call)
     const { scans, sorts } = scansOf('Node Type' in call ? call : await store.explain(...call), 'webhook_deliveries')
-    t.notOk(sorts, `${what}: sorts nothing`)
+    // A claim ranks the deliveries of each endpoint among the earliest limit × CLAIM_WINDOW due: a bounded sort.
+    if ('Node Type' in call || call[0] !== 'claimDeliveries') t.notOk(sorts, `${what}: sorts nothing`)
     t.equal(scans.length, expected.length, `${what}: reads webhook_deliveries ${expected.length} way(s)`)
     expected.forEach(({ index, columns, filter }, i) => { boundedScan(t, scans.find((s) => s['Index Name'] === index) ?? scans[i], index, columns, what, filter) })
   }

@@ -5,16 +5,21 @@ import type { ChangeListener, ProcessingState, ProcessingStateListener, WorkList
 
 /**
  * Who each store tells of what its transactions did (SQLite after its commits, PostgreSQL as its
- * notifications arrive): new work, the processing state, status changes, deliveries due.
+ * notifications arrive): new work, the processing state, status changes, deliveries due, endpoints changed.
  */
 export abstract class StoreEvents {
   protected readonly workListeners = new Listeners<number>()
   protected readonly stateListeners = new Listeners<ProcessingState>()
   protected readonly changeListeners = new ChangeListeners()
   protected readonly deliveryListeners = new Listeners<void>()
+  protected readonly endpointListeners = new Listeners<void>()
 
   onDeliveries (listener: () => void): () => void {
     return this.deliveryListeners.add(listener)
+  }
+
+  onEndpoints (listener: () => void): () => void {
+    return this.endpointListeners.add(listener)
   }
 
   onWork (listener: WorkListener): () => void {

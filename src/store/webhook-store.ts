@@ -70,6 +70,23 @@ export interface DeliveryClaim {
   traceparent?: string | null
 }
 
+/** How many attempts each endpoint may have under way: `max`, of which `busy` (by endpoint id) are already. */
+export interface EndpointCap {
+  max: number
+  busy: ReadonlyMap<string, number>
+}
+
+/**
+ * A claim looks at the earliest `limit` × this many due deliveries, so that the first ones, of
+ * capped endpoints, do not hide the others; bounded, because each claim reads them all.
+ */
+export const CLAIM_WINDOW = 8
+
+/** How many deliveries of each endpoint may be claimed now. */
+export function roomOf (cap: EndpointCap | undefined, limit: number): (endpointId: string) => number {
+  return (endpointId) => (cap ? Math.min(limit, cap.max - (cap.busy.get(endpointId) ?? 0)) : limit)
+}
+
 export type DeliveryOutcome =
   | { claim: DeliveryClaim, kind: 'delivered', statusCode: number }
   /** Tried again `retryInMs` from now, by the store's clock. */
@@ -118,9 +135,11 @@ export interface WebhookStore {
   deliveries (endpointId: string, query: DeliveryQuery): Promise<DeliveryPage>
   /**
    * Claims up to `limit` due pending deliveries, each for `leaseMs` by the store's clock, only the
-   * earliest pending one of each (endpoint, order): a later one found due is put off instead.
+   * earliest pending one of each (endpoint, order): a later one found due is put off instead. With
+   * `cap`, no endpoint gets more than its room: one whose deliveries are due first cannot take
+   * every slot. Only the earliest CLAIM_WINDOW × `limit` due deliveries are looked at.
    */
-  claimDeliveries (limit: number, now: number, leaseMs: number): Promise<DeliveryClaim[]>
+  claimDeliveries (limit: number, now: number, leaseMs: number, cap?: EndpointCap): Promise<DeliveryClaim[]>
   /** Records the outcomes whose claim is still current; returns how many were. */
   settleDeliveries (outcomes: DeliveryOutcome[], now: number): Promise<number>
   /** Hands unfinished claims back, due at once; the attempt does not count. */
@@ -129,6 +148,8 @@ export interface WebhookStore {
   nextDeliveryIn (now: number): Promise<number | null>
   /** Called when deliveries may have become due (new events, redeliveries, hand-backs), maybe from another process. */
   onDeliveries (listener: () => void): () => void
+  /** Called once this process has read the endpoints again after some were created or deleted, maybe by another process. */
+  onEndpoints (listener: () => void): () => void
 }
 
 /** The counts of an endpoint with no delivery yet. */

@@ -12,12 +12,16 @@ import { traceWebhook, tracingOn } from '../tracing.ts'
 /** Sends one signed body; WebhookSender, or what a test puts in its place. */
 export interface Sender {
   send (url: string, headers: Record<string, string>, body: string, signal?: AbortSignal): Promise<AttemptResult>
+  /** Closes idle connections to any origin other than these URLs'. */
+  keepOnly (urls: readonly string[]): void
   close (): void
 }
 
 export interface DelivererOptions {
   /** Attempts under way at once in this process. */
   concurrency: number
+  /** Attempts under way at once in this process for one endpoint: one that never answers holds no more slots. */
+  endpointConcurrency: number
   /** WEBHOOK_TIMEOUT_MS: an attempt never takes longer, so a lease a little longer is never outlived. */
   timeoutMs: number
   /** The waits after each failed attempt; one more failure than it has steps and the delivery has failed. */
@@ -52,6 +56,7 @@ const MAX_TIMER_MS = 2 ** 31 - 1
 export function configuredDeliverer (store: OrderStore, config: Config, onError: DelivererOptions['onError']): WebhookDeliverer {
   return new WebhookDeliverer(store, {
     concurrency: config.WEBHOOK_CONCURRENCY,
+    endpointConcurrency: config.WEBHOOK_ENDPOINT_CONCURRENCY,
     timeoutMs: config.WEBHOOK_TIMEOUT_MS,
     retrySchedule: parseSchedule(config.WEBHOOK_RETRY_SCHEDULE),
     sender: new WebhookSender({ timeoutMs: config.WEBHOOK_TIMEOUT_MS, allowPrivate: config.WEBHOOK_ALLOW_PRIVATE, resolve: systemResolve }),
@@ -65,7 +70,7 @@ interface Attempt { controller: AbortController, done: Promise<void> }
  * Delivers webhooks from the store, in every process that processes orders. Like the order
  * processor it sleeps until the store announces due deliveries (new events, redeliveries,
  * hand-backs, from any process) or a timer reaches the next due one, then claims up to its free
- * capacity in one store call, sends each claim at once (at most `concurrency` at a time), and
+ * capacity in one store call (each endpoint up to `endpointConcurrency` attempts under way), sends each claim at once (at most `concurrency` at a time), and
  * records the outcomes of one tick in one store call, which frees capacity and looks again.
  *
  * A claim is leased for `timeoutMs` + DELIVERY_LEASE_MARGIN_MS: an attempt is cut at `timeoutMs`,
@@ -86,6 +91,7 @@ export class WebhookDeliverer {
   private state: 'new' | 'running' | 'stopping' = 'new'
   private readonly now: () => number
   private readonly unsubscribe: () => void
+  private readonly unsubscribeEndpoints: () => void
 
   constructor (private readonly store: OrderStore, private readonly options: DelivererOptions) {
     this.now = options.now ?? Date.now
@@ -99,6 +105,18 @@ export class WebhookDeliverer {
       }
     })
     this.unsubscribe = store.onDeliveries(() => this.wake())
+    this.unsubscribeEndpoints = store.onEndpoints(() => { void this.closeDeletedConnections() })
+  }
+
+  /** The connections to a deleted endpoint are closed at once, not when they have been idle long enough. */
+  private async closeDeletedConnections (): Promise<void> {
+    try {
+      const endpoints = await this.store.endpoints()
+      this.options.sender.keepOnly(endpoints.map((endpoint) => endpoint.url))
+    } catch (err) {
+      // Its idle connections still close after a few seconds.
+      this.options.onError?.(err, 'reading the webhook endpoints')
+    }
   }
 
   get leaseMs (): number {
@@ -156,7 +174,9 @@ export class WebhookDeliverer {
   private async claimAndSend (): Promise<void> {
     const free = this.options.concurrency - this.attempts.size
     if (free <= 0) return // a recorded outcome wakes us
-    const claims = await this.store.claimDeliveries(free, this.now(), this.leaseMs)
+    const busy = new Map<string, number>()
+    for (const { endpoint_id: id } of this.attempts.keys()) busy.set(id, (busy.get(id) ?? 0) + 1)
+    const claims = await this.store.claimDeliveries(free, this.now(), this.leaseMs, { max: this.options.endpointConcurrency, busy })
     for (const claim of claims) {
       const controller = new AbortController()
       const attempt: Attempt = { controller, done: Promise.resolve() }
@@ -166,8 +186,10 @@ export class WebhookDeliverer {
     }
     if (claims.length < free) {
       const delay = await this.store.nextDeliveryIn(this.now())
-      // Due ones left unclaimed are being claimed by another process: look again shortly, not at once.
-      if (delay !== null) this.wake(this.now() + Math.max(delay, claims.length > 0 ? 1 : BUSY_RETRY_MS))
+      // Due ones left unclaimed are being claimed by another process: look again shortly, not at
+      // once; or they wait for an endpoint at its cap, whose settled attempts wake us.
+      const full = [...busy.values()].some((n) => n >= this.options.endpointConcurrency)
+      if (delay !== null) this.wake(this.now() + Math.max(delay, claims.length > 0 ? 1 : full ? STORE_RETRY_MS : BUSY_RETRY_MS))
     }
   }
 
@@ -217,6 +239,7 @@ export class WebhookDeliverer {
     const wasRunning = this.state === 'running'
     this.state = 'stopping'
     this.unsubscribe()
+    this.unsubscribeEndpoints()
     if (this.timer) clearTimeout(this.timer)
     if (wasRunning) {
       await this.looking

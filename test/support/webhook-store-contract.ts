@@ -213,4 +213,21 @@ export function webhookStoreContract (t: Test, open: () => Promise<OrderStore>):
     t.equal(second.lastSeq, null)
     t.same((await store.deliveries(endpoint.id, { status: 'failed', limit: 2 })).deliveries, [])
   })
+
+  t.test('a claim gives each endpoint at most its room: the deliveries due first cannot take every slot', async (t) => {
+    const store = await fresh(t)
+    const crowded = anEndpoint(['Pending'])
+    await store.createEndpoint(crowded, Date.now(), MAX_ENDPOINTS)
+    await store.createMany(Array.from({ length: 20 }, (_, i) => anOrder(`E${i}`)), Date.now(), Date.now() + 3_600_000)
+    const other = anEndpoint(['Pending'])
+    await store.createEndpoint(other, Date.now(), MAX_ENDPOINTS)
+    await store.createMany(Array.from({ length: 5 }, (_, i) => anOrder(`F${i}`)), Date.now(), Date.now() + 3_600_000)
+    const first = await store.claimDeliveries(10, Date.now(), LEASE, { max: 5, busy: new Map([[crowded.id, 3]]) })
+    const count = (claims: DeliveryClaim[], id: string) => claims.filter((c) => c.endpoint_id === id).length
+    t.equal(count(first, crowded.id), 2, 'the crowded endpoint: its room, 5 less the 3 under way')
+    t.equal(count(first, other.id), 5, 'the other: its room, 5, though its deliveries were recorded later')
+    const next = await store.claimDeliveries(10, Date.now(), LEASE, { max: 5, busy: new Map([[crowded.id, 5], [other.id, 5]]) })
+    t.same(next, [], 'none for an endpoint at its cap')
+    t.equal((await store.claimDeliveries(100, Date.now(), LEASE)).length, 25 + 5 - 7, 'without a cap, the rest (the crowded endpoint wants the later orders too)')
+  })
 }

@@ -24,7 +24,7 @@ import { claimDeliveriesQuery, deliveriesQuery, PgWebhooks } from './pg-webhooks
 import { tracingOn } from '../../tracing.ts'
 import type { BatchSweeper } from '../batch-sweeper.ts'
 import {
-  purgeSweeper, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type EndpointRecord, type NewDelivery, type NewEndpoint
+  purgeSweeper, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type EndpointCap, type EndpointRecord, type NewDelivery, type NewEndpoint
 } from '../webhook-store.ts'
 
 const CHANNEL = 'orders_available'
@@ -34,6 +34,15 @@ const STATE_CHANNEL = 'processing_state'
 const DELIVERIES_CHANNEL = 'webhook_deliveries_due'
 /** Webhook endpoints were created or deleted (no payload): every process reloads which statuses they want. */
 const ENDPOINTS_CHANNEL = 'webhook_endpoints_changed'
+/**
+ * The endpoints are read again this often even when nothing is announced: an announcement can be
+ * lost (a LISTEN connection that went away unseen), and a missed one would leave this process
+ * recording no delivery for a new endpoint for good.
+ */
+const SUBSCRIPTIONS_REFRESH_MS = 45_000
+/** A failed reload is tried again after this, doubling up to SUBSCRIPTIONS_RETRY_MAX_MS, until one succeeds. */
+const SUBSCRIPTIONS_RETRY_MS = 100
+const SUBSCRIPTIONS_RETRY_MAX_MS = 5000
 /** Counter shards: each process writes one, picked at random, so that no single row is hot. */
 const STAT_SHARDS = 64
 /**
@@ -87,6 +96,8 @@ export class PgStore extends StoreEvents implements OrderStore {
   private readonly log: StoreLog
   private readonly webhooks: PgWebhooks
   private readonly purges: BatchSweeper
+  private reloadTimer: NodeJS.Timeout | null = null
+  private reloadFailures = 0
 
   private constructor (private readonly pool: pg.Pool, connection: pg.ClientConfig, { timeoutMs, log }: PgStoreOptions) {
     super()
@@ -144,6 +155,7 @@ export class PgStore extends StoreEvents implements OrderStore {
     await store.webhooks.reload()
     // A removal cut short (this process's or another's, stopped or crashed) is finished.
     store.purges.wake()
+    store.reloadAfter(SUBSCRIPTIONS_REFRESH_MS)
     return store
   }
 
@@ -242,13 +254,30 @@ export class PgStore extends StoreEvents implements OrderStore {
     ])
   }
 
-  /** A failed reload keeps the subscriptions as they were: logged, and tried again at the next announcement. */
+  /**
+   * A failed reload keeps the subscriptions as they were: logged, and tried again with backoff
+   * until one succeeds (waiting for the next announcement, which may never come, left a new
+   * endpoint without deliveries for good); after a success, again in SUBSCRIPTIONS_REFRESH_MS.
+   */
   private async reloadSubscriptions (): Promise<void> {
     try {
       await this.webhooks.reload()
+      this.reloadFailures = 0
+      this.endpointListeners.emit()
+      this.reloadAfter(SUBSCRIPTIONS_REFRESH_MS)
     } catch (err) {
-      this.log.warn({ err }, 'could not reload webhook endpoints')
+      this.reloadFailures += 1
+      const retryMs = Math.min(SUBSCRIPTIONS_RETRY_MS * 2 ** (this.reloadFailures - 1), SUBSCRIPTIONS_RETRY_MAX_MS)
+      this.log.warn({ err, retryMs }, 'could not reload webhook endpoints')
+      this.reloadAfter(retryMs)
     }
+  }
+
+  private reloadAfter (ms: number): void {
+    if (this.reloadTimer) clearTimeout(this.reloadTimer)
+    if (this.pool.ending) return
+    this.reloadTimer = setTimeout(() => { void this.reloadSubscriptions() }, ms)
+    this.reloadTimer.unref()
   }
 
   /** Inserts orders in one statement; returns the rows inserted, as new orders. */
@@ -542,8 +571,8 @@ export class PgStore extends StoreEvents implements OrderStore {
   }
 
   // Due times and leases go by the database's clock, shared by every process: `now` only dates the rows.
-  async claimDeliveries (limit: number, _now: number, leaseMs: number): Promise<DeliveryClaim[]> {
-    return this.transaction((tx) => this.webhooks.claim(tx, limit, leaseMs))
+  async claimDeliveries (limit: number, _now: number, leaseMs: number, cap?: EndpointCap): Promise<DeliveryClaim[]> {
+    return this.transaction((tx) => this.webhooks.claim(tx, limit, leaseMs, cap))
   }
 
   async settleDeliveries (outcomes: DeliveryOutcome[], now: number): Promise<number> {
@@ -561,6 +590,7 @@ export class PgStore extends StoreEvents implements OrderStore {
   async close (): Promise<void> {
     if (this.pool.ending) return
     await this.purges.close()
+    if (this.reloadTimer) clearTimeout(this.reloadTimer)
     // Closing waits for the server to see each connection end; one that stops answering never
     // does, and would hold a shutdown up: past the deadline the process may exit regardless.
     await Promise.race([

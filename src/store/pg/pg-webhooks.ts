@@ -5,8 +5,8 @@ import type { Transitions } from '../transitions.ts'
 import type { ChangedDelivery } from '../delivery-transitions.ts'
 import { WebhookSubscriptions } from '../webhook-events.ts'
 import {
-  countsByEndpoint, noDeliveries, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryRecord,
-  type DeliveryStatus, type EndpointRecord, type NewDelivery, type NewEndpoint
+  CLAIM_WINDOW, countsByEndpoint, noDeliveries, roomOf, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryRecord,
+  type DeliveryStatus, type EndpointCap, type EndpointRecord, type NewDelivery, type NewEndpoint
 } from '../webhook-store.ts'
 import { SQL } from './statements.ts'
 
@@ -154,9 +154,9 @@ export class PgWebhooks {
     return { deliveries, lastSeq: rows.length > query.limit ? (deliveries.at(-1) as DeliveryRecord).seq : null }
   }
 
-  async claim (tx: pg.PoolClient, limit: number, leaseMs: number): Promise<DeliveryClaim[]> {
+  async claim (tx: pg.PoolClient, limit: number, leaseMs: number, cap?: EndpointCap): Promise<DeliveryClaim[]> {
     const token = randomUUID()
-    const { rows } = await tx.query<ClaimedRow>(claimDeliveriesQuery(limit, leaseMs, token))
+    const { rows } = await tx.query<ClaimedRow>(claimDeliveriesQuery(limit, leaseMs, token, cap))
     return rows.map(({ url, secret, ...row }) => ({ ...row, token, target: url === null || secret === null ? null : { url, secret } }))
   }
 
@@ -209,6 +209,11 @@ export function deliveriesQuery (endpointId: string, { status, limit, before = N
 /** How soon an event waiting for an earlier one of its order that is being sent is looked at again. */
 const BLOCKED_RECHECK_MS = 1000
 
-export function claimDeliveriesQuery (limit: number, leaseMs: number, token: string): pg.QueryConfig {
-  return { text: SQL.claimDeliveries, values: [token, leaseMs, limit, BLOCKED_RECHECK_MS] }
+export function claimDeliveriesQuery (limit: number, leaseMs: number, token: string, cap?: EndpointCap): pg.QueryConfig {
+  const roomFor = roomOf(cap, limit)
+  const busy = [...cap?.busy.keys() ?? []]
+  return {
+    text: SQL.claimDeliveries,
+    values: [token, leaseMs, limit, BLOCKED_RECHECK_MS, busy, busy.map(roomFor), roomFor(''), limit * CLAIM_WINDOW]
+  }
 }

@@ -205,21 +205,32 @@ export const SQL = {
   // off until that one is due again, or, while it is being sent, for $4 ms: its settle makes the
   // next one due at once, but a settle that commits while this statement runs is not seen by it
   // (its snapshot is older), and putting off until that one's lease ended delayed the next event
-  // of an order by up to WEBHOOK_TIMEOUT_MS + 5 s. Other processes' candidates are skipped.
-  claimDeliveries: `WITH due AS (
-      SELECT d.seq, d.endpoint_id, (SELECT CASE WHEN e.lease_token IS NULL THEN e.next_attempt_at ELSE ${DATABASE_NOW_MS} + $4 END
-          FROM webhook_deliveries e
-          WHERE e.endpoint_id = d.endpoint_id AND e.order_id = d.order_id AND e.status = 'pending' AND e.seq < d.seq
-          ORDER BY e.seq LIMIT 1) AS blocked_until
+  // of an order by up to WEBHOOK_TIMEOUT_MS + 5 s. Other processes' candidates are skipped. Of the
+  // earliest $8 due, each endpoint gets at most its room ($6 for the endpoints $5, else $7), so
+  // that the deliveries of one whose attempts hang cannot take every slot.
+  claimDeliveries: `WITH candidates AS (
+      SELECT d.seq, d.endpoint_id, d.order_id, d.next_attempt_at
       FROM webhook_deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= ${DATABASE_NOW_MS}
-      ORDER BY d.next_attempt_at, d.seq LIMIT $3 FOR UPDATE OF d SKIP LOCKED
+      ORDER BY d.next_attempt_at, d.seq LIMIT $8 FOR UPDATE OF d SKIP LOCKED
+    ), checked AS (
+      SELECT c.seq, c.endpoint_id, c.next_attempt_at, (SELECT CASE WHEN e.lease_token IS NULL THEN e.next_attempt_at ELSE ${DATABASE_NOW_MS} + $4 END
+          FROM webhook_deliveries e
+          WHERE e.endpoint_id = c.endpoint_id AND e.order_id = c.order_id AND e.status = 'pending' AND e.seq < c.seq
+          ORDER BY e.seq LIMIT 1) AS blocked_until
+      FROM candidates c
+    ), ranked AS (
+      SELECT k.seq, k.endpoint_id, k.next_attempt_at, row_number() OVER (PARTITION BY k.endpoint_id ORDER BY k.next_attempt_at, k.seq) AS rank
+      FROM checked k WHERE k.blocked_until IS NULL
+    ), due AS (
+      SELECT r.seq, r.endpoint_id FROM ranked r LEFT JOIN unnest($5::text[], $6::int[]) AS b (endpoint_id, room) ON b.endpoint_id = r.endpoint_id
+      WHERE r.rank <= COALESCE(b.room, $7) ORDER BY r.next_attempt_at, r.seq LIMIT $3
     ), put_off AS (
-      UPDATE webhook_deliveries d SET next_attempt_at = GREATEST(due.blocked_until, ${DATABASE_NOW_MS})
-      FROM due WHERE d.seq = due.seq AND due.blocked_until IS NOT NULL
+      UPDATE webhook_deliveries d SET next_attempt_at = GREATEST(k.blocked_until, ${DATABASE_NOW_MS})
+      FROM checked k WHERE d.seq = k.seq AND k.blocked_until IS NOT NULL
     )
     UPDATE webhook_deliveries d SET lease_token = $1, next_attempt_at = ${DATABASE_NOW_MS} + $2
     FROM due LEFT JOIN webhook_endpoints e ON e.id = due.endpoint_id
-    WHERE d.seq = due.seq AND due.blocked_until IS NULL
+    WHERE d.seq = due.seq
     RETURNING ${CLAIMED_DELIVERY}, e.url, e.secret, (SELECT o.traceparent FROM orders o WHERE o.order_id = d.order_id) AS traceparent`,
   delivered: `UPDATE webhook_deliveries d SET status = 'delivered', attempts = d.attempts + 1, delivered_at = $1, updated_at = $1,
       next_attempt_at = NULL, lease_token = NULL, last_status_code = s.status_code, last_error = NULL

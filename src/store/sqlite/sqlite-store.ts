@@ -24,7 +24,7 @@ import { listSql, SQL } from './statements.ts'
 import { SqliteWebhooks } from './sqlite-webhooks.ts'
 import { tracingOn } from '../../tracing.ts'
 import {
-  purgeSweeper, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type EndpointRecord, type NewDelivery, type NewEndpoint
+  purgeSweeper, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type EndpointCap, type EndpointRecord, type NewDelivery, type NewEndpoint
 } from '../webhook-store.ts'
 
 const CHECKPOINT_INTERVAL_MS = 100
@@ -162,7 +162,10 @@ export class SqliteStore extends StoreEvents implements OrderStore {
     }
     applyDelta(this.memory.stats, transitions.delta)
     for (const id of transitions.log.orderIds) this.memory.records.delete(id)
-    if (transitions.deliveries.endpointsChanged) this.webhooks.reload()
+    if (transitions.deliveries.endpointsChanged) {
+      this.webhooks.reload()
+      this.endpointListeners.emit()
+    }
     if (transitions.log.changes.length > 0) this.changeListeners.emit(transitions.log.changes)
     if (transitions.wakeAt !== Infinity) this.workListeners.emit(transitions.wakeAt)
     if (transitions.deliveries.due) this.deliveryListeners.emit()
@@ -519,8 +522,8 @@ export class SqliteStore extends StoreEvents implements OrderStore {
     return this.webhooks.deliveries(endpointId, query)
   }
 
-  async claimDeliveries (limit: number, now: number, leaseMs: number): Promise<DeliveryClaim[]> {
-    return this.write(() => this.webhooks.claim(limit, now, leaseMs))
+  async claimDeliveries (limit: number, now: number, leaseMs: number, cap?: EndpointCap): Promise<DeliveryClaim[]> {
+    return this.write(() => this.webhooks.claim(limit, now, leaseMs, cap))
   }
 
   async settleDeliveries (outcomes: DeliveryOutcome[], now: number): Promise<number> {

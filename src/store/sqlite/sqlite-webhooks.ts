@@ -5,8 +5,8 @@ import type { Transitions } from '../transitions.ts'
 import type { ChangedDelivery } from '../delivery-transitions.ts'
 import { WebhookSubscriptions } from '../webhook-events.ts'
 import {
-  countsByEndpoint, noDeliveries, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryRecord,
-  type DeliveryStatus, type EndpointRecord, type NewDelivery, type NewEndpoint
+  CLAIM_WINDOW, countsByEndpoint, noDeliveries, roomOf, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryRecord,
+  type DeliveryStatus, type EndpointCap, type EndpointRecord, type NewDelivery, type NewEndpoint
 } from '../webhook-store.ts'
 import type { SQL } from './statements.ts'
 
@@ -131,16 +131,21 @@ export class SqliteWebhooks {
    * Claims the due deliveries that are the earliest pending one of their order for their endpoint;
    * a later one is put off until that one is due again or its lease ends (its settle makes the next due at once).
    */
-  claim (limit: number, now: number, leaseMs: number): DeliveryClaim[] {
+  claim (limit: number, now: number, leaseMs: number, cap?: EndpointCap): DeliveryClaim[] {
     const token = randomUUID()
-    const due = this.sql.dueDeliveries.all({ now, limit }) as Array<{ seq: number, blocked_until: number | null }>
+    const due = this.sql.dueDeliveries.all({ now, limit: limit * CLAIM_WINDOW }) as Array<{ seq: number, endpoint_id: string, blocked_until: number | null }>
     const claims: DeliveryClaim[] = []
     const targets = new Map<string, DeliveryClaim['target']>()
-    for (const { seq, blocked_until: blockedUntil } of due) {
+    const roomFor = roomOf(cap, limit)
+    const taken = new Map<string, number>()
+    for (const { seq, endpoint_id: endpointId, blocked_until: blockedUntil } of due) {
       if (blockedUntil !== null) {
         this.sql.putOffDelivery.run({ seq, at: Math.max(blockedUntil, now + leaseMs) })
         continue
       }
+      const endpointTaken = taken.get(endpointId) ?? 0
+      if (claims.length >= limit || endpointTaken >= roomFor(endpointId)) continue
+      taken.set(endpointId, endpointTaken + 1)
       const row = this.sql.claimDelivery.get({ seq, token, leaseUntil: now + leaseMs }) as Omit<DeliveryClaim, 'token' | 'target'>
       if (!targets.has(row.endpoint_id)) targets.set(row.endpoint_id, (this.sql.deliveryTarget.get(row.endpoint_id) as DeliveryClaim['target'] | undefined) ?? null)
       claims.push({ ...row, token, target: targets.get(row.endpoint_id) ?? null })
@@ -189,9 +194,9 @@ export class SqliteWebhooks {
   }
 
   /** What claimDeliveries, nextDeliveryIn and deliveries run: a statement and its parameters. */
-  query (call: ['claimDeliveries', number, number, number] | ['nextDeliveryIn', number] | ['deliveries', string, DeliveryQuery]): [Database.Statement, Record<string, unknown>] {
+  query (call: ['claimDeliveries', number, number, number, EndpointCap?] | ['nextDeliveryIn', number] | ['deliveries', string, DeliveryQuery]): [Database.Statement, Record<string, unknown>] {
     switch (call[0]) {
-      case 'claimDeliveries': return [this.sql.dueDeliveries, { now: call[2], limit: call[1] }]
+      case 'claimDeliveries': return [this.sql.dueDeliveries, { now: call[2], limit: call[1] * CLAIM_WINDOW }]
       case 'nextDeliveryIn': return [this.sql.nextDelivery, { now: call[1] }]
       case 'deliveries': return [this.sql.deliveries, { endpointId: call[1], status: call[2].status, before: call[2].before ?? Number.MAX_SAFE_INTEGER, limit: call[2].limit + 1 }]
     }

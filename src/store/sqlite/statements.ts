@@ -131,7 +131,7 @@ export const SQL = {
     WHERE endpoint_id = @endpointId AND status = @status AND seq < @before ORDER BY seq DESC LIMIT @limit`,
   // Due deliveries, each with the time its order's earliest pending delivery to the same endpoint
   // is due (blocked_until) when there is one: such a delivery waits for it.
-  dueDeliveries: `SELECT d.seq, (SELECT e.next_attempt_at FROM webhook_deliveries e INDEXED BY webhook_deliveries_chain
+  dueDeliveries: `SELECT d.seq, d.endpoint_id, (SELECT e.next_attempt_at FROM webhook_deliveries e INDEXED BY webhook_deliveries_chain
         WHERE e.endpoint_id = d.endpoint_id AND e.order_id = d.order_id AND e.status = 'pending' AND e.seq < d.seq
         ORDER BY e.seq LIMIT 1) AS blocked_until
     FROM webhook_deliveries d INDEXED BY webhook_deliveries_due
