@@ -9,7 +9,7 @@ declare module 'fastify' {
 }
 
 export default fp(async (app) => {
-  const { registry, stop } = prometheusMetrics(app.store, app.httpTimings, app.deliverer)
+  const { registry, stop } = prometheusMetrics(app.store, app.httpTimings, app.deliverer, app.sweeper)
   app.decorate('prometheus', registry)
   app.addHook('onClose', async () => { stop() })
-}, { name: 'prometheus', dependencies: ['store', 'http-timings', 'deliverer'] })
+}, { name: 'prometheus', dependencies: ['store', 'http-timings', 'deliverer', 'sweeper'] })

@@ -9,6 +9,7 @@ import { RETRY_CHUNK, retryFailed } from '../src/retry-failed.ts'
 import { LIST_ORDERS, type ListOrder } from '../src/store/order-store.ts'
 import { StringEnum } from '../src/string-enum.ts'
 import { currentTraceparent, tracingOn } from '../src/tracing.ts'
+import { SWEEP_BATCH } from '../src/sweeper.ts'
 
 export const OrderIdParams = Type.Object({ order_id: OrderIdSchema })
 
@@ -42,6 +43,16 @@ const RetryFailedResult = Type.Object({
   retried: Type.Integer({ description: 'Failed orders sent back to Pending' }),
   remaining_failed: Type.Integer({ description: 'Failed orders left once done' })
 }, { examples: [{ retried: 1000, remaining_failed: 42 }] })
+
+const UserOrdersQuery = Type.Object({
+  user_id: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER, description: 'the customer whose finished orders are erased' })
+}, { additionalProperties: false })
+
+const ErasureAccepted = Type.Object({
+  message: Type.String(),
+  user_id: Type.Integer(),
+  follow: Type.String({ description: 'GET this: once the erasure is done it lists none of the customer\'s Completed, Cancelled or Failed orders' })
+}, { examples: [{ message: 'Erasing the finished orders of user 42', user_id: 42, follow: '/orders?user_id=42' }] })
 
 const notFound = { error: 'Order not found' }
 
@@ -169,6 +180,51 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
       serialized.set(record, json)
     }
     return reply.type('application/json; charset=utf-8').send(json as unknown as Static<typeof OrderSchema>)
+  })
+
+  app.delete('/orders/:order_id', {
+    schema: {
+      operationId: 'deleteOrder',
+      tags: ['orders'],
+      summary: 'Erase a finished order',
+      description: 'A Completed, Cancelled or Failed order is deleted with every webhook delivery of it (their payloads hold it), ' +
+        'pending ones included. A Pending or Processing order is a 409: cancel it first.',
+      params: OrderIdParams,
+      response: {
+        204: Type.Null({ description: 'Erased' }),
+        ...errorResponses(400, 404, 500, 503),
+        409: { ...ErrorSchema, description: 'The order is Pending or Processing' }
+      }
+    }
+  }, async (request, reply) => {
+    const { deleted, order } = await app.sweeper.deleteOrder(request.params.order_id)
+    if (!order) return reply.code(404).send(notFound)
+    if (!deleted) return reply.code(409).send({ error: `Order is ${order.status}: only a Completed, Cancelled or Failed order can be deleted (cancel it first)` })
+    return reply.code(204).send(null)
+  })
+
+  app.delete('/orders', {
+    schema: {
+      operationId: 'deleteUserOrders',
+      tags: ['orders'],
+      summary: "Erase a customer's finished orders, in the background",
+      description: 'Every Completed, Cancelled and Failed order of user_id is erased as DELETE /orders/{order_id} does, in the background, ' +
+        `in transactions of ${SWEEP_BATCH.toLocaleString('en')}. Follow it with GET /orders?user_id=N: once done it lists only Pending or Processing orders. ` +
+        'An erasure cut short by a restart is not resumed: ask again (asking twice is harmless).',
+      querystring: UserOrdersQuery,
+      response: {
+        202: {
+          ...ErasureAccepted,
+          headers: { location: Type.String({ description: '/orders?user_id=<user_id>: the list that empties of finished orders' }) }
+        },
+        ...errorResponses(400, 500)
+      }
+    }
+  }, async (request, reply) => {
+    const userId = request.query.user_id
+    app.sweeper.eraseUser(userId)
+    const follow = `/orders?user_id=${userId}`
+    return reply.code(202).header('location', follow).send({ message: `Erasing the finished orders of user ${userId}`, user_id: userId, follow })
   })
 
   app.post('/orders/:order_id/cancel', {

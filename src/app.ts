@@ -17,6 +17,7 @@ import backgroundPlugin from '../plugins/background.ts'
 import processorPlugin from '../plugins/processor.ts'
 import delivererPlugin from '../plugins/deliverer.ts'
 import prometheusPlugin from '../plugins/prometheus.ts'
+import sweeperPlugin from '../plugins/sweeper.ts'
 import healthRoutes from '../routes/health.ts'
 import orderRoutes from '../routes/orders.ts'
 import orderBatchRoutes from '../routes/order-batch.ts'
@@ -88,6 +89,7 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
   await app.register(backgroundPlugin)
   await app.register(processorPlugin)
   await app.register(delivererPlugin)
+  await app.register(sweeperPlugin)
   await app.register(prometheusPlugin)
 
   await app.register(healthRoutes)

@@ -10,6 +10,19 @@ const listOf = (item: string) => `^ *(${item}( *, *${item})*)? *$`
 /** A host name or IP address, IPv6 in brackets, without port. */
 const HOST_NAME = String.raw`([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])`
 
+/** A retention: a duration with a unit (ms, s, m, h, d) or off. */
+const RETENTION_PATTERN = '^ *([0-9]{1,9}(ms|s|m|h|d)|off) *$'
+const RETENTION_UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
+
+/** A retention's milliseconds, null for off; the text matches RETENTION_PATTERN. */
+export function parseRetention (text: string): number | null {
+  const [, amount, unit] = /([0-9]+)(ms|s|m|h|d)/.exec(text) ?? []
+  return amount === undefined ? null : Number(amount) * (RETENTION_UNIT_MS[unit as string] as number)
+}
+
+/** How long finished records are kept, in ms (null: for ever). */
+export interface Retention { orders: number | null, failedOrders: number | null, deliveries: number | null }
+
 // One schema is the documentation, the validator and the type of the configuration.
 export const EnvSchema = Type.Object({
   HOST: Type.String({ default: '127.0.0.1', minLength: 1 }),
@@ -84,6 +97,20 @@ export const EnvSchema = Type.Object({
     pattern: SCHEDULE_PATTERN,
     description: 'the waits after each failed attempt (500ms, 5s, 5m, 2h); when the attempt after the last wait fails, the delivery has failed'
   }),
+  ORDER_RETENTION: Type.String({
+    default: 'off',
+    pattern: RETENTION_PATTERN,
+    description: 'Completed and Cancelled orders finished longer ago than this (2s, 12h, 90d) are deleted; off keeps them'
+  }),
+  FAILED_ORDER_RETENTION: Type.Optional(Type.String({
+    pattern: RETENTION_PATTERN,
+    description: 'the same for Failed orders; unset: ORDER_RETENTION'
+  })),
+  WEBHOOK_DELIVERY_RETENTION: Type.String({
+    default: '30d',
+    pattern: RETENTION_PATTERN,
+    description: 'delivered and failed webhook deliveries older than this are deleted (pending ones never); off keeps them'
+  }),
   POPULATE_ENABLED: Type.Boolean({ default: true }),
   POPULATE_MAX: Type.Integer({ default: 1_000_000, minimum: 1, maximum: 10_000_000 }),
   ACCESS_LOG: Type.Boolean({ default: false, description: 'log every request (one line each); errors and slow requests are logged either way' }),
@@ -114,7 +141,7 @@ export const LEASE_DEADLINES = 2
 
 export interface Range { min: number, max: number }
 
-export type Config = Env & { processingTime: Range, WEBHOOK_ENDPOINT_CONCURRENCY: number }
+export type Config = Env & { processingTime: Range, WEBHOOK_ENDPOINT_CONCURRENCY: number, retention: Retention }
 
 /**
  * WEBHOOK_ENDPOINT_CONCURRENCY's default, as a share of WEBHOOK_CONCURRENCY: a receiver that never
@@ -156,7 +183,13 @@ export function loadConfig (source: Record<string, string | undefined> = process
   if (endpointConcurrency > env.WEBHOOK_CONCURRENCY) {
     throw new ConfigError(`WEBHOOK_ENDPOINT_CONCURRENCY (${endpointConcurrency}) must be at most WEBHOOK_CONCURRENCY (${env.WEBHOOK_CONCURRENCY})`)
   }
-  return { ...env, processingTime, WEBHOOK_ENDPOINT_CONCURRENCY: endpointConcurrency }
+  const orders = parseRetention(env.ORDER_RETENTION)
+  const retention = {
+    orders,
+    failedOrders: env.FAILED_ORDER_RETENTION === undefined ? orders : parseRetention(env.FAILED_ORDER_RETENTION),
+    deliveries: parseRetention(env.WEBHOOK_DELIVERY_RETENTION)
+  }
+  return { ...env, processingTime, WEBHOOK_ENDPOINT_CONCURRENCY: endpointConcurrency, retention }
 }
 
 /** The one line a start that failed prints, never a stack trace: a bad setting, or whatever else stopped it. */

@@ -2,11 +2,15 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import type { HttpTimings } from './http/http-timings.ts'
 import { ORDER_STATUSES, stageDurations } from './order.ts'
 import type { OrderStore } from './store/order-store.ts'
+import type { Sweeper } from './sweeper.ts'
 import type { WebhookDeliverer } from './webhooks/deliverer.ts'
 import { ATTEMPT_KINDS } from './webhooks/sender.ts'
 
 /** Buckets for order stage durations, in seconds: from 1 ms to the original's 2 s + 7 s and beyond. */
 const STAGE_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2, 3, 5, 7, 10, 30, 60, 300]
+/** The store's size is read at most this often: on PostgreSQL it sums the sizes of every table's files. */
+const DISK_BYTES_MAX_AGE_MS = 5000
+
 /** Webhook attempts: up to WEBHOOK_TIMEOUT_MS's default and beyond. */
 const ATTEMPT_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]
 /** From an event to its delivery: at once, or after retries from 5 s to a day. */
@@ -18,7 +22,7 @@ const DELIVERY_BUCKETS = [0.01, 0.05, 0.1, 0.5, 1, 5, 10, 60, 300, 1800, 7200, 8
  * changes), the HTTP lifecycle stage timings, read from the same histograms that feed
  * /orders/metrics, and on PostgreSQL how full its notification queue is.
  */
-export function prometheusMetrics (store: OrderStore, httpTimings: HttpTimings, deliverer: WebhookDeliverer | null): { registry: Registry, stop: () => void } {
+export function prometheusMetrics (store: OrderStore, httpTimings: HttpTimings, deliverer: WebhookDeliverer | null, sweeper: Sweeper): { registry: Registry, stop: () => void } {
   const registry = new Registry()
   collectDefaultMetrics({ register: registry })
 
@@ -69,6 +73,7 @@ export function prometheusMetrics (store: OrderStore, httpTimings: HttpTimings, 
     }
   }, ['Processing', 'Completed'])
   const stopWebhooks = deliverer ? webhookMetrics(registry, deliverer) : () => {}
+  const stopDeletions = deletionMetrics(registry, store, sweeper)
 
   registry.registerMetric(new Gauge({
     name: 'http_requests',
@@ -92,7 +97,32 @@ export function prometheusMetrics (store: OrderStore, httpTimings: HttpTimings, 
       }
     }
   }))
-  return { registry, stop: () => { stop(); stopWebhooks() } }
+  return { registry, stop: () => { stop(); stopWebhooks(); stopDeletions() } }
+}
+
+/**
+ * What this process's sweeper deleted, and the store's size on disk. The `orders` gauge goes down
+ * as orders are deleted (it is a count of what is stored); these counters only go up.
+ */
+function deletionMetrics (registry: Registry, store: OrderStore, sweeper: Sweeper): () => void {
+  const orders = new Counter({ name: 'orders_deleted_total', help: 'Orders deleted by this process: retention (their retention passed) or erasure (DELETE /orders...)', labelNames: ['reason'], registers: [registry] })
+  orders.inc({ reason: 'retention' }, 0)
+  orders.inc({ reason: 'erasure' }, 0)
+  const deliveries = new Counter({ name: 'webhook_deliveries_deleted_total', help: 'Delivered and failed webhook deliveries deleted by this process once past WEBHOOK_DELIVERY_RETENTION', registers: [registry] })
+  let size = { bytes: 0, at: -Infinity }
+  registry.registerMetric(new Gauge({
+    name: 'store_disk_bytes',
+    help: "Bytes the store takes on disk (SQLite: its files, WAL included; PostgreSQL: its tables' total relation size), read at most every 5 s",
+    registers: [],
+    async collect () {
+      if (Date.now() - size.at >= DISK_BYTES_MAX_AGE_MS) size = { bytes: await store.diskBytes(), at: Date.now() }
+      this.set(size.bytes)
+    }
+  }))
+  return sweeper.onDeleted((what) => {
+    if ('orders' in what) orders.inc({ reason: what.reason }, what.orders)
+    else deliveries.inc(what.deliveries)
+  })
 }
 
 /** Attempts of this process's deliverer by outcome, deliveries given up, attempt durations and delivery latency. */

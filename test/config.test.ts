@@ -51,8 +51,18 @@ const bad: Array<[Record<string, string>, RegExp]> = [
   [{ PROCESSOR_MODULE: '' }, /^PROCESSOR_MODULE must NOT have fewer than 1 characters$/],
   [{ POPULATE_ENABLED: 'perhaps' }, /^POPULATE_ENABLED must be boolean$/],
   [{ MAX_ATTEMPTS: '0' }, /^MAX_ATTEMPTS must be >= 1$/],
-  [{ DATABASE_TIMEOUT_MS: '10' }, /^DATABASE_TIMEOUT_MS must be >= 100$/]
+  [{ DATABASE_TIMEOUT_MS: '10' }, /^DATABASE_TIMEOUT_MS must be >= 100$/],
+  [{ ORDER_RETENTION: '90 days' }, /^ORDER_RETENTION must /],
+  [{ FAILED_ORDER_RETENTION: '-1d' }, /^FAILED_ORDER_RETENTION must /],
+  [{ WEBHOOK_DELIVERY_RETENTION: '30' }, /^WEBHOOK_DELIVERY_RETENTION must /]
 ]
+
+t.test('retentions: a duration with a unit, or off; Failed orders follow ORDER_RETENTION unless set', async (t) => {
+  t.same(loadConfig({}).retention, { orders: null, failedOrders: null, deliveries: 30 * 86_400_000 })
+  t.same(loadConfig({ ORDER_RETENTION: '90d' }).retention, { orders: 90 * 86_400_000, failedOrders: 90 * 86_400_000, deliveries: 30 * 86_400_000 })
+  t.same(loadConfig({ ORDER_RETENTION: '2s', FAILED_ORDER_RETENTION: 'off', WEBHOOK_DELIVERY_RETENTION: '12h' }).retention,
+    { orders: 2000, failedOrders: null, deliveries: 12 * 3_600_000 })
+})
 
 for (const [env, message] of bad) {
   t.test(`refuses ${JSON.stringify(env)} with one line naming the variable`, async (t) => {

@@ -8,6 +8,7 @@ import { createDatabase, openPgStore, SKIP_POSTGRES } from './support/pg-databas
 import { recordingLog } from './support/recording-log.ts'
 import { storeContract } from './support/store-contract.ts'
 import { webhookStoreContract } from './support/webhook-store-contract.ts'
+import { lifecycleContract } from './support/lifecycle-contract.ts'
 import { TcpProxy } from './support/tcp-proxy.ts'
 
 const T0 = 1_700_000_000_000
@@ -38,6 +39,10 @@ async function storeOnFreshDatabase (): Promise<PgStore> {
 
 t.test('PostgreSQL store', { skip: SKIP_POSTGRES }, async (t) => {
   storeContract(t, storeOnFreshDatabase)
+})
+
+t.test('PostgreSQL store: retention and erasure', { skip: SKIP_POSTGRES }, async (t) => {
+  lifecycleContract(t, storeOnFreshDatabase)
 })
 
 t.test('PostgreSQL store: webhooks', { skip: SKIP_POSTGRES }, async (t) => {

@@ -72,7 +72,7 @@ function listIndex ({ status, userId }: ListQuery): { index: string, columns: st
 
 const describe = (call: IndexedCall) => JSON.stringify(call)
 
-t.test('SQLite: every list filter, idsByStatus, claim, nextAvailableAt, retryFailed and the webhook delivery reads search an index bounded by all their conditions', async (t) => {
+t.test('SQLite: every list filter, idsByStatus, claim, nextAvailableAt, retryFailed, the webhook delivery reads and each sweep batch search an index bounded by all their conditions', async (t) => {
   const path = join(tempDir(t), 'orders.db')
   const store = new SqliteStore(path)
   t.teardown(() => store.close())
@@ -122,12 +122,37 @@ t.test('SQLite: every list filter, idsByStatus, claim, nextAvailableAt, retryFai
       expect(call, ['SEARCH webhook_deliveries USING INDEX webhook_deliveries_by_endpoint (endpoint_id=? AND status=? AND rowid<?)'])
     }
   }
+  // Each sweep and erasure batch picks its rows from an index range, then deletes them by rowid.
+  const expected: Record<string, RegExp> = {
+    sweepOrders: /^SEARCH orders USING (COVERING )?INDEX orders_finished \(status=\? AND updated_at<\?\)$/,
+    deleteUserOrders: /^SEARCH orders USING (COVERING )?INDEX orders_by_user \(user_id=\?\)$/,
+    sweepDeliveries: /^SEARCH webhook_deliveries USING (COVERING )?INDEX webhook_deliveries_settled \(updated_at<\?\)$/
+  }
+  for (const call of sweepCalls()) {
+    const plan = store.explain(...call)
+    t.ok(plan.some((line) => (expected[call[0]] as RegExp).test(line)), `${describe(call)}: ${plan.join('; ')}`)
+    t.notOk(plan.some((line) => /^SCAN |TEMP B-TREE/.test(line)), `${describe(call)}: no scan, no sort`)
+  }
   t.same(promotion.map((row) => row.detail), [
     'SEARCH webhook_deliveries USING INTEGER PRIMARY KEY (rowid=?)',
     'SCALAR SUBQUERY 1',
     'SEARCH webhook_deliveries USING COVERING INDEX webhook_deliveries_chain (endpoint_id=? AND order_id=?)'
   ], 'settling: the next pending delivery of an order to an endpoint is found from an index')
 })
+
+/** A PostgreSQL store on a database of its own, holding the skewed orders and deliveries, analyzed; and a client of its own. */
+async function skewedPgStore (t: Test) {
+  const database = await createDatabase()
+  const store = await openPgStore(database.url)
+  const other = new pg.Client({ connectionString: database.url })
+  t.teardown(async () => { await other.end(); await store.close(); await database.drop() })
+  await other.connect()
+  await other.query(`${INSERT} ${SKEWED_ROWS} FROM generate_series(1, ${ORDERS}) AS i`)
+  await other.query(`${INSERT_DELIVERIES} ${SKEWED_DELIVERIES} FROM generate_series(1, ${DELIVERIES}) AS i`)
+  await other.query('ANALYZE orders')
+  await other.query('ANALYZE webhook_deliveries')
+  return { store, other }
+}
 
 /** The nodes of a plan that read a table, and whether it sorts anywhere. */
 function scansOf (plan: PlanNode, table = 'orders'): { scans: PlanNode[], sorts: boolean } {
@@ -158,15 +183,7 @@ function boundedScan (t: Test, scan: PlanNode | undefined, index: string, column
 }
 
 t.test('PostgreSQL: every list filter, idsByStatus, claim, nextAvailableAt, retryFailed and the webhook delivery reads read an index bounded by all their conditions', { skip: SKIP_POSTGRES }, async (t) => {
-  const database = await createDatabase()
-  const store = await openPgStore(database.url)
-  const other = new pg.Client({ connectionString: database.url })
-  t.teardown(async () => { await other.end(); await store.close(); await database.drop() })
-  await other.connect()
-  await other.query(`${INSERT} ${SKEWED_ROWS} FROM generate_series(1, ${ORDERS}) AS i`)
-  await other.query(`${INSERT_DELIVERIES} ${SKEWED_DELIVERIES} FROM generate_series(1, ${DELIVERIES}) AS i`)
-  await other.query('ANALYZE orders')
-  await other.query('ANALYZE webhook_deliveries')
+  const { store, other } = await skewedPgStore(t)
 
   const check = async (call: IndexedCall, expected: Array<{ index: string, columns: string[] }>) => {
     const { scans, sorts } = scansOf(await store.explain(...call))
@@ -215,4 +232,33 @@ t.test('PostgreSQL: every list filter, idsByStatus, claim, nextAvailableAt, retr
     { index: 'webhook_deliveries_chain', columns: ['endpoint_id', 'order_id'] },
     { index: 'webhook_deliveries_pkey', columns: ['seq'], filter: /^\(\(lease_token IS NULL\) AND \(next_attempt_at > / }
   ])
+})
+
+/** Each batch of a sweep or an erasure, where what it deletes is dense (user 0, Completed), rare or absent. */
+function sweepCalls (): IndexedCall[] {
+  return [
+    ...(['Completed', 'Cancelled', 'Failed'] as const).flatMap((status) => [ORDERS / 2, ORDERS].map((before): IndexedCall => ['sweepOrders', status, before, 1000])),
+    ...[0, 7, 424242].map((userId): IndexedCall => ['deleteUserOrders', userId, 1000]),
+    ['sweepDeliveries', DELIVERIES / 2, 1000]
+  ]
+}
+
+t.test('PostgreSQL: each sweep and erasure batch deletes a range of an index', { skip: SKIP_POSTGRES }, async (t) => {
+  const { store } = await skewedPgStore(t)
+  const expected: Record<string, { index: string, columns: string[], table: string }> = {
+    sweepOrders: { index: 'orders_finished', columns: ['updated_at'], table: 'orders' },
+    deleteUserOrders: { index: 'orders_by_user', columns: ['user_id'], table: 'orders' },
+    sweepDeliveries: { index: 'webhook_deliveries_settled', columns: ['updated_at'], table: 'webhook_deliveries' }
+  }
+  for (const call of sweepCalls()) {
+    const { index, columns, table } = expected[call[0]] as { index: string, columns: string[], table: string }
+    const plan = await store.explain(...call)
+    const { scans } = scansOf(plan, table)
+    t.notOk(scans.some((s) => s['Node Type'] === 'Seq Scan'), `${describe(call)}: no sequential scan`)
+    // Nearly every order is user 0's: PostgreSQL walks the primary key in order instead, as cheap for a dense user.
+    if (call[0] === 'deleteUserOrders' && call[1] === 0) continue
+    const scan = scans.find((s) => s['Index Name'] === index)
+    t.match(scan, { 'Node Type': /^Index (Only )?Scan$/ }, `${describe(call)}: reads ${index}`)
+    for (const column of columns) t.match(scan?.['Index Cond'], new RegExp(`\\b${column}\\b`), `${describe(call)}: ${column} bounds the search`)
+  }
 })

@@ -7,9 +7,14 @@ import { anOrder, tempDir } from './helper.ts'
 import { fillUp, SKIP_UNLESS_ROOT, smallDisk } from './support/small-disk.ts'
 import { recount, storeContract } from './support/store-contract.ts'
 import { webhookStoreContract } from './support/webhook-store-contract.ts'
+import { lifecycleContract } from './support/lifecycle-contract.ts'
 
 t.test('SQLite store in memory', async (t) => {
   storeContract(t, async () => new SqliteStore(':memory:'))
+})
+
+t.test('SQLite store: retention and erasure', async (t) => {
+  lifecycleContract(t, async () => new SqliteStore(':memory:'))
 })
 
 t.test('SQLite store: webhooks', async (t) => {

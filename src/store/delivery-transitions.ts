@@ -50,6 +50,11 @@ export class DeliveryTransitions {
     this.moved(rows, 'pending', null)
   }
 
+  /** Deleted in any state (retention, or the erasure of their order). */
+  removed (rows: ReadonlyArray<ChangedDelivery & { status: DeliveryStatus }>): void {
+    for (const row of rows) this.add(row.endpoint_id, row.status, -1)
+  }
+
   /** Failed deliveries of one endpoint pending again, due at once. */
   redelivered (endpointId: string, count: number): void {
     this.add(endpointId, 'failed', -count)

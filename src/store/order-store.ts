@@ -14,6 +14,13 @@ export interface RetriedChunk {
   lastSeq: number | null
 }
 
+/** The order after the attempt (undefined when there is none), and whether it was finished and so deleted. */
+export interface DeleteResult { deleted: boolean, order: OrderRecord | undefined }
+
+/** The statuses an order ends in: only such orders are ever deleted. */
+export const FINISHED_STATUSES = ['Completed', 'Cancelled', 'Failed'] as const satisfies readonly OrderStatus[]
+export type FinishedStatus = typeof FINISHED_STATUSES[number]
+
 export const PROCESSING_STATES = ['running', 'paused'] as const
 /** Whether processors claim orders, and since when (epoch ms). */
 export interface ProcessingState { state: typeof PROCESSING_STATES[number], since: number }
@@ -165,6 +172,22 @@ export interface OrderStore extends WebhookStore {
    * writes nothing. Returns the batch as it now is.
    */
   populateChunk (batch: PopulateBatch, orders: NewOrder[], now: number, availableAt: number): Promise<PopulateBatch>
+  /**
+   * Deletes, in one transaction, up to `limit` orders in `status` that finished (their last update)
+   * before `before`, oldest first; returns how many. The aggregates lose them in that transaction.
+   * On PostgreSQL a batch runs only while no other process is sweeping (it then returns 0).
+   */
+  sweepOrders (status: FinishedStatus, before: number, limit: number): Promise<number>
+  /** Deletes up to `limit` delivered or failed webhook deliveries last updated before `before`, oldest first; pending ones never. */
+  sweepDeliveries (before: number, limit: number): Promise<number>
+  /** Deletes up to `limit` records of populate batches that finished and were opened before `before`. */
+  sweepBatches (before: number, limit: number): Promise<number>
+  /** Erases a finished order and every webhook delivery of it (their payloads hold it); a Pending or Processing one stays. */
+  deleteOrder (orderId: string): Promise<DeleteResult>
+  /** Erases, as deleteOrder() does, up to `limit` finished orders of one customer in one transaction; returns how many. */
+  deleteUserOrders (userId: number, limit: number): Promise<number>
+  /** Bytes the store takes on disk (SQLite: its files, the WAL included; PostgreSQL: its tables with their indexes and TOAST). */
+  diskBytes (): Promise<number>
   /** Whether processors claim orders: kept in the store, for every process, across restarts. */
   processingState (): Promise<ProcessingState>
   /**
@@ -189,7 +212,8 @@ export interface OrderStore extends WebhookStore {
 }
 
 /** The store methods whose reads must come from an index, in time proportional to their limit. */
-export type IndexedRead = 'list' | 'idsByStatus' | 'claim' | 'nextAvailableAt' | 'retryFailed' | 'claimDeliveries' | 'nextDeliveryIn' | 'deliveries'
+export type IndexedRead = 'list' | 'idsByStatus' | 'claim' | 'nextAvailableAt' | 'retryFailed' | 'claimDeliveries' | 'nextDeliveryIn' | 'deliveries' |
+  'sweepOrders' | 'sweepDeliveries' | 'deleteUserOrders'
 
 /** A call of one of them, as its name and arguments: each store can show the plan its database picks for it. */
 export type IndexedCall = { [M in IndexedRead]: [M, ...Parameters<OrderStore[M]>] }[IndexedRead]

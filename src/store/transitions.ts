@@ -9,6 +9,9 @@ export type ClaimedRow = ChangedRow & { processing_started_at: number }
 /** A row that is Pending and claimable from `available_at`: new, retried later, or taken back. */
 export type QueuedRow = ChangedRow & { available_at: number }
 
+/** A row a delete statement removed, as it was: its status and times leave the aggregates. */
+export type DeletedRow = ChangedRow & { status: OrderStatus, completed_at: number | null }
+
 /**
  * What the status changes of one transaction do besides their SQL: the running aggregates behind
  * /orders/metrics (StatsDelta), the change events announced once it commits (ChangeLog), and the
@@ -111,6 +114,21 @@ export class Transitions {
       this.log.add({ ...row, attempts: 0, processing_started_at: null }, 'Pending', at)
     }
     if (rows.length > 0) this.wakeAt = Math.min(this.wakeAt, at)
+  }
+
+  /**
+   * Orders deleted (retention or erasure), each as it was: it leaves its status's count and every
+   * sum it was in (a started order's wait, a Completed order's processing and total times), so the
+   * aggregates stay a recount of the orders stored. No change event: no status is entered.
+   */
+  deleted (rows: readonly DeletedRow[]): void {
+    for (const row of rows) {
+      this.delta.add(row.status, -1)
+      const { pending, processing, total } = stageDurations(row, row.status === 'Completed' ? row.completed_at : null)
+      if (pending !== null) this.delta.add('started', -1).add('pending_ms', -pending)
+      if (total !== null) this.delta.add('processing_ms', -(processing ?? 0)).add('total_ms', -total)
+      this.log.orderIds.push(row.order_id)
+    }
   }
 
   /** Adds what another write of the same transaction did, after this. */

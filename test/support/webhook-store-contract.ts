@@ -8,7 +8,7 @@ const LEASE = 30_000
 const MAX_ENDPOINTS = 100
 
 let endpoints = 0
-function anEndpoint (events: OrderStatus[], id = `ep_test_${++endpoints}`): NewEndpoint {
+export function anEndpoint (events: OrderStatus[], id = `ep_test_${++endpoints}`): NewEndpoint {
   return { id, url: `http://127.0.0.1:9/${id}`, events, description: null, secret: 'whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0' }
 }
 

@@ -9,7 +9,7 @@ import { PgListener } from './listener.ts'
 import { decodeAvailableAt, decodeChanges, decodeProcessingState, decodeSignal, encodeChanges, encodeProcessingState } from './notifications.ts'
 import { statsFromRows } from '../stats-delta.ts'
 import type {
-  CancelResult, Claim, CreateResult, IdPage, IndexedCall, ListQuery, OrderPage, OrderStats, OrderStore,
+  CancelResult, Claim, CreateResult, DeleteResult, FinishedStatus, IdPage, IndexedCall, ListQuery, OrderPage, OrderStats, OrderStore,
   Outcome, Overview, PopulateBatch, ProcessingState, RetriedChunk, RetryResult
 } from '../order-store.ts'
 import { advanced } from '../populate-batches.ts'
@@ -17,14 +17,16 @@ import { BatchConflictError, StoreUnavailableError } from '../store-errors.ts'
 import { StoreEvents } from '../store-events.ts'
 import type { ChangedRow } from '../change-log.ts'
 import { SharedRead } from '../shared-read.ts'
-import { claimsOf, Transitions, type ClaimedRow, type QueuedRow } from '../transitions.ts'
-import { claimQuery, failedChunkQuery, idsQuery, listQuery, SQL } from './statements.ts'
+import { claimsOf, Transitions, type ClaimedRow, type DeletedRow, type QueuedRow } from '../transitions.ts'
+import {
+  claimQuery, deleteUserOrdersQuery, failedChunkQuery, idsQuery, listQuery, SQL, sweepDeliveriesQuery, sweepOrdersQuery
+} from './statements.ts'
 import type { StoreLog } from '../store-log.ts'
 import { claimDeliveriesQuery, deliveriesQuery, PgWebhooks } from './pg-webhooks.ts'
 import { tracingOn } from '../../tracing.ts'
 import type { BatchSweeper } from '../batch-sweeper.ts'
 import {
-  purgeSweeper, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type EndpointCap, type EndpointRecord, type NewDelivery, type NewEndpoint
+  purgeSweeper, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryStatus, type EndpointCap, type EndpointRecord, type NewDelivery, type NewEndpoint
 } from '../webhook-store.ts'
 
 const CHANNEL = 'orders_available'
@@ -59,6 +61,9 @@ const types = {
   getTypeParser: ((oid: number, format?: string) =>
     oid === pg.types.builtins.INT8 ? Number : pg.types.getTypeParser(oid, format as 'text')) as typeof pg.types.getTypeParser
 }
+
+/** Any constant: the advisory lock one sweep batch holds, so that one process sweeps at a time. */
+const SWEEP_LOCK = 7_215_302
 
 /** `deadline`: when the create's time runs out (DATABASE_TIMEOUT_MS after it was asked for). */
 interface PendingCreate { order: NewOrder, now: number, availableAt: number, deadline: number, traceparent?: string }
@@ -497,6 +502,60 @@ export class PgStore extends StoreEvents implements OrderStore {
     })
   }
 
+  async sweepOrders (status: FinishedStatus, before: number, limit: number): Promise<number> {
+    return this.sweep((tx, transitions) => this.deleted(tx, transitions, sweepOrdersQuery(status, before, limit), false))
+  }
+
+  async sweepDeliveries (before: number, limit: number): Promise<number> {
+    return this.sweep(async (tx, transitions) => {
+      const { rows } = await tx.query<{ endpoint_id: string, status: DeliveryStatus }>(sweepDeliveriesQuery(before, limit))
+      transitions.deliveries.removed(rows)
+      return rows.length
+    })
+  }
+
+  async sweepBatches (before: number, limit: number): Promise<number> {
+    return this.sweep(async (tx) => (await tx.query(SQL.sweepBatches, [before, limit])).rowCount ?? 0)
+  }
+
+  /** A sweep batch in a transaction, while this process holds the sweep lock; 0 while another does. */
+  private async sweep (fn: (tx: Tx, transitions: Transitions) => Promise<number>): Promise<number> {
+    return this.transaction(async (tx, transitions) => {
+      const { rows } = await tx.query<{ locked: boolean }>(SQL.sweepLock, [SWEEP_LOCK])
+      return rows[0]?.locked === true ? fn(tx, transitions) : 0
+    })
+  }
+
+  async deleteOrder (orderId: string): Promise<DeleteResult> {
+    return this.transaction(async (tx, transitions): Promise<DeleteResult> => {
+      const [order] = (await tx.query<OrderRecord>(SQL.get, [orderId])).rows
+      if (!order) return { deleted: false, order }
+      return { deleted: await this.deleted(tx, transitions, { text: SQL.deleteOrder, values: [orderId] }, true) === 1, order }
+    })
+  }
+
+  async deleteUserOrders (userId: number, limit: number): Promise<number> {
+    return this.transaction((tx, transitions) => this.deleted(tx, transitions, deleteUserOrdersQuery(userId, limit), true))
+  }
+
+  /**
+   * Runs a delete of orders; they leave the aggregates. `erase`: their webhook deliveries go too
+   * (their payloads hold the order); retention leaves those to WEBHOOK_DELIVERY_RETENTION.
+   */
+  private async deleted (tx: Tx, transitions: Transitions, query: pg.QueryConfig, erase: boolean): Promise<number> {
+    const { rows } = await tx.query<DeletedRow>(query)
+    transitions.deleted(rows)
+    if (erase && rows.length > 0) {
+      const removed = await tx.query<{ endpoint_id: string, status: DeliveryStatus }>(SQL.deleteOrderDeliveries, [rows.map((row) => row.order_id)])
+      transitions.deliveries.removed(removed.rows)
+    }
+    return rows.length
+  }
+
+  async diskBytes (): Promise<number> {
+    return (await this.pool.query<{ bytes: number }>(SQL.diskBytes)).rows[0]?.bytes ?? 0
+  }
+
   async processingState (): Promise<ProcessingState> {
     return (await this.pool.query<ProcessingState>(SQL.processingState)).rows[0] as ProcessingState
   }
@@ -610,5 +669,8 @@ function indexedQuery (call: IndexedCall): pg.QueryConfig {
     case 'claimDeliveries': return claimDeliveriesQuery(call[1], call[3], 'a token')
     case 'nextDeliveryIn': return { text: SQL.nextDelivery }
     case 'deliveries': return deliveriesQuery(call[1], call[2])
+    case 'sweepOrders': return sweepOrdersQuery(call[1], call[2], call[3])
+    case 'sweepDeliveries': return sweepDeliveriesQuery(call[1], call[2])
+    case 'deleteUserOrders': return deleteUserOrdersQuery(call[1], call[2])
   }
 }

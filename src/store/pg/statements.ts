@@ -1,6 +1,6 @@
 import type pg from 'pg'
 import type { OrderStatus } from '../../order.ts'
-import { keysetStart, type ListQuery } from '../order-store.ts'
+import { keysetStart, type FinishedStatus, type ListQuery } from '../order-store.ts'
 import { ORDER_OTHER_BYTES, PAGE_BYTES } from '../page-size.ts'
 
 /*
@@ -41,6 +41,24 @@ const CLAIMED_DELIVERY = 'd.seq, d.id, d.endpoint_id, d.order_id, d.payload, d.a
  * on their last attempt, then retries the others, and both must see the same ones expired).
  */
 const DATABASE_NOW_MS = '(extract(epoch FROM now()) * 1000)::bigint'
+
+/** What a delete returns of each order, as it was (a DeletedRow). */
+const DELETED = 'o.order_id, o.status, o.attempts, o.created_at, o.processing_started_at, o.completed_at'
+/** Orders that may be deleted: finished. */
+const FINISHED = "status IN ('Completed', 'Cancelled', 'Failed')"
+
+/**
+ * Deletes the oldest orders of one finished status last updated before $1 (the literal lets the
+ * partial index serve it), skipping rows another transaction holds (a retry of a Failed one, say):
+ * a row locked FOR UPDATE is read as it is once locked. MATERIALIZED, so the LIMIT runs once: as a
+ * subquery joined in USING, the planner rescanned it and a batch of 1 deleted 2.
+ */
+function sweepOrdersSql (status: string): string {
+  return `WITH picked AS MATERIALIZED (SELECT seq FROM orders WHERE status = '${status}' AND updated_at < $1
+      ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+    DELETE FROM orders o USING picked WHERE o.seq = picked.seq
+    RETURNING ${DELETED}`
+}
 
 const STATS = 'SELECT name, SUM(value)::bigint AS value FROM order_stats GROUP BY name'
 
@@ -138,6 +156,26 @@ export const SQL = {
   nextAvailable: "SELECT MIN(available_at) AS at FROM orders WHERE status = 'Pending'",
   // A keyset range over orders_by_status, as listQuery explains; one more id than the limit tells whether more follow.
   idsByStatus: 'SELECT seq, order_id FROM orders WHERE (status, seq) > ($1, $2) AND status <= $1 ORDER BY status, seq LIMIT $3',
+  sweepCompleted: sweepOrdersSql('Completed'),
+  sweepCancelled: sweepOrdersSql('Cancelled'),
+  sweepFailed: sweepOrdersSql('Failed'),
+  // One sweeper at a time across processes, for the length of one batch's transaction: another finds it taken and waits its turn.
+  sweepLock: 'SELECT pg_try_advisory_xact_lock($1) AS locked',
+  deleteOrder: `DELETE FROM orders o WHERE order_id = $1 AND ${FINISHED} RETURNING ${DELETED}`,
+  deleteUserOrders: `WITH picked AS MATERIALIZED (SELECT seq FROM orders WHERE user_id = $1 AND ${FINISHED}
+      ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
+    DELETE FROM orders o USING picked WHERE o.seq = picked.seq
+    RETURNING ${DELETED}`,
+  deleteOrderDeliveries: 'DELETE FROM webhook_deliveries WHERE order_id = ANY($1::text[]) RETURNING endpoint_id, status',
+  sweepDeliveries: `WITH picked AS MATERIALIZED (SELECT seq FROM webhook_deliveries
+      WHERE status IN ('delivered', 'failed') AND updated_at < $1 ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)
+    DELETE FROM webhook_deliveries d USING picked WHERE d.seq = picked.seq
+    RETURNING d.endpoint_id, d.status`,
+  sweepBatches: `DELETE FROM populate_batches WHERE batch_id IN (SELECT batch_id FROM populate_batches
+      WHERE entries_done = total_entries AND created_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+  // The service's tables (the schema it migrated), with their indexes and TOAST.
+  diskBytes: `SELECT COALESCE(SUM(pg_total_relation_size(oid)), 0)::bigint AS bytes FROM pg_class
+    WHERE relkind = 'r' AND relnamespace = current_schema()::regnamespace`,
   stats: STATS,
   openBatch: `INSERT INTO populate_batches (batch_id, total_entries, created_at)
     VALUES ($1, $2, $3) ON CONFLICT (batch_id) DO NOTHING`,
@@ -301,6 +339,18 @@ export function idsQuery (status: OrderStatus, limit: number, after: number): pg
 
 export function failedChunkQuery (limit: number, after: number): pg.QueryConfig {
   return { text: SQL.failedChunk, values: [after, limit] }
+}
+
+export function sweepOrdersQuery (status: FinishedStatus, before: number, limit: number): pg.QueryConfig {
+  return { text: SQL[`sweep${status}`], values: [before, limit] }
+}
+
+export function deleteUserOrdersQuery (userId: number, limit: number): pg.QueryConfig {
+  return { text: SQL.deleteUserOrders, values: [userId, limit] }
+}
+
+export function sweepDeliveriesQuery (before: number, limit: number): pg.QueryConfig {
+  return { text: SQL.sweepDeliveries, values: [before, limit] }
 }
 
 export function claimQuery (limit: number, now: number, leaseMs: number, token: string, withOrders = false, traced = false): pg.QueryConfig {

@@ -118,6 +118,13 @@ const MIGRATIONS: string[] = [
     endpoint_id TEXT PRIMARY KEY,
     deleted_at INTEGER NOT NULL
   );
+  `,
+  `
+  -- Retention and erasure: each sweep batch is a range of one of these. Partial, so an order enters
+  -- orders_finished once, when it finishes, and a delivery webhook_deliveries_settled once, when settled.
+  CREATE INDEX orders_finished ON orders (status, updated_at) WHERE status IN ('Completed', 'Cancelled', 'Failed');
+  CREATE INDEX webhook_deliveries_settled ON webhook_deliveries (updated_at) WHERE status IN ('delivered', 'failed');
+  CREATE INDEX webhook_deliveries_by_order ON webhook_deliveries (order_id) WHERE order_id IS NOT NULL;
   `
 ]
 

@@ -13,6 +13,7 @@ import type { SQL } from './statements.ts'
 type Statements = Record<keyof typeof SQL, Database.Statement>
 type EndpointRow = Omit<EndpointRecord, 'events' | 'counts'> & { events: string }
 type SettledRow = ChangedDelivery & { order_id: string | null }
+type RemovedRow = ChangedDelivery & { status: DeliveryStatus }
 
 /**
  * The webhook half of the SQLite store: endpoints, and the deliveries recorded with each status
@@ -189,13 +190,26 @@ export class SqliteWebhooks {
     return released
   }
 
+  /** Deletes settled deliveries last updated before `before`, oldest first; returns how many. */
+  sweep (transitions: Transitions, before: number, limit: number): number {
+    const rows = this.sql.sweepDeliveries.all({ before, limit }) as RemovedRow[]
+    transitions.deliveries.removed(rows)
+    return rows.length
+  }
+
+  /** Deletes every delivery of an erased order, in any state: a claimed one's settle then finds nothing. */
+  deleteOrderDeliveries (transitions: Transitions, orderId: string): void {
+    transitions.deliveries.removed(this.sql.deleteOrderDeliveries.all(orderId) as RemovedRow[])
+  }
+
   nextIn (now: number): number | null {
     return (this.sql.nextDelivery.get({ now }) as { delay: number | null }).delay
   }
 
   /** What claimDeliveries, nextDeliveryIn and deliveries run: a statement and its parameters. */
-  query (call: ['claimDeliveries', number, number, number, EndpointCap?] | ['nextDeliveryIn', number] | ['deliveries', string, DeliveryQuery]): [Database.Statement, Record<string, unknown>] {
+  query (call: ['claimDeliveries', number, number, number, EndpointCap?] | ['nextDeliveryIn', number] | ['deliveries', string, DeliveryQuery] | ['sweepDeliveries', number, number]): [Database.Statement, Record<string, unknown>] {
     switch (call[0]) {
+      case 'sweepDeliveries': return [this.sql.sweepDeliveries, { before: call[1], limit: call[2] }]
       case 'claimDeliveries': return [this.sql.dueDeliveries, { now: call[2], limit: call[1] * CLAIM_WINDOW }]
       case 'nextDeliveryIn': return [this.sql.nextDelivery, { now: call[1] }]
       case 'deliveries': return [this.sql.deliveries, { endpointId: call[1], status: call[2].status, before: call[2].before ?? Number.MAX_SAFE_INTEGER, limit: call[2].limit + 1 }]

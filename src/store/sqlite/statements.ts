@@ -26,6 +26,21 @@ const DELIVERY_COLUMNS = `seq, id, endpoint_id, order_id, event_type, status, at
 /** What a deliverer needs of a delivery it claimed (with its endpoint's url and secret, read beside it). */
 const CLAIMED_DELIVERY = 'seq, id, endpoint_id, order_id, payload, attempts, created_at'
 
+/** What a delete returns of each order, as it was (a DeletedRow). */
+const DELETED = 'order_id, status, attempts, created_at, processing_started_at, completed_at'
+/** Orders that may be deleted: finished. */
+const FINISHED = "status IN ('Completed', 'Cancelled', 'Failed')"
+
+/**
+ * Deletes the oldest orders of one finished status last updated before @before. SQLite uses a
+ * partial index only when the query repeats its condition word for word, hence FINISHED beside the status.
+ */
+function sweepOrdersSql (status: string): string {
+  return `DELETE FROM orders WHERE seq IN (SELECT seq FROM orders INDEXED BY orders_finished
+      WHERE ${FINISHED} AND status = '${status}' AND updated_at < @before ORDER BY updated_at LIMIT @limit)
+    RETURNING ${DELETED}`
+}
+
 /** Claims the oldest claimable orders, returning `returning` of each. */
 function claimSql (returning: string): string {
   return `UPDATE orders SET status = 'Processing', claim_token = @token, lease_until = @now + @leaseMs,
@@ -93,6 +108,20 @@ export const SQL = {
   nextAvailable: "SELECT MIN(available_at) AS at FROM orders INDEXED BY orders_claimable WHERE status = 'Pending'",
   idsByStatus: `SELECT seq, order_id FROM orders INDEXED BY orders_by_status
     WHERE status = ? AND seq > ? ORDER BY seq LIMIT ?`,
+  sweepCompleted: sweepOrdersSql('Completed'),
+  sweepCancelled: sweepOrdersSql('Cancelled'),
+  sweepFailed: sweepOrdersSql('Failed'),
+  deleteOrder: `DELETE FROM orders WHERE order_id = ? AND ${FINISHED} RETURNING ${DELETED}`,
+  deleteUserOrders: `DELETE FROM orders WHERE seq IN (SELECT seq FROM orders INDEXED BY orders_by_user
+      WHERE user_id = @userId AND ${FINISHED} ORDER BY seq LIMIT @limit)
+    RETURNING ${DELETED}`,
+  deleteOrderDeliveries: `DELETE FROM webhook_deliveries INDEXED BY webhook_deliveries_by_order WHERE order_id = ?
+    RETURNING endpoint_id, status`,
+  sweepDeliveries: `DELETE FROM webhook_deliveries WHERE seq IN (SELECT seq FROM webhook_deliveries INDEXED BY webhook_deliveries_settled
+      WHERE status IN ('delivered', 'failed') AND updated_at < @before ORDER BY updated_at LIMIT @limit)
+    RETURNING endpoint_id, status`,
+  sweepBatches: `DELETE FROM populate_batches WHERE batch_id IN (SELECT batch_id FROM populate_batches
+      WHERE entries_done = total_entries AND created_at < @before LIMIT @limit)`,
   stats: 'SELECT name, value FROM order_stats',
   addStat: 'UPDATE order_stats SET value = value + ? WHERE name = ?',
   openBatch: `INSERT INTO populate_batches (batch_id, total_entries, created_at)

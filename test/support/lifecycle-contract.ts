@@ -1,0 +1,134 @@
+import type { Test } from 'tap'
+import type { OrderStatus } from '../../src/order.ts'
+import type { OrderStore } from '../../src/store/order-store.ts'
+import { anOrder } from '../helper.ts'
+import { recount } from './store-contract.ts'
+import { anEndpoint } from './webhook-store-contract.ts'
+
+const T0 = 1_700_000_000_000
+const LEASE = 30_000
+
+/** Creates an order and takes it to `status` at `at` (its last update), one transaction per step. */
+async function finished (store: OrderStore, orderId: string, status: 'Completed' | 'Failed' | 'Cancelled', at: number, userId = 1): Promise<void> {
+  await store.create(anOrder(orderId, { user_id: userId }), at - 10, at - 10)
+  if (status === 'Cancelled') {
+    await store.cancel(orderId, at)
+    return
+  }
+  const [claim] = await store.claim(1, at - 5, LEASE)
+  if (claim?.order_id !== orderId) throw new Error(`claimed ${claim?.order_id} instead of ${orderId}`)
+  await store.settle([status === 'Completed' ? { claim, ok: true } : { claim, ok: false, error: 'x', retryAt: null }], at)
+}
+
+async function statuses (store: OrderStore, ids: string[]): Promise<Array<OrderStatus | undefined>> {
+  return Promise.all(ids.map(async (id) => (await store.get(id))?.status))
+}
+
+/** Retention and erasure, what every store must do; run against each store by its own test file. */
+export function lifecycleContract (t: Test, open: () => Promise<OrderStore>): void {
+  const fresh = async (t: Test) => {
+    const store = await open()
+    t.teardown(() => store.close())
+    return store
+  }
+
+  t.test('a sweep deletes the orders of one status finished before a time, oldest first, a batch at a time, and they leave the aggregates', async (t) => {
+    const store = await fresh(t)
+    await finished(store, 'c1', 'Completed', T0 + 100)
+    await finished(store, 'c2', 'Completed', T0 + 200)
+    await finished(store, 'c3', 'Completed', T0 + 300)
+    await finished(store, 'x1', 'Cancelled', T0 + 100)
+    await finished(store, 'f1', 'Failed', T0 + 100)
+    await store.create(anOrder('p1'), T0, T0 + 1_000_000)
+    await store.create(anOrder('p2'), T0, T0)
+    const claims = await store.claim(1, T0 + 1, LEASE)
+    t.equal(claims[0]?.order_id, 'p2', 'one order Processing')
+
+    t.equal(await store.sweepOrders('Completed', T0 + 250, 1), 1, 'a batch is at most its limit')
+    t.same(await statuses(store, ['c1', 'c2', 'c3']), [undefined, 'Completed', 'Completed'], 'the oldest first')
+    t.equal(await store.sweepOrders('Completed', T0 + 250, 10), 1)
+    t.equal(await store.sweepOrders('Completed', T0 + 250, 10), 0, 'nothing left before that time')
+    t.same(await statuses(store, ['c2', 'c3', 'x1', 'f1', 'p1', 'p2']), [undefined, 'Completed', 'Cancelled', 'Failed', 'Pending', 'Processing'],
+      'one finished more recently stays, and other statuses are not touched')
+    t.same(await store.stats(), await recount(store), 'the aggregates equal a recount')
+
+    t.equal(await store.sweepOrders('Failed', T0 + 1_000_000, 10), 1, 'Failed orders are swept on their own')
+    t.equal(await store.sweepOrders('Cancelled', T0 + 1_000_000, 10), 1)
+    t.same(await statuses(store, ['x1', 'f1', 'c3']), [undefined, undefined, 'Completed'])
+    t.same(await store.stats(), await recount(store))
+    const { stats } = await store.overview()
+    t.match(stats.counts, { Completed: 1, Failed: 0, Cancelled: 0, Pending: 1, Processing: 1 })
+  })
+
+  t.test('deleteOrder erases a finished order and every delivery of it; a Pending or Processing order stays', async (t) => {
+    const store = await fresh(t)
+    const endpoint = anEndpoint(['Pending', 'Completed'])
+    await store.createEndpoint(endpoint, Date.now(), 10)
+    await finished(store, 'A', 'Completed', T0 + 100)
+    await finished(store, 'B', 'Completed', T0 + 100)
+    const [first] = await store.claimDeliveries(10, Date.now(), LEASE)
+    await store.settleDeliveries([{ claim: first!, kind: 'delivered', statusCode: 200 }], Date.now())
+    t.match(await store.endpoint(endpoint.id), { counts: { pending: 3, delivered: 1, failed: 0 } })
+
+    const deleted = await store.deleteOrder('A')
+    t.match(deleted, { deleted: true, order: { order_id: 'A', status: 'Completed' } })
+    t.equal(await store.get('A'), undefined)
+    t.match(await store.endpoint(endpoint.id), { counts: { pending: 2, delivered: 0, failed: 0 } }, "A's deliveries, pending and delivered, are gone")
+    const pending = await store.deliveries(endpoint.id, { status: 'pending', limit: 10 })
+    t.same(pending.deliveries.map((d) => d.order_id).sort(), ['B', 'B'], "B's stay")
+
+    await store.create(anOrder('P'), T0, T0 + 1_000_000)
+    t.match(await store.deleteOrder('P'), { deleted: false, order: { status: 'Pending' } })
+    t.equal((await store.get('P'))?.status, 'Pending')
+    t.same(await store.deleteOrder('nope'), { deleted: false, order: undefined })
+    t.same(await store.deleteOrder('A'), { deleted: false, order: undefined }, 'erased once')
+    t.same(await store.stats(), await recount(store))
+  })
+
+  t.test("deleteUserOrders erases one customer's finished orders, a batch at a time, and no one else's", async (t) => {
+    const store = await fresh(t)
+    await finished(store, 'u1', 'Completed', T0 + 100, 7)
+    await finished(store, 'u2', 'Cancelled', T0 + 110, 7)
+    await finished(store, 'u3', 'Failed', T0 + 120, 7)
+    await finished(store, 'o1', 'Completed', T0 + 130, 8)
+    await store.create(anOrder('u4', { user_id: 7 }), T0, T0 + 1_000_000)
+    t.equal(await store.deleteUserOrders(7, 2), 2)
+    t.equal(await store.deleteUserOrders(7, 2), 1)
+    t.equal(await store.deleteUserOrders(7, 2), 0)
+    t.same(await statuses(store, ['u1', 'u2', 'u3', 'u4', 'o1']), [undefined, undefined, undefined, 'Pending', 'Completed'])
+    t.same(await store.stats(), await recount(store))
+  })
+
+  t.test('a delivery sweep deletes delivered and failed deliveries last updated before a time, never pending ones', async (t) => {
+    const store = await fresh(t)
+    const endpoint = anEndpoint(['Completed'])
+    await store.createEndpoint(endpoint, Date.now(), 10)
+    for (const id of ['A', 'B', 'C']) await finished(store, id, 'Completed', T0 + 100)
+    const claims = await store.claimDeliveries(2, Date.now(), LEASE)
+    t.equal(claims.length, 2)
+    await store.settleDeliveries([
+      { claim: claims[0]!, kind: 'delivered', statusCode: 200 },
+      { claim: claims[1]!, kind: 'failed', error: 'gone', statusCode: 410 }
+    ], Date.now())
+    t.equal(await store.sweepDeliveries(Date.now() - 60_000, 10), 0, 'settled more recently than that: kept')
+    t.equal(await store.sweepDeliveries(Date.now() + 60_000, 1), 1, 'a batch at most')
+    t.equal(await store.sweepDeliveries(Date.now() + 60_000, 10), 1)
+    t.match(await store.endpoint(endpoint.id), { counts: { pending: 1, delivered: 0, failed: 0 } }, 'the pending one is kept')
+    t.equal((await store.deliveries(endpoint.id, { status: 'pending', limit: 10 })).deliveries.length, 1)
+  })
+
+  t.test('finished populate records are swept; one still under way is kept', async (t) => {
+    const store = await fresh(t)
+    const done = await store.openBatch('done', 1, T0)
+    await store.populateChunk(done, [anOrder('b1')], T0, T0)
+    await store.openBatch('open', 2, T0)
+    t.equal(await store.sweepBatches(T0 + 1, 10), 1)
+    t.match(await store.openBatch('open', 2, T0 + 2), { entries_done: 0, total_entries: 2 }, 'the unfinished one is as it was')
+    t.match(await store.openBatch('done', 5, T0 + 2), { entries_done: 0, total_entries: 5 }, 'the finished one is gone: its id is new again')
+  })
+
+  t.test('the store reports its size on disk', async (t) => {
+    const store = await fresh(t)
+    t.ok(await store.diskBytes() >= 0)
+  })
+}
