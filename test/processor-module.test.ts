@@ -315,7 +315,7 @@ t.test('PostgreSQL: at shutdown, a worker aborts the attempts running past SHUTD
   await stopAborts(t, worker, mark, (id) => store.get(id))
 })
 
-t.test('the README\'s example module, run by `npm start`: tracking ids kept, a 4xx fails at once, a 503 is retried', async (t) => {
+t.test('the processing step page\'s example module, run by `npm start`: tracking ids kept, a 4xx fails at once, a 503 is retried', async (t) => {
   // A fulfilment service: 422 for one order, 503 once for another, else a tracking id.
   const received: Array<{ key: string | undefined, body: { order_id: string } }> = []
   const fulfilment = createServer((req, res) => {
@@ -354,7 +354,7 @@ t.test('the README\'s example module, run by `npm start`: tracking ids kept, a 4
   t.equal(await server.exited, 0)
 })
 
-t.test('the README\'s example module refuses to start without FULFILMENT_URL, in one line', async (t) => {
+t.test('the processing step page\'s example module refuses to start without FULFILMENT_URL, in one line', async (t) => {
   const server = spawnSync(process.execPath, ['dist/src/server.js'], {
     cwd: PACKAGE_ROOT,
     env: { ...process.env, PROCESSOR_MODULE: 'docs/examples/fulfilment.mjs', FULFILMENT_URL: '', DATABASE_URL: 'sqlite::memory:' },
