@@ -9,13 +9,18 @@ import { createDatabase, POSTGRES_URL } from './support/pg-database.ts'
 
 export type Settings = Partial<Record<keyof Env, string>>
 
-/** Defaults for tests: an in-memory store and no simulated delays. */
+/**
+ * Defaults for tests: an in-memory store, no simulated delays, and no overload guard: on a loaded
+ * 2-core machine (CI, or tests running side by side) the event loop lagged past its 1 s default,
+ * and tests of anything else got "Service overloaded" 503s. The tests of the guard set it.
+ */
 export function testConfig (settings: Settings = {}): Config {
   return loadConfig({
     DATABASE_URL: 'sqlite::memory:',
     PENDING_DELAY_MS: '0',
     PROCESSING_TIME_MS: '0',
     LOG_LEVEL: 'silent',
+    MAX_EVENT_LOOP_DELAY_MS: '0',
     ...settings
   })
 }

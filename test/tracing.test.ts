@@ -77,7 +77,7 @@ function checkOrderTrace (t: Test, spans: ReceivedSpan[], orderId: string, trace
 }
 
 t.test('one trace from an incoming traceparent to the webhook attempt', async (t) => {
-  const app = await build(t, { ...NO_OVERLOAD, WEBHOOK_ALLOW_PRIVATE: 'true' })
+  const app = await build(t, { WEBHOOK_ALLOW_PRIVATE: 'true' })
   const post = async (body: unknown) => {
     const res = await app.inject({ method: 'POST', url: '/webhooks', payload: body as object })
     return { status: res.statusCode, json: res.json() }
@@ -95,7 +95,7 @@ t.test('one trace from an incoming traceparent to the webhook attempt', async (t
 })
 
 t.test('a failing attempt\'s span is an error, and says what the order became', async (t) => {
-  const app = await build(t, { ...NO_OVERLOAD, FAILURE_RATE: '1', MAX_ATTEMPTS: '2', RETRY_BACKOFF_MS: '0' })
+  const app = await build(t, { FAILURE_RATE: '1', MAX_ATTEMPTS: '2', RETRY_BACKOFF_MS: '0' })
   const traceId = hexId(16)
   t.equal((await app.inject({ method: 'POST', url: '/orders', headers: { traceparent: `00-${traceId}-${hexId(8)}-01` }, payload: anOrder('FAILS') })).statusCode, 201)
   const attempts = named(await traceOf(traceId, (spans) => named(spans, 'process order').length === 2, 'both attempts'), 'process order')
@@ -119,7 +119,7 @@ t.test('the processing step runs in its attempt\'s span: what it calls joins the
       return headers
     }
   `)
-  const app = await build(t, { ...NO_OVERLOAD, PROCESSOR_MODULE: step })
+  const app = await build(t, { PROCESSOR_MODULE: step })
   const traceId = hexId(16)
   t.equal((await app.inject({ method: 'POST', url: '/orders', headers: { traceparent: `00-${traceId}-${hexId(8)}-01` }, payload: anOrder('STEP') })).statusCode, 201)
   const [attempt] = named(await traceOf(traceId, (spans) => named(spans, 'process order').length === 1, 'the attempt'), 'process order')
@@ -132,7 +132,7 @@ t.test('the processing step runs in its attempt\'s span: what it calls joins the
 })
 
 t.test('a batch: each order\'s attempt joins the request\'s trace, started here when the caller sent none', async (t) => {
-  const app = await build(t, NO_OVERLOAD)
+  const app = await build(t)
   const res = await app.inject({ method: 'POST', url: '/orders/batch', payload: { orders: [anOrder('B1'), anOrder('B2')] } })
   t.equal(res.statusCode, 200)
   const server = await waitFor(() => collector.spans.find((span) => span.name === 'POST /orders/batch'), 'the request span')

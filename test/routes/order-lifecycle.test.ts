@@ -19,7 +19,7 @@ async function create (app: FastifyInstance, orderId: string, userId = 1): Promi
 const status = async (app: FastifyInstance, orderId: string) => (await app.inject({ url: `/orders/${orderId}` })).statusCode
 
 t.test('ORDER_RETENTION deletes Completed and Cancelled orders once past it; Failed ones follow FAILED_ORDER_RETENTION; the metrics stay a recount', async (t) => {
-  const app = await build(t, { MAX_EVENT_LOOP_DELAY_MS: '0', PROCESSOR: 'off', ORDER_RETENTION: '300ms', FAILED_ORDER_RETENTION: 'off' })
+  const app = await build(t, { PROCESSOR: 'off', ORDER_RETENTION: '300ms', FAILED_ORDER_RETENTION: 'off' })
   await create(app, 'failed')
   await settleNext(app, 1, false)
   await create(app, 'done')
@@ -39,7 +39,7 @@ t.test('ORDER_RETENTION deletes Completed and Cancelled orders once past it; Fai
 })
 
 t.test('DELETE /orders/:order_id erases a finished order; Pending is a 409 naming its status; unknown is a 404', async (t) => {
-  const app = await build(t, { MAX_EVENT_LOOP_DELAY_MS: '0', PROCESSOR: 'off' })
+  const app = await build(t, { PROCESSOR: 'off' })
   await create(app, 'A')
   await settleNext(app, 1, true)
   await create(app, 'P')
@@ -58,7 +58,7 @@ t.test('DELETE /orders/:order_id erases a finished order; Pending is a 409 namin
 })
 
 t.test("DELETE /orders?user_id=N erases the customer's finished orders in the background (202), refused cross-site", async (t) => {
-  const app = await build(t, { MAX_EVENT_LOOP_DELAY_MS: '0', PROCESSOR: 'off' })
+  const app = await build(t, { PROCESSOR: 'off' })
   for (const id of ['u1', 'u2', 'u3']) await create(app, id, 7)
   await create(app, 'other', 8)
   await settleNext(app, 4, true)
