@@ -11,7 +11,7 @@ interface Operation { parameters?: Array<{ in: string, required?: boolean }>, re
 
 /**
  * One call through openapi-fetch per operation in the document, passing only what the document
- * says is required: path parameters, and a JSON body where one is required. Every other
+ * says is required: path parameters, required query parameters, and a JSON body where one is required. Every other
  * parameter must be optional, or the call does not compile.
  */
 function clientCalls (paths: Record<string, Record<string, Operation>>): string[] {
@@ -20,7 +20,9 @@ function clientCalls (paths: Record<string, Record<string, Operation>>): string[
     for (const [method, operation] of Object.entries(operations)) {
       const type = `paths[${JSON.stringify(path)}][${JSON.stringify(method)}]`
       const init: string[] = []
-      if (operation.parameters?.some((p) => p.in === 'path')) init.push(`params: { path: {} as ${type}['parameters']['path'] }`)
+      // Path parameters, and a query only where one of its parameters is required (DELETE /orders?user_id=N).
+      const params = ['path', 'query'].filter((where) => operation.parameters?.some((p) => p.in === where && (where === 'path' || p.required)))
+      if (params.length > 0) init.push(`params: { ${params.map((where) => `${where}: {} as ${type}['parameters']['${where}']`).join(', ')} }`)
       if (operation.requestBody?.content['application/json']) {
         init.push(`body: {} as NonNullable<${type}['requestBody']>['content']['application/json']`)
       }
