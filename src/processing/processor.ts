@@ -107,6 +107,8 @@ export class OrderProcessor {
   /** Changes told so far: a read under way when one is told is older than it. */
   private stateChanges = 0
   private heartbeat: NodeJS.Timeout | null = null
+  /** Set while stop() waits for the claims it holds to be settled. */
+  private allSettled: (() => void) | undefined
   private readonly renewals = new Set<Promise<void>>()
   private readonly now: () => number
   private readonly unsubscribe: () => void
@@ -122,6 +124,7 @@ export class OrderProcessor {
       onError: (err) => this.options.onError?.(err, 'settling orders'),
       settled: (outcomes) => {
         for (const { claim } of outcomes) this.inFlight.delete(claim)
+        if (this.inFlight.size === 0) this.allSettled?.()
         this.wake()
       }
     })
@@ -293,11 +296,18 @@ export class OrderProcessor {
     try {
       // A claim already sent to the store may still commit orders to this process.
       await this.ticking
+      // Waits for the claims, not for p-queue to empty: an attempt that timed out is settled (its
+      // order Pending or Failed) but its work may ignore its signal and run on; the grace is not
+      // spent on it (with a step ignoring its signal for a minute, the stop took the whole grace).
       let graceTimer: NodeJS.Timeout | undefined
       await Promise.race([
-        this.queue.onIdle(),
+        new Promise<void>((resolve) => {
+          this.allSettled = resolve
+          if (this.inFlight.size === 0) resolve()
+        }),
         new Promise((resolve) => { graceTimer = setTimeout(resolve, graceMs) })
       ])
+      this.allSettled = undefined
       clearTimeout(graceTimer)
       await this.settles.drained()
       await this.handBack()
