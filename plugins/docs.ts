@@ -45,7 +45,7 @@ export default fp(async (app) => {
             [SECURITY_SCHEME]: {
               type: 'http',
               scheme: 'bearer',
-              description: `An API key (${MIN_KEY_LENGTH}+ characters) as Authorization: Bearer <key>. Scope read: the operations that change ` +
+              description: `An API key (${MIN_KEY_LENGTH}+ characters) as \`Authorization: Bearer <key>\`. Scope read: the operations that change ` +
                 'nothing (GET, the event stream, /metrics); scope write: every operation. Each operation names the scope it needs.'
             }
           }
