@@ -16,7 +16,7 @@ function hostHeaders (rawHeaders: string[]): number {
  * Requests a browser sends from another site may not change anything (ALLOWED_ORIGINS excepted),
  * and listening on a loopback address only its own host names are served (DNS rebinding).
  * One onRequest hook that only reads headers: a request without Origin or Sec-Fetch-Site costs
- * two lookups, and the usual Host is remembered.
+ * two lookups and a pass over its raw header names (for a second Host), and the usual Host is remembered.
  */
 export default fp(async (app) => {
   const serves = hostRule(app.config.HOST, app.config.ALLOWED_HOSTS)
