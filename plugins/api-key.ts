@@ -58,11 +58,14 @@ export default fp(async (app) => {
     if (key === null) {
       closeAfterAnswer(request, reply)
       reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'Missing or wrong API key: send Authorization: Bearer <key>' })
-    } else if (key.scope === 'read' && scopeNeeded(request.method) === 'write') {
+      return
+    }
+    // Named before the scope check: a refused request's log line and span say whose key it was.
+    request.apiKeyName = key.name
+    if (key.scope === 'read' && scopeNeeded(request.method) === 'write') {
       closeAfterAnswer(request, reply)
       reply.code(403).send({ error: `Forbidden: the API key "${key.name}" has scope read; ${request.method} ${request.routeOptions.url ?? request.url} needs scope write` })
     } else {
-      request.apiKeyName = key.name
       done()
     }
   })

@@ -6,11 +6,17 @@ import { closeAfterAnswer } from './lingering-close.ts'
 /** Methods that change nothing: any other is refused when a browser sends it from another site. */
 export const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS'])
 
+function hostHeaders (rawHeaders: string[]): number {
+  let count = 0
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]!.length === 4 && rawHeaders[i]!.toLowerCase() === 'host') count++
+  return count
+}
+
 /**
  * Requests a browser sends from another site may not change anything (ALLOWED_ORIGINS excepted),
  * and listening on a loopback address only its own host names are served (DNS rebinding).
  * One onRequest hook that only reads headers: a request without Origin or Sec-Fetch-Site costs
- * two lookups, and the usual Host is remembered.
+ * two lookups and a pass over its raw header names (for a second Host), and the usual Host is remembered.
  */
 export default fp(async (app) => {
   const serves = hostRule(app.config.HOST, app.config.ALLOWED_HOSTS)
@@ -18,7 +24,11 @@ export default fp(async (app) => {
 
   app.addHook('onRequest', (request, reply, done) => {
     const { host, origin } = request.headers
-    if (serves !== null && host !== undefined && !serves(host)) {
+    if (hostHeaders(request.raw.rawHeaders) > 1) {
+      // Node keeps the first and drops the others: a proxy may have routed by another one (RFC 9112 3.2: a 400).
+      closeAfterAnswer(request, reply)
+      reply.code(400).send({ error: 'Bad Request: more than one Host header' })
+    } else if (serves !== null && host !== undefined && !serves(host)) {
       closeAfterAnswer(request, reply)
       reply.code(421).send({ error: `Misdirected Request: this service answers to Host localhost, 127.0.0.1 or [::1]; add the name to ALLOWED_HOSTS to serve ${host}` })
     } else if (!SAFE_METHODS.has(request.method) && isCrossSite(host, origin, request.headers['sec-fetch-site'])) {

@@ -3,7 +3,9 @@ import swagger from '@fastify/swagger'
 import swaggerUi from '@fastify/swagger-ui'
 import { MIN_KEY_LENGTH } from '../src/http/api-key.ts'
 import { keysRequired, SECURITY_SCHEME } from './api-key.ts'
+import { BODY_OPTIONAL } from './validation.ts'
 
+type Operation = { [BODY_OPTIONAL]?: true, requestBody?: { required?: boolean } }
 type JsonSchema = { [key: string]: unknown, properties?: Record<string, JsonSchema>, required?: string[], default?: unknown }
 
 /**
@@ -43,7 +45,7 @@ export default fp(async (app) => {
             [SECURITY_SCHEME]: {
               type: 'http',
               scheme: 'bearer',
-              description: `An API key (${MIN_KEY_LENGTH}+ characters) as Authorization: Bearer <key>. Scope read: the operations that change ` +
+              description: `An API key (${MIN_KEY_LENGTH}+ characters) as \`Authorization: Bearer <key>\`. Scope read: the operations that change ` +
                 'nothing (GET, the event stream, /metrics); scope write: every operation. Each operation names the scope it needs.'
             }
           }
@@ -58,7 +60,18 @@ export default fp(async (app) => {
         ...(schema.querystring !== undefined && { querystring: defaultsOptional(schema.querystring as JsonSchema) }),
         ...(schema.body !== undefined && { body: defaultsOptional(schema.body as JsonSchema) })
       }
-    })
+    }),
+    // @fastify/swagger marks every body required: not those the route takes as {} when left out.
+    transformObject: (document) => {
+      if (!('openapiObject' in document)) return document.swaggerObject
+      const { openapiObject } = document
+      const operations = Object.values(openapiObject.paths ?? {}).flatMap((methods) => Object.values(methods ?? {})) as Operation[]
+      for (const operation of operations.filter((operation) => BODY_OPTIONAL in operation)) {
+        delete operation[BODY_OPTIONAL]
+        if (operation.requestBody !== undefined) operation.requestBody.required = false
+      }
+      return openapiObject
+    }
   })
   await app.register(swaggerUi, { routePrefix: '/docs' })
 }, { name: 'docs' })

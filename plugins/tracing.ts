@@ -14,11 +14,12 @@ export default fp(async (app) => {
     requestHook: (span: Span, request: FastifyRequest) => { span.updateName(`${request.method} ${request.routeOptions.url ?? ''}`.trim()) }
   })
   await app.register(instrumentation.plugin())
-  // The key's name (never the key) names the caller, where a key plugin sets it.
-  app.addHook('preHandler', (request, _reply, done) => {
+  // The key's name (never the key) names the caller, where a key plugin sets it. On sending, not
+  // before the handler: a request refused in a hook (a read key on a write, 403) names its caller too.
+  app.addHook('onSend', (request, _reply, payload, done) => {
     const name = (request as FastifyRequest & { apiKeyName?: string }).apiKeyName
     if (name !== undefined) request.opentelemetry().span?.setAttribute('enduser.id', name)
-    done()
+    done(null, payload)
   })
   app.addHook('onClose', () => flushTracing())
 }, { name: 'tracing', dependencies: ['config'] })

@@ -1,4 +1,5 @@
 import fp from 'fastify-plugin'
+import type { FastifyRequest } from 'fastify'
 import { Ajv, type ErrorObject } from 'ajv'
 import { describeError } from '../src/http/validation-errors.ts'
 import { isDecimalMultiple } from '../src/decimal-places.ts'
@@ -22,6 +23,26 @@ function urlAjv (): Ajv {
   return new Ajv({ coerceTypes: true, useDefaults: true, removeAdditional: false, allErrors: false, verbose: true })
 }
 
+/** Marks a route schema whose body a client may leave out: the document then says requestBody.required false. */
+export const BODY_OPTIONAL = 'x-body-optional'
+
+/** preValidation of such a route: no body at all (curl -X POST) is taken as {}. */
+export async function noBodyAsEmpty (request: FastifyRequest): Promise<void> {
+  request.body ??= {}
+}
+
+function isJson (text: string): boolean {
+  try {
+    JSON.parse(text)
+    return true
+  } catch {
+    return false
+  }
+}
+
+const protoKey = () => Object.assign(new Error('Body must not contain a __proto__ key (nor a constructor key holding prototype): they are refused, ' +
+  'as they would change the prototype of objects'), { statusCode: 400 })
+
 /** Strict JSON bodies, converted query strings, and error messages that name the field. */
 export default fp(async (app) => {
   const body = bodyAjv()
@@ -29,5 +50,14 @@ export default fp(async (app) => {
   app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? body : url).compile(schema))
   // Bodies are JSON only: anything else is a 415, not a string that fails validation later.
   app.removeContentTypeParser('text/plain')
+  // Fastify's parser refuses a __proto__ key (prototype poisoning) as "not valid JSON": say why instead.
+  // Only a body already refused is parsed a second time.
+  const parseJson = app.getDefaultJsonParser('error', 'error')
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser<string>('application/json', { parseAs: 'string' }, (request, text, done) => {
+    void parseJson(request, text, (err, value) => {
+      done(err !== null && (err as { code?: string }).code === 'FST_ERR_CTP_INVALID_JSON_BODY' && isJson(text) ? protoKey() : err, value)
+    })
+  })
   app.setSchemaErrorFormatter((errors, dataVar) => new Error(describeError(errors[0] as ErrorObject, dataVar)))
 }, { name: 'validation' })

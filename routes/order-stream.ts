@@ -103,8 +103,11 @@ const orderStream: FastifyPluginAsyncTypebox = async (app) => {
       description: 'Every status change of every order, or of one order_id, in the order they were committed; a comment line every 15 s, ' +
         'or every CONNECTION_TIMEOUT_MS / 2 if that is shorter. At most MAX_STREAMS streams are open at once.',
       querystring: Type.Object({ order_id: Type.Optional(OrderIdSchema) }, { additionalProperties: false }),
-      produces: ['text/event-stream'],
-      response: { 200: StatusEvent, ...errorResponses(400, 503) }
+      // The stream alone is text/event-stream: its errors, answered before it starts, are JSON like every other.
+      response: {
+        200: { description: 'The stream: one event per status change', content: { 'text/event-stream': { schema: StatusEvent } } },
+        ...errorResponses(400, 503)
+      }
     }
   }, (request, reply) => {
     if (followers.size >= maxStreams) {

@@ -1,7 +1,8 @@
 import { Type, type FastifyPluginAsyncTypebox, type Static } from '@fastify/type-provider-typebox'
 import type { FastifyReply } from 'fastify'
 import { BODY_ERRORS, ErrorSchema, errorResponses } from '../plugins/errors.ts'
-import { CursorCodec } from '../src/cursor.ts'
+import { CURSOR_NOT_ISSUED, CursorCodec, ordersList } from '../src/cursor.ts'
+import { BODY_OPTIONAL, noBodyAsEmpty } from '../plugins/validation.ts'
 import {
   claimableAt, NewOrderSchema, OrderIdSchema, OrderSchema, OrderStatusSchema, toOrder, type OrderRecord, type OrderStatus
 } from '../src/order.ts'
@@ -90,11 +91,11 @@ function nextLink (query: Static<typeof ListQuery>, cursor: string): string {
   return `</orders?${params.toString()}>; rel="next"`
 }
 
-/** Why a cursor is refused: it belongs to the other order, or the service never issued it. */
+/** Why a cursor is refused: it belongs to the other order, or to another list (or the service never issued it). */
 function cursorError (cursors: CursorCodec, cursor: string, order: ListOrder): string {
   const other = order === 'asc' ? 'desc' : 'asc'
-  return cursors.decode(cursor, other) === null
-    ? 'querystring/cursor is not a cursor this service issued'
+  return cursors.decode(cursor, ordersList(other)) === null
+    ? CURSOR_NOT_ISSUED
     : `querystring/cursor was issued for order=${other}: send it with order=${other}, or start again without a cursor`
 }
 
@@ -152,10 +153,10 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     const { status, user_id: userId, order, limit, cursor } = request.query
-    const after = cursor === undefined ? undefined : cursors.decode(cursor, order)
+    const after = cursor === undefined ? undefined : cursors.decode(cursor, ordersList(order))
     if (after === null) return reply.code(400).send({ error: cursorError(cursors, cursor as string, order) })
     const page = await store.list({ status, userId, order, limit, after })
-    const next = page.lastSeq === null ? null : cursors.encode(page.lastSeq, order)
+    const next = page.lastSeq === null ? null : cursors.encode(page.lastSeq, ordersList(order))
     if (next !== null) reply.header('link', nextLink(request.query, next))
     return { orders: page.orders.map(toOrder), next_cursor: next }
   })
@@ -252,10 +253,10 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
       description: 'Retries up to limit Failed orders, oldest first, each as POST /orders/{order_id}/retry does, ' +
         `in transactions of ${RETRY_CHUNK.toLocaleString('en')}. Send {}, or no body, for the default limit.`,
       body: RetryFailedBody,
+      [BODY_OPTIONAL]: true,
       response: { 200: RetryFailedResult, ...errorResponses(...BODY_ERRORS) }
     },
-    // No body at all (curl -X POST) asks for the defaults too.
-    preValidation: async (request) => { request.body ??= {} as typeof request.body }
+    preValidation: noBodyAsEmpty
   }, async (request) => {
     const retried = await retryFailed(store, request.body.limit, Date.now)
     return { retried, remaining_failed: (await store.stats()).counts.Failed }

@@ -1,5 +1,6 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import { BODY_ERRORS, errorResponses } from '../plugins/errors.ts'
+import { BODY_OPTIONAL, noBodyAsEmpty } from '../plugins/validation.ts'
 import { PROCESSING_STATES, type ProcessingState } from '../src/store/order-store.ts'
 import { StringEnum } from '../src/string-enum.ts'
 
@@ -7,6 +8,9 @@ const ProcessingStateSchema = Type.Object({
   state: StringEnum(PROCESSING_STATES, { description: 'running: orders are processed; paused: no processor claims an order, new ones wait as Pending' }),
   since: Type.String({ format: 'date-time', description: 'when it last changed' })
 }, { examples: [{ state: 'paused', since: '2026-02-21T15:00:17.000Z' }] })
+
+// Nothing is read from a body: one that says something (any field) is refused rather than ignored.
+const NoBody = Type.Object({}, { additionalProperties: false, description: 'none, or {}: these operations take no input' })
 
 function view ({ state, since }: ProcessingState) {
   return { state, since: new Date(since).toISOString() }
@@ -35,9 +39,12 @@ const processing: FastifyPluginAsyncTypebox = async (app) => {
         operationId: `${action}Processing`,
         tags: ['processing'],
         summary: `${action[0]!.toUpperCase()}${action.slice(1)} order processing`,
-        description: `${description} Sending it again changes nothing (since stays). No body is needed.`,
+        description: `${description} Sending it again changes nothing (since stays). No body, or {}: any field is a 400.`,
+        body: NoBody,
+        [BODY_OPTIONAL]: true,
         response: { 200: ProcessingStateSchema, ...errorResponses(...BODY_ERRORS) }
-      }
+      },
+      preValidation: noBodyAsEmpty
     }, async () => view(await store.setProcessingState(state, Date.now)))
   }
 }

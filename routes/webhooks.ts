@@ -1,7 +1,7 @@
 import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox'
 import type { TSchema } from '@sinclair/typebox'
 import { BODY_ERRORS, ErrorSchema, errorResponses } from '../plugins/errors.ts'
-import { CursorCodec } from '../src/cursor.ts'
+import { CURSOR_NOT_ISSUED, CursorCodec, deliveriesList } from '../src/cursor.ts'
 import { OrderStatusSchema } from '../src/order.ts'
 import { StringEnum } from '../src/string-enum.ts'
 import { eventBody, newDeliveryId } from '../src/store/webhook-events.ts'
@@ -239,13 +239,14 @@ const webhooks: FastifyPluginAsyncTypebox = async (app) => {
     }
   }, async (request, reply) => {
     const { status, limit, cursor } = request.query
-    const before = cursor === undefined ? undefined : cursors.decode(cursor)
-    if (before === null) return reply.code(400).send({ error: 'querystring/cursor is not a cursor this service issued' })
+    const list = deliveriesList(request.params.id)
+    const before = cursor === undefined ? undefined : cursors.decode(cursor, list)
+    if (before === null) return reply.code(400).send({ error: CURSOR_NOT_ISSUED })
     if (!await store.endpoint(request.params.id)) return reply.code(404).send(NOT_FOUND)
     const page = await store.deliveries(request.params.id, { status, limit, before })
     return {
       deliveries: page.deliveries.map(deliveryView),
-      next_cursor: page.lastSeq === null ? null : cursors.encode(page.lastSeq)
+      next_cursor: page.lastSeq === null ? null : cursors.encode(page.lastSeq, list)
     }
   })
 }

@@ -44,6 +44,20 @@ t.test('bytes that are not HTTP get a 400 JSON error, then the connection closes
   t.same(body, { error: 'Bad Request: not a valid HTTP/1.1 request' })
 })
 
+t.test('a request with two Host headers is a 400 JSON error, whichever comes first', async (t) => {
+  // The overload guard, which answers first, off: this machine's load is not what this is about.
+  const { port } = await listening(t, { MAX_EVENT_LOOP_DELAY_MS: '0' })
+  for (const hosts of [['localhost', 'evil.example'], ['evil.example', 'localhost'], ['localhost', 'localhost']]) {
+    const head = hosts.map((host) => `Host: ${host}\r\n`).join('')
+    const { status, contentType, body } = parse((await exchange(port, `GET /orders HTTP/1.1\r\n${head}connection: close\r\n\r\n`)).response)
+    t.equal(status, 400, hosts.join(', '))
+    t.match(contentType, /^application\/json/)
+    t.same(body, { error: 'Bad Request: more than one Host header' })
+  }
+  const one = parse((await exchange(port, 'GET /orders HTTP/1.1\r\nHost: localhost\r\nconnection: close\r\n\r\n')).response)
+  t.equal(one.status, 200, 'one Host is served')
+})
+
 t.test('bad bytes on an open event stream end it without writing an error into it', async (t) => {
   const { port } = await listening(t, {})
   const received = await new Promise<string>((resolve) => {

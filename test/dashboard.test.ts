@@ -1,8 +1,9 @@
+import { writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { Page } from 'playwright-core'
 import t, { type Test } from 'tap'
-import { anOrder, build, waitFor, type Settings } from './helper.ts'
+import { anOrder, build, tempDir, waitFor, type Settings } from './helper.ts'
 import { launchChromium, skipWithoutChromium as skip } from './support/chromium.ts'
 import { WebhookReceiver } from './support/webhook-receiver.ts'
 
@@ -47,6 +48,30 @@ t.test('the dashboard shows orders created through the API, live', { skip }, asy
   }, undefined, { timeout: 5_000 })
   t.pass('every completion is on the chart')
   t.match(await page.textContent('#routes'), /POST \/orders\/populate/, 'p99 per route')
+  t.same(errors, [], 'no script errors, no failed requests')
+})
+
+t.test('with a read key (API_KEYS_FILE) the dashboard shows everything, and an action it may not take shows the 403\'s message', { skip }, async (t) => {
+  const file = join(tempDir(t), 'keys')
+  writeFileSync(file, 'viewer read a-long-enough-read-key\n')
+  const writer = { authorization: 'Bearer a-long-enough-secret-key' }
+  const { app, page, errors } = await openDashboard(t, { API_KEYS_FILE: file, API_KEY: 'a-long-enough-secret-key', PROCESSOR: 'off', MAX_EVENT_LOOP_DELAY_MS: '0' },
+    'a-long-enough-read-key')
+  t.equal((await app.inject({ method: 'POST', url: '/orders', payload: anOrder('R1'), headers: writer })).statusCode, 201)
+  await shows(page, 'live', 'live')
+  await shows(page, 'count-Pending', '1')
+
+  await page.waitForSelector('#processing-toggle:not([disabled])')
+  await Promise.all([page.waitForResponse((res) => res.status() === 403), page.click('#processing-toggle')])
+  await shows(page, 'processing-message', 'Forbidden: the API key "viewer" has scope read; POST /processing/pause needs scope write')
+  t.equal(await page.textContent('#processing-state'), 'running', 'still running')
+
+  await page.fill('#search input[name=id]', 'R1')
+  await page.click('#search button')
+  await page.waitForSelector('#cancel', { state: 'visible' })
+  await Promise.all([page.waitForResponse((res) => res.status() === 403), page.click('#cancel')])
+  await shows(page, 'order-message', 'Forbidden: the API key "viewer" has scope read; POST /orders/:order_id/cancel needs scope write')
+  t.equal((await app.inject({ url: '/orders/R1', headers: writer })).json().status, 'Pending', 'the order is not cancelled')
   t.same(errors, [], 'no script errors, no failed requests')
 })
 

@@ -118,3 +118,21 @@ t.test('with API keys, exactly the key-protected operations carry the bearer sch
   t.notOk(operations(withoutKeys).some(({ operation }) => operation.security !== undefined || '401' in (operation.responses as object)), 'nor security or 401 anywhere')
   t.ok((await new Validator().validate(doc)).valid, 'the document with keys is valid OpenAPI')
 })
+
+t.test('the document says what the service does: the stream\'s errors are JSON, optional bodies are optional, pause and resume take none', async (t) => {
+  const app = await build(t, { PROCESSOR: 'off' })
+  const doc = (await app.inject({ url: '/docs/json' })).json()
+  const stream = doc.paths['/orders/stream'].get.responses
+  t.same(Object.keys(stream['200'].content), ['text/event-stream'], 'the stream itself is an event stream')
+  for (const code of ['400', '421', '503']) t.same(Object.keys(stream[code].content), ['application/json'], `its ${code} is JSON`)
+  for (const path of ['/orders/retry-failed', '/processing/pause', '/processing/resume']) {
+    const { requestBody } = doc.paths[path].post
+    t.equal(requestBody.required, false, `${path}: the body may be left out`)
+    t.equal(doc.paths[path].post['x-body-optional'], undefined, `${path}: no marker left in the document`)
+  }
+  for (const path of ['/processing/pause', '/processing/resume']) {
+    t.same(doc.paths[path].post.requestBody.content['application/json'].schema.properties, {}, `${path}: a body has no field`)
+    t.equal(doc.paths[path].post.requestBody.content['application/json'].schema.additionalProperties, false, `${path}: any field is refused`)
+  }
+  t.equal(doc.paths['/orders'].post.requestBody.required, true, 'a body that is needed stays required')
+})

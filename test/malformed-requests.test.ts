@@ -57,8 +57,9 @@ const cases: Array<[string, InjectOptions, number, RegExp?]> = [
   ['three decimal places', post(withField('total_amount', 1.005)), 400, /total_amount must have at most 2 decimal places/],
   ['total_amount over 10^13', post(withField('total_amount', 1e13 + 0.01)), 400, /total_amount/],
   ['total_amount null', post(withField('total_amount', null)), 400],
-  ['a __proto__ key', raw(`{"__proto__":{"polluted":true},${JSON.stringify(order).slice(1)}`), 400],
-  ['a constructor.prototype key', raw(`{"constructor":{"prototype":{"polluted":true}},${JSON.stringify(order).slice(1)}`), 400],
+  ['a __proto__ key', raw(`{"__proto__":{"polluted":true},${JSON.stringify(order).slice(1)}`), 400, /^Body must not contain a __proto__ key/],
+  ['a nested __proto__ key', raw(JSON.stringify(order).replace('"user_id"', '"x":{"__proto__":{}},"user_id"')), 400, /__proto__ key/],
+  ['a constructor.prototype key', raw(`{"constructor":{"prototype":{"polluted":true}},${JSON.stringify(order).slice(1)}`), 400, /constructor key holding prototype/],
   ['a body over 1 MiB', raw(JSON.stringify({ ...order, pad: 'x'.repeat(1_100_000) })), 413],
   ['GET an invalid order id', { url: '/orders/bad%20id' }, 400, /order_id/],
   ['GET a malformed URL', { url: '/orders/%' }, 400, /is not a valid url component/],
@@ -78,6 +79,9 @@ const cases: Array<[string, InjectOptions, number, RegExp?]> = [
   ['populate past POPULATE_MAX', raw('{"total_entries":1000001}', JSON_TYPE, '/orders/populate'), 400, /total_entries/],
   ['populate with a bad batch_id', raw('{"total_entries":1,"batch_id":"no spaces!"}', JSON_TYPE, '/orders/populate'), 400, /batch_id/],
   ['populate with an unknown field', raw('{"total_entries":1,"user_id":3}', JSON_TYPE, '/orders/populate'), 400, /unknown field/],
+  ['pause with a field it does not read', raw('{"until":"tomorrow"}', JSON_TYPE, '/processing/pause'), 400, /^body has unknown field 'until'$/],
+  ['pause with a JSON array', raw('[]', JSON_TYPE, '/processing/pause'), 400, /body must be object/],
+  ['resume with a field it does not read', raw('{"force":true}', JSON_TYPE, '/processing/resume'), 400, /^body has unknown field 'force'$/],
   ['populate without a body', { method: 'POST', url: '/orders/populate' }, 400],
   ['metrics with getOrderIds=yes', { url: '/orders/metrics?getOrderIds=yes' }, 400, /getOrderIds/],
   ['an unknown route', { url: '/nope' }, 404, /not found/],
@@ -99,6 +103,7 @@ t.test(`${cases.length} malformed requests get a 4xx JSON error and create nothi
   }
   const stats = await app.store.stats()
   t.same(Object.values(stats.counts), [0, 0, 0, 0, 0], 'nothing was created')
+  t.equal((await app.inject({ url: '/processing' })).json().state, 'running', 'a refused pause paused nothing')
   t.equal(({} as Record<string, unknown>).polluted, undefined, 'no prototype was polluted')
   t.equal((await app.inject({ method: 'POST', url: '/orders', payload: order })).statusCode, 201, 'and the service still works')
 })

@@ -92,6 +92,26 @@ t.test('one trace from an incoming traceparent to the webhook attempt', async (t
   checkOrderTrace(t, spans, 'TRACED', traceparents)
 })
 
+t.test('the server span names the caller by its API key\'s name (enduser.id), on a refused request too; never the key', async (t) => {
+  const file = join(tempDir(t), 'keys')
+  writeFileSync(file, 'viewer read a-long-enough-read-key\n')
+  const app = await build(t, { ...NO_OVERLOAD, PROCESSOR: 'off', API_KEYS_FILE: file, API_KEY: 'a-long-enough-secret-key' })
+  const sent = async (method: 'GET' | 'POST', key: string | undefined, status: number) => {
+    const traceId = hexId(16)
+    const headers = { traceparent: `00-${traceId}-${hexId(8)}-01`, ...(key && { authorization: `Bearer ${key}` }) }
+    const res = await app.inject({ method, url: '/orders', headers, ...(method === 'POST' && { payload: anOrder(`K${traceId}`) }) })
+    t.equal(res.statusCode, status, `${method} with ${key ?? 'no key'}`)
+    const server = (spans: ReceivedSpan[]) => named(spans, `${method} /orders`).find((span) => span.kind === SERVER)
+    return server(await traceOf(traceId, (spans) => server(spans) !== undefined, 'the server span'))!.attributes
+  }
+  t.equal((await sent('GET', 'a-long-enough-read-key', 200))['enduser.id'], 'viewer')
+  t.equal((await sent('POST', 'a-long-enough-secret-key', 201))['enduser.id'], 'API_KEY')
+  const refused = await sent('POST', 'a-long-enough-read-key', 403)
+  t.equal(refused['enduser.id'], 'viewer', 'a read key refused on a write names its caller too')
+  t.notOk(JSON.stringify(refused).includes('a-long-enough'), 'no key in the span')
+  t.notOk('enduser.id' in await sent('GET', undefined, 401), 'no key, no caller')
+})
+
 t.test('a failing attempt\'s span is an error, and says what the order became', async (t) => {
   const app = await build(t, { FAILURE_RATE: '1', MAX_ATTEMPTS: '2', RETRY_BACKOFF_MS: '0' })
   const traceId = hexId(16)

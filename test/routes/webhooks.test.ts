@@ -170,3 +170,34 @@ t.test('webhook routes need the API key when it is set', async (t) => {
     t.equal((await app.inject({ method, url, payload: method === 'POST' ? { url: 'https://example.com' } : undefined })).statusCode, 401, `${method} ${url}`)
   }
 })
+
+t.test('a list cursor is accepted only by the list that issued it: not by another endpoint\'s deliveries, nor across /orders and deliveries', async (t) => {
+  const receiver = await WebhookReceiver.start(t)
+  // The deliverer runs beside the processor. The overload guard off: a busy machine is not what this is about.
+  const app = await build(t, { ...ALLOW_PRIVATE, MAX_EVENT_LOOP_DELAY_MS: '0' })
+  const endpoints = [(await register(app, { url: receiver.url() })).json, (await register(app, { url: receiver.url() })).json]
+  for (const endpoint of endpoints) {
+    for (let i = 0; i < 2; i++) t.equal((await app.inject({ method: 'POST', url: `/webhooks/${endpoint.id}/test` })).statusCode, 202)
+  }
+  for (const endpoint of endpoints) {
+    await waitFor(async () => (await app.inject({ url: `/webhooks/${endpoint.id}` })).json().deliveries.delivered === 2, 'both test events delivered')
+  }
+  const deliveriesCursor = async (id: string) =>
+    (await app.inject({ url: `/webhooks/${id}/deliveries?status=delivered&limit=1` })).json().next_cursor as string
+  const [a, b] = [await deliveriesCursor(endpoints[0].id), await deliveriesCursor(endpoints[1].id)]
+  for (const i of [1, 2]) await app.inject({ method: 'POST', url: '/orders', payload: anOrder(`C${i}`) })
+  const ordersCursor = (await app.inject({ url: '/orders?limit=1' })).json().next_cursor as string
+  t.ok(a && b && ordersCursor, 'each list has a next page')
+
+  const refused = { error: 'querystring/cursor was not issued for this list: send the next_cursor it answered, or start again without a cursor' }
+  for (const [url, what] of <Array<[string, string]>>[
+    [`/webhooks/${endpoints[1].id}/deliveries?status=delivered&cursor=${a}`, 'another endpoint\'s deliveries cursor'],
+    [`/webhooks/${endpoints[0].id}/deliveries?status=delivered&cursor=${ordersCursor}`, 'a cursor of /orders sent to deliveries'],
+    [`/orders?cursor=${a}`, 'a deliveries cursor sent to /orders']
+  ]) {
+    const res = await app.inject({ url })
+    t.equal(res.statusCode, 400, what)
+    t.same(res.json(), refused, what)
+  }
+  t.equal((await app.inject({ url: `/webhooks/${endpoints[0].id}/deliveries?status=delivered&cursor=${a}` })).statusCode, 200, 'its own list takes it')
+})
