@@ -5,7 +5,7 @@ import { CURSOR_NOT_ISSUED, CursorCodec, deliveriesList } from '../src/cursor.ts
 import { OrderStatusSchema } from '../src/order.ts'
 import { StringEnum } from '../src/string-enum.ts'
 import { eventBody, newDeliveryId } from '../src/store/webhook-events.ts'
-import { DELIVERY_STATUSES, type DeliveryRecord, type EndpointRecord } from '../src/store/webhook-store.ts'
+import { CIRCUIT_STATES, circuitState, DELIVERY_STATUSES, type DeliveryRecord, type EndpointRecord } from '../src/store/webhook-store.ts'
 import { checkDestination, RefusedDestination, systemResolve } from '../src/webhooks/destination.ts'
 import { newEndpointId, newSecret } from '../src/webhooks/signing.ts'
 
@@ -49,7 +49,15 @@ const Endpoint = Type.Object({
     failed: Type.Integer({ description: 'given up after the last retry; POST /webhooks/:id/redeliver sends them again' })
   }),
   last_error: nullable(Type.String({ description: 'why the latest failed attempt failed' })),
-  last_error_at: nullable(Timestamp)
+  last_error_at: nullable(Timestamp),
+  circuit: Type.Object({
+    state: StringEnum(CIRCUIT_STATES, {
+      description: 'closed: deliveries flow. open: after WEBHOOK_CIRCUIT_FAILURES failed attempts in a row, its due deliveries wait until retry_at ' +
+        '(no attempt counted), or its probe is under way. half_open: the wait is over, the next due delivery goes as a probe; a success closes the circuit'
+    }),
+    consecutive_failures: Type.Integer({ description: 'failed attempts in a row (up to WEBHOOK_CIRCUIT_FAILURES, then one more per failed probe)' }),
+    retry_at: nullable(Timestamp)
+  }, { description: "the endpoint's circuit breaker: a receiver that keeps failing is backed off as a whole while the others' deliveries flow" })
 })
 
 const Delivery = Type.Object({
@@ -90,7 +98,8 @@ function endpointView (record: EndpointRecord) {
     enabled: true,
     deliveries: record.counts,
     last_error: record.last_error,
-    last_error_at: iso(record.last_error_at)
+    last_error_at: iso(record.last_error_at),
+    circuit: { state: circuitState(record, Date.now()), consecutive_failures: record.consecutive_failures, retry_at: iso(record.circuit_open_until) }
   }
 }
 

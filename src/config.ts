@@ -4,6 +4,7 @@ import type { ErrorObject } from 'ajv'
 import { StringEnum } from './string-enum.ts'
 import { describeError } from './http/validation-errors.ts'
 import { SCHEDULE_PATTERN, STANDARD_SCHEDULE } from './webhooks/retry-schedule.ts'
+import { CIRCUIT_FAILURES } from './store/webhook-store.ts'
 
 /** A comma-separated list of `item`s, possibly empty. */
 const listOf = (item: string) => `^ *(${item}( *, *${item})*)? *$`
@@ -92,6 +93,12 @@ export const EnvSchema = Type.Object({
     maximum: 10_000,
     description: 'webhook attempts under way at once for one endpoint in one process, at most WEBHOOK_CONCURRENCY; default a quarter of it'
   })),
+  WEBHOOK_CIRCUIT_FAILURES: Type.Integer({
+    default: CIRCUIT_FAILURES,
+    minimum: 1,
+    maximum: 1000,
+    description: "failed webhook attempts in a row (timeouts, connection errors, non-2xx) after which an endpoint's circuit opens: its deliveries wait 30 s, then one probe goes (each failed probe doubles the wait, up to 10 min)"
+  }),
   WEBHOOK_RETRY_SCHEDULE: Type.String({
     default: STANDARD_SCHEDULE,
     pattern: SCHEDULE_PATTERN,

@@ -3,6 +3,7 @@ import type { HttpTimings } from './http/http-timings.ts'
 import { ORDER_STATUSES, stageDurations } from './order.ts'
 import type { OrderStore } from './store/order-store.ts'
 import type { Sweeper } from './sweeper.ts'
+import { circuitState } from './store/webhook-store.ts'
 import type { WebhookDeliverer } from './webhooks/deliverer.ts'
 import { ATTEMPT_KINDS } from './webhooks/sender.ts'
 
@@ -73,6 +74,15 @@ export function prometheusMetrics (store: OrderStore, httpTimings: HttpTimings, 
     }
   }, ['Processing', 'Completed'])
   const stopWebhooks = deliverer ? webhookMetrics(registry, deliverer) : () => {}
+  registry.registerMetric(new Gauge({
+    name: 'webhook_endpoints_circuit_open',
+    help: "Webhook endpoints whose circuit is not closed: their attempts kept failing, so their deliveries wait (open) or one probe is due (half-open); read from the store, every process's view",
+    registers: [],
+    async collect () {
+      const now = Date.now()
+      this.set((await store.endpoints()).filter((endpoint) => circuitState(endpoint, now) !== 'closed').length)
+    }
+  }))
   const stopDeletions = deletionMetrics(registry, store, sweeper)
 
   registry.registerMetric(new Gauge({

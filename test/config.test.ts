@@ -77,3 +77,9 @@ t.test('WEBHOOK_ENDPOINT_CONCURRENCY is a quarter of WEBHOOK_CONCURRENCY by defa
   t.throws(() => loadConfig({ WEBHOOK_CONCURRENCY: '10', WEBHOOK_ENDPOINT_CONCURRENCY: '11' }), new ConfigError('WEBHOOK_ENDPOINT_CONCURRENCY (11) must be at most WEBHOOK_CONCURRENCY (10)'))
   t.throws(() => loadConfig({ WEBHOOK_ENDPOINT_CONCURRENCY: '0' }), { message: 'WEBHOOK_ENDPOINT_CONCURRENCY must be >= 1' })
 })
+
+t.test('WEBHOOK_CIRCUIT_FAILURES is 5 by default; 0 is refused with one line', async (t) => {
+  t.equal(loadConfig({}).WEBHOOK_CIRCUIT_FAILURES, 5)
+  t.equal(loadConfig({ WEBHOOK_CIRCUIT_FAILURES: '1' }).WEBHOOK_CIRCUIT_FAILURES, 1)
+  t.throws(() => loadConfig({ WEBHOOK_CIRCUIT_FAILURES: '0' }), { message: 'WEBHOOK_CIRCUIT_FAILURES must be >= 1' })
+})

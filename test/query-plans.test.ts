@@ -110,14 +110,29 @@ t.test('SQLite: every list filter, idsByStatus, claim, nextAvailableAt, retryFai
 
   for (const call of deliveryCalls()) {
     if (call[0] === 'claimDeliveries') {
-      // Due deliveries in due order, each looking up the earliest pending one of its order for its endpoint.
+      // Due deliveries in due order, each with its endpoint's circuit (by key), each looking up the
+      // earliest pending one of its order for its endpoint.
       expect(call, [
         'SEARCH d USING INDEX webhook_deliveries_due (next_attempt_at<?)',
+        'SEARCH w USING PRIMARY KEY (id=?) LEFT-JOIN',
         'CORRELATED SCALAR SUBQUERY 1',
         'SEARCH e USING INDEX webhook_deliveries_chain (endpoint_id=? AND order_id=? AND rowid<?)'
       ])
     } else if (call[0] === 'nextDeliveryIn') {
-      expect(call, ['SEARCH webhook_deliveries USING COVERING INDEX webhook_deliveries_due'])
+      // The due index in its order up to the first delivery of an endpoint whose circuit is not open
+      // (no sort), and the open circuits (few endpoints) with a delivery waiting.
+      expect(call, [
+        'CO-ROUTINE (subquery-5)',
+        'SCAN CONSTANT ROW',
+        'SCALAR SUBQUERY 2',
+        'SCAN d USING INDEX webhook_deliveries_due',
+        'CORRELATED SCALAR SUBQUERY 1',
+        'SEARCH w USING PRIMARY KEY (id=?)',
+        'SCALAR SUBQUERY 4',
+        'SEARCH w USING PRIMARY KEY',
+        'SEARCH d EXISTS USING COVERING INDEX webhook_deliveries_by_endpoint (endpoint_id=? AND status=?)',
+        'SCAN (subquery-5)'
+      ])
     } else {
       expect(call, ['SEARCH webhook_deliveries USING INDEX webhook_deliveries_by_endpoint (endpoint_id=? AND status=? AND rowid<?)'])
     }
@@ -222,7 +237,12 @@ t.test('PostgreSQL: every list filter, idsByStatus, claim, nextAvailableAt, retr
         { index: 'webhook_deliveries_pkey', columns: ['seq'] }
       ])
     } else if (call[0] === 'nextDeliveryIn') {
-      await deliveryScans(call, [{ index: 'webhook_deliveries_due', columns: [] }])
+      // The due index in order, and whether an open circuit's endpoint has a delivery waiting (the
+      // index of pending deliveries by endpoint and order).
+      await deliveryScans(call, [
+        { index: 'webhook_deliveries_due', columns: [] },
+        { index: 'webhook_deliveries_chain', columns: ['endpoint_id'] }
+      ])
     } else {
       await deliveryScans(call, [{ index: 'webhook_deliveries_by_endpoint', columns: ['endpoint_id', 'status', 'seq'] }])
     }

@@ -19,6 +19,10 @@ export interface EndpointRecord extends NewEndpoint {
   counts: Record<DeliveryStatus, number>
   last_error: string | null
   last_error_at: number | null
+  /** Failed attempts in a row, counted up to CircuitPolicy.failures while the circuit is closed, then one per failed probe. */
+  consecutive_failures: number
+  /** Set while its circuit is open: until then (store's clock) its deliveries wait; from then on the next one is a probe. */
+  circuit_open_until: number | null
 }
 
 /** One event for one endpoint: its id is the `webhook-id`, the same on every attempt. */
@@ -68,6 +72,72 @@ export interface DeliveryClaim {
   target: { url: string, secret: string } | null
   /** The W3C traceparent kept with its order (see Claim), for the attempt's span. */
   traceparent?: string | null
+  /** The one attempt let through once its endpoint's circuit cool-down has passed: its outcome closes or reopens the circuit. */
+  probe?: boolean
+}
+
+/**
+ * When an endpoint's circuit opens and for how long: after `failures` failed attempts in a row its
+ * due deliveries wait (not claimed, no attempt counted) for `cooldownMs`, then one probe goes; each
+ * failed probe doubles the wait up to `maxCooldownMs`, a success closes the circuit.
+ */
+export interface CircuitPolicy {
+  failures: number
+  cooldownMs: number
+  maxCooldownMs: number
+}
+
+/**
+ * 30 s: a receiver restarting or failing over is back within it, so a healthy one barely waits;
+ * 10 min: a receiver down for hours still gets a probe six times an hour, and its backlog starts
+ * flowing within minutes of its return (each delivery's own retry schedule waits up to 2 h).
+ */
+export const CIRCUIT_COOLDOWN_MS = 30_000
+export const CIRCUIT_MAX_COOLDOWN_MS = 600_000
+/**
+ * WEBHOOK_CIRCUIT_FAILURES' default. Any success resets the count, so a receiver that refuses one
+ * bad event but takes the others never opens; 5 in a row, with the endpoint's attempts spread over
+ * several deliveries, is a receiver that is down, and costs it at most 5 slot-timeouts before the wait.
+ */
+export const CIRCUIT_FAILURES = 5
+export const DEFAULT_CIRCUIT: CircuitPolicy = { failures: CIRCUIT_FAILURES, cooldownMs: CIRCUIT_COOLDOWN_MS, maxCooldownMs: CIRCUIT_MAX_COOLDOWN_MS }
+
+export const CIRCUIT_STATES = ['closed', 'open', 'half_open'] as const
+export type CircuitState = typeof CIRCUIT_STATES[number]
+
+/** Open while its cool-down runs (or its probe's lease), half-open once it has passed: the next due delivery goes as the probe. */
+export function circuitState (endpoint: Pick<EndpointRecord, 'circuit_open_until'>, now: number): CircuitState {
+  if (endpoint.circuit_open_until === null) return 'closed'
+  return endpoint.circuit_open_until > now ? 'open' : 'half_open'
+}
+
+/** What each endpoint's settled attempts of one batch do to its circuit, endpoints sorted (rows locked in one order). */
+export interface CircuitChange {
+  endpoint_id: string
+  /** One attempt succeeded: the circuit closes. */
+  succeeded: boolean
+  /** Its probe failed: the circuit reopens for twice as long. */
+  probeFailed: boolean
+  /** Its probe succeeded: deliveries that waited are due (other processes are told). */
+  probeSucceeded: boolean
+  /** Failed attempts (none a probe). */
+  failures: number
+}
+
+/** The circuit changes of the settled attempts (`probe` when the claim was one), those with no say (discarded) left out. */
+export function circuitChanges (settled: Iterable<{ endpoint_id: string, kind: DeliveryOutcome['kind'], probe: boolean }>): CircuitChange[] {
+  const changes = new Map<string, CircuitChange>()
+  for (const { endpoint_id: id, kind, probe } of settled) {
+    if (kind === 'discarded') continue
+    let change = changes.get(id)
+    if (!change) changes.set(id, change = { endpoint_id: id, succeeded: false, probeFailed: false, probeSucceeded: false, failures: 0 })
+    if (kind === 'delivered') {
+      change.succeeded = true
+      change.probeSucceeded ||= probe
+    } else if (probe) change.probeFailed = true
+    else change.failures++
+  }
+  return [...changes.values()].sort((a, b) => (a.endpoint_id < b.endpoint_id ? -1 : a.endpoint_id > b.endpoint_id ? 1 : 0))
 }
 
 /** How many attempts each endpoint may have under way: `max`, of which `busy` (by endpoint id) are already. */
@@ -137,14 +207,22 @@ export interface WebhookStore {
    * Claims up to `limit` due pending deliveries, each for `leaseMs` by the store's clock, only the
    * earliest pending one of each (endpoint, order): a later one found due is put off instead. With
    * `cap`, no endpoint gets more than its room: one whose deliveries are due first cannot take
-   * every slot. Only the earliest CLAIM_WINDOW × `limit` due deliveries are looked at.
+   * every slot. Only the earliest CLAIM_WINDOW × `limit` due deliveries of endpoints whose circuit
+   * is not open are looked at; of an endpoint whose cool-down has passed, one, the probe, which
+   * keeps the circuit open until its lease ends.
    */
   claimDeliveries (limit: number, now: number, leaseMs: number, cap?: EndpointCap): Promise<DeliveryClaim[]>
-  /** Records the outcomes whose claim is still current; returns how many were. */
-  settleDeliveries (outcomes: DeliveryOutcome[], now: number): Promise<number>
+  /**
+   * Records the outcomes whose claim is still current, and what they do to their endpoints'
+   * circuits (`circuit`, DEFAULT_CIRCUIT when not given); returns how many were.
+   */
+  settleDeliveries (outcomes: DeliveryOutcome[], now: number, circuit?: CircuitPolicy): Promise<number>
   /** Hands unfinished claims back, due at once; the attempt does not count. */
   releaseDeliveries (claims: DeliveryClaim[], now: number): Promise<number>
-  /** Milliseconds until the earliest pending delivery is due (0 or less: due now), by the store's clock; null when none is pending. */
+  /**
+   * Milliseconds until the earliest pending delivery is due (0 or less: due now), by the store's
+   * clock, those of an endpoint whose circuit is open at its end; null when none is pending.
+   */
   nextDeliveryIn (now: number): Promise<number | null>
   /** Called when deliveries may have become due (new events, redeliveries, hand-backs), maybe from another process. */
   onDeliveries (listener: () => void): () => void

@@ -1,6 +1,6 @@
 import { Listeners } from '../store/listeners.ts'
 import type { OrderStore } from '../store/order-store.ts'
-import type { DeliveryClaim, DeliveryOutcome } from '../store/webhook-store.ts'
+import { CIRCUIT_COOLDOWN_MS, CIRCUIT_MAX_COOLDOWN_MS, type CircuitPolicy, type DeliveryClaim, type DeliveryOutcome } from '../store/webhook-store.ts'
 import type { Config } from '../config.ts'
 import { parseSchedule, retryDelay } from './retry-schedule.ts'
 import { systemResolve } from './destination.ts'
@@ -26,6 +26,8 @@ export interface DelivererOptions {
   timeoutMs: number
   /** The waits after each failed attempt; one more failure than it has steps and the delivery has failed. */
   retrySchedule: readonly number[]
+  /** When an endpoint whose attempts keep failing is backed off as a whole; the store's DEFAULT_CIRCUIT when not given. */
+  circuit?: CircuitPolicy
   sender: Sender
   now?: () => number
   random?: () => number
@@ -59,6 +61,7 @@ export function configuredDeliverer (store: OrderStore, config: Config, onError:
     endpointConcurrency: config.WEBHOOK_ENDPOINT_CONCURRENCY,
     timeoutMs: config.WEBHOOK_TIMEOUT_MS,
     retrySchedule: parseSchedule(config.WEBHOOK_RETRY_SCHEDULE),
+    circuit: { failures: config.WEBHOOK_CIRCUIT_FAILURES, cooldownMs: CIRCUIT_COOLDOWN_MS, maxCooldownMs: CIRCUIT_MAX_COOLDOWN_MS },
     sender: new WebhookSender({ timeoutMs: config.WEBHOOK_TIMEOUT_MS, allowPrivate: config.WEBHOOK_ALLOW_PRIVATE, resolve: systemResolve }),
     onError
   })
@@ -96,7 +99,7 @@ export class WebhookDeliverer {
   constructor (private readonly store: OrderStore, private readonly options: DelivererOptions) {
     this.now = options.now ?? Date.now
     this.records = new TickBatch({
-      write: (outcomes) => this.store.settleDeliveries(outcomes, this.now()),
+      write: (outcomes) => this.store.settleDeliveries(outcomes, this.now(), this.options.circuit),
       // Unrecorded attempts are left to their leases: sent again later.
       onError: (err) => this.options.onError?.(err, 'recording webhook deliveries'),
       settled: (outcomes) => {

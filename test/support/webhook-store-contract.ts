@@ -1,7 +1,7 @@
 import type { Test } from 'tap'
 import { toOrder, type OrderStatus } from '../../src/order.ts'
 import type { OrderStore } from '../../src/store/order-store.ts'
-import type { DeliveryClaim, NewEndpoint } from '../../src/store/webhook-store.ts'
+import { circuitState, type DeliveryClaim, type NewEndpoint } from '../../src/store/webhook-store.ts'
 import { anOrder, waitFor } from '../helper.ts'
 
 const LEASE = 30_000
@@ -229,5 +229,65 @@ export function webhookStoreContract (t: Test, open: () => Promise<OrderStore>):
     const next = await store.claimDeliveries(10, Date.now(), LEASE, { max: 5, busy: new Map([[crowded.id, 5], [other.id, 5]]) })
     t.same(next, [], 'none for an endpoint at its cap')
     t.equal((await store.claimDeliveries(100, Date.now(), LEASE)).length, 25 + 5 - 7, 'without a cap, the rest (the crowded endpoint wants the later orders too)')
+  })
+
+  t.test('an endpoint whose attempts keep failing is backed off as a whole: its deliveries wait while the others flow, then one probe goes', async (t) => {
+    const store = await fresh(t)
+    // Cool-downs long enough to look at the open circuit on a loaded machine, short enough to wait for.
+    const circuit = { failures: 3, cooldownMs: 1500, maxCooldownMs: 100_000 }
+    const dead = anEndpoint(['Pending'])
+    const live = anEndpoint(['Pending'])
+    await store.createEndpoint(dead, Date.now(), MAX_ENDPOINTS)
+    await store.createEndpoint(live, Date.now(), MAX_ENDPOINTS)
+    await store.createMany(Array.from({ length: 6 }, (_, i) => anOrder(`C${i}`)), Date.now(), Date.now() + 3_600_000)
+    const claims = await store.claimDeliveries(100, Date.now(), LEASE)
+    const of = (list: DeliveryClaim[], id: string) => list.filter((c) => c.endpoint_id === id)
+    const [d1, d2, d3, d4, ...unsent] = of(claims, dead.id) as DeliveryClaim[]
+    const fail = (claim: DeliveryClaim | undefined) => ({ claim: claim!, kind: 'retry' as const, retryInMs: 0, error: 'HTTP 500', statusCode: 500 })
+    await store.settleDeliveries(of(claims, live.id).map((claim) => ({ claim, kind: 'delivered' as const, statusCode: 204 })), Date.now(), circuit)
+
+    await store.settleDeliveries([fail(d1), fail(d2)], Date.now(), circuit)
+    t.match(await store.endpoint(dead.id), { consecutive_failures: 2, circuit_open_until: null }, 'closed below the threshold')
+    await store.settleDeliveries([fail(d3)], Date.now(), circuit)
+    const opened = await store.endpoint(dead.id)
+    t.match(opened, { consecutive_failures: 3 })
+    t.equal(circuitState(opened!, Date.now()), 'open', `open until ${opened!.circuit_open_until}`)
+    await store.settleDeliveries([fail(d4)], Date.now(), circuit)
+    t.match(await store.endpoint(dead.id), { consecutive_failures: 3, circuit_open_until: opened!.circuit_open_until }, 'an attempt claimed before it opened changes nothing')
+    await store.releaseDeliveries(unsent, Date.now())
+
+    await store.createMany([anOrder('C6'), anOrder('C7')], Date.now(), Date.now() + 3_600_000)
+    const whileOpen = await store.claimDeliveries(100, Date.now(), LEASE)
+    t.same(of(whileOpen, dead.id), [], "none of the open endpoint's 8 due deliveries is claimed")
+    t.equal(of(whileOpen, live.id).length, 2, "the other endpoint's are")
+    await store.settleDeliveries(whileOpen.map((claim) => ({ claim, kind: 'delivered' as const, statusCode: 204 })), Date.now(), circuit)
+    const wait = await store.nextDeliveryIn(Date.now()) as number
+    t.ok(wait > 0 && wait <= circuit.cooldownMs, `deliverers look again when the cool-down ends (${wait} ms), not at once`)
+    t.match((await store.deliveries(dead.id, { status: 'pending', limit: 10 })).deliveries.map((d) => d.attempts).sort(), [0, 0, 0, 0, 1, 1, 1, 1], 'waiting counts no attempt')
+
+    const probeAfter = async (what: string) => {
+      const [probe, ...more] = await waitFor(async () => {
+        const found = await store.claimDeliveries(100, Date.now(), LEASE)
+        return found.length > 0 && found
+      }, what)
+      t.same(more, [], 'one probe only')
+      t.match(probe, { endpoint_id: dead.id, probe: true })
+      t.same(await store.claimDeliveries(100, Date.now(), LEASE), [], 'nothing else of it while the probe is under way')
+      t.equal(circuitState((await store.endpoint(dead.id))!, Date.now()), 'open')
+      return probe!
+    }
+    const first = await probeAfter('the cool-down to pass')
+    await store.settleDeliveries([fail(first)], Date.now(), circuit)
+    const reopened = await store.endpoint(dead.id)
+    t.equal(reopened!.consecutive_failures, 4)
+    t.ok(reopened!.circuit_open_until! - Date.now() > circuit.cooldownMs, `a failed probe reopens it for longer (${reopened!.circuit_open_until! - Date.now()} ms)`)
+
+    const second = await probeAfter('the longer cool-down to pass')
+    let woken = 0
+    store.onDeliveries(() => { woken++ })
+    await store.settleDeliveries([{ claim: second, kind: 'delivered', statusCode: 200 }], Date.now(), circuit)
+    t.match(await store.endpoint(dead.id), { consecutive_failures: 0, circuit_open_until: null }, 'a success closes it')
+    await waitFor(() => woken > 0, 'deliverers told that its deliveries are due')
+    t.equal(of(await store.claimDeliveries(100, Date.now(), LEASE), dead.id).length, 7, 'the rest flow again')
   })
 }

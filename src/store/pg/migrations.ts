@@ -138,6 +138,12 @@ const MIGRATIONS: string[] = [
   -- left behind on full pages. Orders not yet claimed (a backlog) take twice the pages until
   -- then. Pages written before keep their fill.
   ALTER TABLE orders SET (fillfactor = 50);
+  `,
+  `
+  -- Each endpoint's circuit breaker: its failed attempts in a row, and while its circuit is open,
+  -- until when (the database's clock) its deliveries wait; then one probe goes.
+  ALTER TABLE webhook_endpoints ADD COLUMN consecutive_failures INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE webhook_endpoints ADD COLUMN circuit_open_until BIGINT;
   `
 ]
 

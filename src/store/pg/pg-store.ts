@@ -26,7 +26,7 @@ import { claimDeliveriesQuery, deliveriesQuery, PgWebhooks } from './pg-webhooks
 import { tracingOn } from '../../tracing.ts'
 import type { BatchSweeper } from '../batch-sweeper.ts'
 import {
-  purgeSweeper, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryStatus, type EndpointCap, type EndpointRecord, type NewDelivery, type NewEndpoint
+  DEFAULT_CIRCUIT, purgeSweeper, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryStatus, type EndpointCap, type EndpointRecord, type NewDelivery, type NewEndpoint
 } from '../webhook-store.ts'
 
 const CHANNEL = 'orders_available'
@@ -634,8 +634,8 @@ export class PgStore extends StoreEvents implements OrderStore {
     return this.transaction((tx) => this.webhooks.claim(tx, limit, leaseMs, cap))
   }
 
-  async settleDeliveries (outcomes: DeliveryOutcome[], now: number): Promise<number> {
-    return this.transaction((tx, transitions) => this.webhooks.settle(tx, transitions, outcomes, now))
+  async settleDeliveries (outcomes: DeliveryOutcome[], now: number, circuit = DEFAULT_CIRCUIT): Promise<number> {
+    return this.transaction((tx, transitions) => this.webhooks.settle(tx, transitions, outcomes, now, circuit))
   }
 
   async releaseDeliveries (claims: DeliveryClaim[], now: number): Promise<number> {

@@ -5,14 +5,14 @@ import type { Transitions } from '../transitions.ts'
 import type { ChangedDelivery } from '../delivery-transitions.ts'
 import { WebhookSubscriptions } from '../webhook-events.ts'
 import {
-  CLAIM_WINDOW, countsByEndpoint, noDeliveries, roomOf, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryRecord,
+  CLAIM_WINDOW, circuitChanges, countsByEndpoint, noDeliveries, roomOf, type CircuitPolicy, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryRecord,
   type DeliveryStatus, type EndpointCap, type EndpointRecord, type NewDelivery, type NewEndpoint
 } from '../webhook-store.ts'
 import { SQL } from './statements.ts'
 
 type Queryable = Pick<pg.Pool | pg.PoolClient, 'query'>
 type EndpointRow = Omit<EndpointRecord, 'counts'>
-type SettledRow = ChangedDelivery & { order_id: string | null }
+type SettledRow = ChangedDelivery & { seq: number, order_id: string | null }
 type FailedRow = SettledRow & { last_error: string }
 type ClaimedRow = Omit<DeliveryClaim, 'token' | 'target'> & { url: string | null, secret: string | null }
 
@@ -83,7 +83,7 @@ export class PgWebhooks {
     if ((rows[0] as { n: number }).n >= maxEndpoints) return null
     await tx.query(SQL.insertEndpoint, [endpoint.id, endpoint.url, JSON.stringify(endpoint.events), endpoint.description, endpoint.secret, now])
     transitions.deliveries.endpointsChanged = true
-    return { ...endpoint, created_at: now, counts: noDeliveries(), last_error: null, last_error_at: null }
+    return { ...endpoint, created_at: now, counts: noDeliveries(), last_error: null, last_error_at: null, consecutive_failures: 0, circuit_open_until: null }
   }
 
   async endpoints (): Promise<EndpointRecord[]> {
@@ -160,7 +160,7 @@ export class PgWebhooks {
     return rows.map(({ url, secret, ...row }) => ({ ...row, token, target: url === null || secret === null ? null : { url, secret } }))
   }
 
-  async settle (tx: pg.PoolClient, transitions: Transitions, outcomes: DeliveryOutcome[], now: number): Promise<number> {
+  async settle (tx: pg.PoolClient, transitions: Transitions, outcomes: DeliveryOutcome[], now: number, circuit: CircuitPolicy): Promise<number> {
     const of = <K extends DeliveryOutcome['kind']>(kind: K) => outcomes.filter((o): o is Extract<DeliveryOutcome, { kind: K }> => o.kind === kind)
     const [delivered, retries, failures, discards] = [of('delivered'), of('retry'), of('failed'), of('discarded')]
     const seqs = (list: DeliveryOutcome[]) => list.map((o) => o.claim.seq)
@@ -179,10 +179,21 @@ export class PgWebhooks {
       const ids = [...errors.keys()].sort()
       await tx.query(SQL.endpointError, [now, ids, ids.map((id) => errors.get(id))])
     }
+    const probes = new Set(outcomes.filter((o) => o.claim.probe === true).map((o) => o.claim.seq))
+    const changes = circuitChanges([
+      ...done.map((row) => ({ ...row, kind: 'delivered' as const, probe: probes.has(row.seq) })),
+      ...[...retried, ...failed].map((row) => ({ ...row, kind: 'failed' as const, probe: probes.has(row.seq) }))
+    ])
+    if (changes.length > 0) {
+      await tx.query(SQL.endpointCircuit, [changes.map((c) => c.endpoint_id), circuit.failures, circuit.cooldownMs, circuit.maxCooldownMs,
+        changes.map((c) => c.succeeded), changes.map((c) => c.probeFailed), changes.map((c) => c.failures)])
+      // The deliveries that waited while it was open are due: other processes are told.
+      transitions.deliveries.madeDue(changes.filter((c) => c.probeSucceeded).length)
+    }
     transitions.deliveries.delivered(done)
     transitions.deliveries.failed(failed)
     transitions.deliveries.discarded(discarded)
-    const settledChains = [...done, ...failed, ...discarded].filter((row): row is ChangedDelivery & { order_id: string } => row.order_id !== null)
+    const settledChains = [...done, ...failed, ...discarded].filter((row): row is SettledRow & { order_id: string } => row.order_id !== null)
     if (settledChains.length > 0) {
       const { rowCount } = await tx.query(SQL.promoteNext, [settledChains.map((row) => row.endpoint_id), settledChains.map((row) => row.order_id)])
       transitions.deliveries.madeDue(rowCount ?? 0)

@@ -28,7 +28,7 @@ const CHANGED = 'o.order_id, o.attempts, o.created_at, o.processing_started_at'
 /** The same, for an order that became Pending: from when it can be claimed (a QueuedRow). */
 const QUEUED = `${CHANGED}, o.available_at`
 
-const ENDPOINT_COLUMNS = 'id, url, events, description, secret, created_at, last_error, last_error_at'
+const ENDPOINT_COLUMNS = 'id, url, events, description, secret, created_at, last_error, last_error_at, consecutive_failures, circuit_open_until'
 const DELIVERY_COLUMNS = `seq, id, endpoint_id, order_id, event_type, status, attempts, next_attempt_at, last_error,
   last_status_code, created_at, delivered_at`
 /** What a deliverer needs of a delivery it claimed. */
@@ -245,10 +245,17 @@ export const SQL = {
   // (its snapshot is older), and putting off until that one's lease ended delayed the next event
   // of an order by up to WEBHOOK_TIMEOUT_MS + 5 s. Other processes' candidates are skipped. Of the
   // earliest $8 due, each endpoint gets at most its room ($6 for the endpoints $5, else $7), so
-  // that the deliveries of one whose attempts hang cannot take every slot.
-  claimDeliveries: `WITH candidates AS (
+  // that the deliveries of one whose attempts hang cannot take every slot. Deliveries of an
+  // endpoint whose circuit is open are passed over (its backlog must not fill the window); of one
+  // whose cool-down has passed, one is claimed, the probe, by the one process that locked its row
+  // (another skips it, or sees it reopened until the probe's lease ends).
+  claimDeliveries: `WITH probes AS (
+      SELECT w.id FROM webhook_endpoints w WHERE w.circuit_open_until <= ${DATABASE_NOW_MS} FOR UPDATE SKIP LOCKED
+    ), candidates AS (
       SELECT d.seq, d.endpoint_id, d.order_id, d.next_attempt_at
       FROM webhook_deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= ${DATABASE_NOW_MS}
+        AND NOT EXISTS (SELECT 1 FROM webhook_endpoints w
+          WHERE w.id = d.endpoint_id AND w.circuit_open_until IS NOT NULL AND w.id NOT IN (SELECT p.id FROM probes p))
       ORDER BY d.next_attempt_at, d.seq LIMIT $8 FOR UPDATE OF d SKIP LOCKED
     ), checked AS (
       SELECT c.seq, c.endpoint_id, c.next_attempt_at, (SELECT CASE WHEN e.lease_token IS NULL THEN e.next_attempt_at ELSE ${DATABASE_NOW_MS} + $4 END
@@ -260,8 +267,13 @@ export const SQL = {
       SELECT k.seq, k.endpoint_id, k.next_attempt_at, row_number() OVER (PARTITION BY k.endpoint_id ORDER BY k.next_attempt_at, k.seq) AS rank
       FROM checked k WHERE k.blocked_until IS NULL
     ), due AS (
-      SELECT r.seq, r.endpoint_id FROM ranked r LEFT JOIN unnest($5::text[], $6::int[]) AS b (endpoint_id, room) ON b.endpoint_id = r.endpoint_id
-      WHERE r.rank <= COALESCE(b.room, $7) ORDER BY r.next_attempt_at, r.seq LIMIT $3
+      SELECT r.seq, r.endpoint_id, p.id IS NOT NULL AS probe
+      FROM ranked r LEFT JOIN unnest($5::text[], $6::int[]) AS b (endpoint_id, room) ON b.endpoint_id = r.endpoint_id
+        LEFT JOIN probes p ON p.id = r.endpoint_id
+      WHERE r.rank <= CASE WHEN p.id IS NULL THEN COALESCE(b.room, $7) ELSE LEAST(COALESCE(b.room, $7), 1) END
+      ORDER BY r.next_attempt_at, r.seq LIMIT $3
+    ), probing AS (
+      UPDATE webhook_endpoints w SET circuit_open_until = ${DATABASE_NOW_MS} + $2 FROM due WHERE w.id = due.endpoint_id AND due.probe
     ), put_off AS (
       UPDATE webhook_deliveries d SET next_attempt_at = GREATEST(k.blocked_until, ${DATABASE_NOW_MS})
       FROM checked k WHERE d.seq = k.seq AND k.blocked_until IS NOT NULL
@@ -269,21 +281,21 @@ export const SQL = {
     UPDATE webhook_deliveries d SET lease_token = $1, next_attempt_at = ${DATABASE_NOW_MS} + $2
     FROM due LEFT JOIN webhook_endpoints e ON e.id = due.endpoint_id
     WHERE d.seq = due.seq
-    RETURNING ${CLAIMED_DELIVERY}, e.url, e.secret, (SELECT o.traceparent FROM orders o WHERE o.order_id = d.order_id) AS traceparent`,
+    RETURNING ${CLAIMED_DELIVERY}, due.probe, e.url, e.secret, (SELECT o.traceparent FROM orders o WHERE o.order_id = d.order_id) AS traceparent`,
   delivered: `UPDATE webhook_deliveries d SET status = 'delivered', attempts = d.attempts + 1, delivered_at = $1, updated_at = $1,
       next_attempt_at = NULL, lease_token = NULL, last_status_code = s.status_code, last_error = NULL
     FROM unnest($2::bigint[], $3::text[], $4::int[]) AS s (seq, token, status_code)
-    WHERE d.seq = s.seq AND d.lease_token = s.token AND d.status = 'pending' RETURNING d.endpoint_id, d.order_id`,
+    WHERE d.seq = s.seq AND d.lease_token = s.token AND d.status = 'pending' RETURNING d.seq, d.endpoint_id, d.order_id`,
   retryDelivery: `UPDATE webhook_deliveries d SET attempts = d.attempts + 1, next_attempt_at = ${DATABASE_NOW_MS} + s.retry_in_ms,
       updated_at = $1, lease_token = NULL, last_status_code = s.status_code, last_error = s.error
     FROM unnest($2::bigint[], $3::text[], $4::int[], $5::text[], $6::bigint[]) AS s (seq, token, status_code, error, retry_in_ms)
-    WHERE d.seq = s.seq AND d.lease_token = s.token AND d.status = 'pending' RETURNING d.endpoint_id, d.order_id, d.last_error`,
+    WHERE d.seq = s.seq AND d.lease_token = s.token AND d.status = 'pending' RETURNING d.seq, d.endpoint_id, d.order_id, d.last_error`,
   failDelivery: `UPDATE webhook_deliveries d SET status = 'failed', attempts = d.attempts + 1, next_attempt_at = NULL, updated_at = $1,
       lease_token = NULL, last_status_code = s.status_code, last_error = s.error
     FROM unnest($2::bigint[], $3::text[], $4::int[], $5::text[]) AS s (seq, token, status_code, error)
-    WHERE d.seq = s.seq AND d.lease_token = s.token AND d.status = 'pending' RETURNING d.endpoint_id, d.order_id, d.last_error`,
+    WHERE d.seq = s.seq AND d.lease_token = s.token AND d.status = 'pending' RETURNING d.seq, d.endpoint_id, d.order_id, d.last_error`,
   discardDelivery: `DELETE FROM webhook_deliveries d USING unnest($1::bigint[], $2::text[]) AS s (seq, token)
-    WHERE d.seq = s.seq AND d.lease_token = s.token AND d.status = 'pending' RETURNING d.endpoint_id, d.order_id`,
+    WHERE d.seq = s.seq AND d.lease_token = s.token AND d.status = 'pending' RETURNING d.seq, d.endpoint_id, d.order_id`,
   promoteNext: `UPDATE webhook_deliveries d SET next_attempt_at = ${DATABASE_NOW_MS}
     FROM unnest($1::text[], $2::text[]) AS c (endpoint_id, order_id)
     CROSS JOIN LATERAL (SELECT e.seq FROM webhook_deliveries e
@@ -292,10 +304,30 @@ export const SQL = {
   // Endpoints come sorted: two processes recording errors lock them in one order.
   endpointError: `UPDATE webhook_endpoints w SET last_error = e.error, last_error_at = $1
     FROM unnest($2::text[], $3::text[]) AS e (id, error) WHERE w.id = e.id`,
+  // A success closes the circuit; a failed probe reopens it for twice the last cool-down (up to
+  // $4 ms); failures while closed count up to $2, which opens it for $3 ms. Failures of attempts
+  // claimed before it opened change nothing. Endpoints come sorted, as for endpointError.
+  endpointCircuit: `UPDATE webhook_endpoints w SET
+      consecutive_failures = CASE WHEN c.succeeded THEN 0 WHEN c.probe_failed THEN w.consecutive_failures + 1
+        WHEN w.circuit_open_until IS NULL THEN LEAST(w.consecutive_failures + c.failed, $2) ELSE w.consecutive_failures END,
+      circuit_open_until = CASE WHEN c.succeeded THEN NULL
+        WHEN c.probe_failed THEN ${DATABASE_NOW_MS} + LEAST($3::bigint << LEAST(GREATEST(w.consecutive_failures + 1 - $2, 0), 20), $4)
+        WHEN w.circuit_open_until IS NULL AND w.consecutive_failures + c.failed >= $2 THEN ${DATABASE_NOW_MS} + $3
+        ELSE w.circuit_open_until END
+    FROM unnest($1::text[], $5::bool[], $6::bool[], $7::int[]) AS c (id, succeeded, probe_failed, failed) WHERE w.id = c.id`,
   releaseDelivery: `UPDATE webhook_deliveries d SET lease_token = NULL, next_attempt_at = ${DATABASE_NOW_MS}, updated_at = $1
     FROM unnest($2::bigint[], $3::text[]) AS c (seq, token)
     WHERE d.seq = c.seq AND d.lease_token = c.token AND d.status = 'pending'`,
-  nextDelivery: `SELECT MIN(next_attempt_at) - ${DATABASE_NOW_MS} AS delay FROM webhook_deliveries WHERE status = 'pending'`,
+  // The earliest due time of a delivery whose endpoint's circuit is not open, or the end of an open
+  // circuit's cool-down when it has deliveries waiting, whichever is first. In due order, the first
+  // match ends the search: only an open circuit's backlog due before it is read past.
+  nextDelivery: `SELECT LEAST(
+      (SELECT d.next_attempt_at FROM webhook_deliveries d WHERE d.status = 'pending'
+        AND NOT EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = d.endpoint_id AND w.circuit_open_until > ${DATABASE_NOW_MS})
+        ORDER BY d.next_attempt_at LIMIT 1),
+      (SELECT MIN(w.circuit_open_until) FROM webhook_endpoints w WHERE w.circuit_open_until > ${DATABASE_NOW_MS}
+        AND EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.endpoint_id = w.id AND d.status = 'pending'))
+    ) - ${DATABASE_NOW_MS} AS delay`,
   subscriptions: 'SELECT id, events FROM webhook_endpoints'
 } as const
 

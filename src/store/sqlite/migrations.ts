@@ -125,6 +125,12 @@ const MIGRATIONS: string[] = [
   CREATE INDEX orders_finished ON orders (status, updated_at) WHERE status IN ('Completed', 'Cancelled', 'Failed');
   CREATE INDEX webhook_deliveries_settled ON webhook_deliveries (updated_at) WHERE status IN ('delivered', 'failed');
   CREATE INDEX webhook_deliveries_by_order ON webhook_deliveries (order_id) WHERE order_id IS NOT NULL;
+  `,
+  `
+  -- Each endpoint's circuit breaker: its failed attempts in a row, and while its circuit is open,
+  -- until when its deliveries wait (then one probe goes).
+  ALTER TABLE webhook_endpoints ADD COLUMN consecutive_failures INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE webhook_endpoints ADD COLUMN circuit_open_until INTEGER;
   `
 ]
 

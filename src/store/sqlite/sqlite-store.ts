@@ -24,7 +24,7 @@ import { listSql, SQL } from './statements.ts'
 import { SqliteWebhooks } from './sqlite-webhooks.ts'
 import { tracingOn } from '../../tracing.ts'
 import {
-  purgeSweeper, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type EndpointCap, type EndpointRecord, type NewDelivery, type NewEndpoint
+  DEFAULT_CIRCUIT, purgeSweeper, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type EndpointCap, type EndpointRecord, type NewDelivery, type NewEndpoint
 } from '../webhook-store.ts'
 
 const CHECKPOINT_INTERVAL_MS = 100
@@ -579,8 +579,8 @@ export class SqliteStore extends StoreEvents implements OrderStore {
     return this.write(() => this.webhooks.claim(limit, now, leaseMs, cap))
   }
 
-  async settleDeliveries (outcomes: DeliveryOutcome[], now: number): Promise<number> {
-    return this.write((transitions) => this.webhooks.settle(transitions, outcomes, now))
+  async settleDeliveries (outcomes: DeliveryOutcome[], now: number, circuit = DEFAULT_CIRCUIT): Promise<number> {
+    return this.write((transitions) => this.webhooks.settle(transitions, outcomes, now, circuit))
   }
 
   async releaseDeliveries (claims: DeliveryClaim[], now: number): Promise<number> {

@@ -5,7 +5,7 @@ import type { Transitions } from '../transitions.ts'
 import type { ChangedDelivery } from '../delivery-transitions.ts'
 import { WebhookSubscriptions } from '../webhook-events.ts'
 import {
-  CLAIM_WINDOW, countsByEndpoint, noDeliveries, roomOf, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryRecord,
+  CLAIM_WINDOW, circuitChanges, countsByEndpoint, noDeliveries, roomOf, type CircuitPolicy, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryRecord,
   type DeliveryStatus, type EndpointCap, type EndpointRecord, type NewDelivery, type NewEndpoint
 } from '../webhook-store.ts'
 import type { SQL } from './statements.ts'
@@ -69,7 +69,7 @@ export class SqliteWebhooks {
     if ((this.sql.countEndpoints.get() as { n: number }).n >= maxEndpoints) return null
     this.sql.insertEndpoint.run({ ...endpoint, events: JSON.stringify(endpoint.events), now })
     transitions.deliveries.endpointsChanged = true
-    return { ...endpoint, created_at: now, counts: noDeliveries(), last_error: null, last_error_at: null }
+    return { ...endpoint, created_at: now, counts: noDeliveries(), last_error: null, last_error_at: null, consecutive_failures: 0, circuit_open_until: null }
   }
 
   endpoints (): EndpointRecord[] {
@@ -131,32 +131,36 @@ export class SqliteWebhooks {
   /**
    * Claims the due deliveries that are the earliest pending one of their order for their endpoint;
    * a later one is put off until that one is due again or its lease ends (its settle makes the next due at once).
+   * Of an endpoint whose circuit cool-down has passed, one only: the probe.
    */
   claim (limit: number, now: number, leaseMs: number, cap?: EndpointCap): DeliveryClaim[] {
     const token = randomUUID()
-    const due = this.sql.dueDeliveries.all({ now, limit: limit * CLAIM_WINDOW }) as Array<{ seq: number, endpoint_id: string, blocked_until: number | null }>
+    const due = this.sql.dueDeliveries.all({ now, limit: limit * CLAIM_WINDOW }) as Array<{ seq: number, endpoint_id: string, open_until: number | null, blocked_until: number | null }>
     const claims: DeliveryClaim[] = []
     const targets = new Map<string, DeliveryClaim['target']>()
     const roomFor = roomOf(cap, limit)
     const taken = new Map<string, number>()
-    for (const { seq, endpoint_id: endpointId, blocked_until: blockedUntil } of due) {
+    for (const { seq, endpoint_id: endpointId, open_until: openUntil, blocked_until: blockedUntil } of due) {
       if (blockedUntil !== null) {
         this.sql.putOffDelivery.run({ seq, at: Math.max(blockedUntil, now + leaseMs) })
         continue
       }
       const endpointTaken = taken.get(endpointId) ?? 0
-      if (claims.length >= limit || endpointTaken >= roomFor(endpointId)) continue
+      const probe = openUntil !== null
+      if (claims.length >= limit || endpointTaken >= (probe ? Math.min(1, roomFor(endpointId)) : roomFor(endpointId))) continue
       taken.set(endpointId, endpointTaken + 1)
       const row = this.sql.claimDelivery.get({ seq, token, leaseUntil: now + leaseMs }) as Omit<DeliveryClaim, 'token' | 'target'>
+      if (probe) this.sql.probeEndpoint.run({ endpointId, leaseUntil: now + leaseMs })
       if (!targets.has(row.endpoint_id)) targets.set(row.endpoint_id, (this.sql.deliveryTarget.get(row.endpoint_id) as DeliveryClaim['target'] | undefined) ?? null)
-      claims.push({ ...row, token, target: targets.get(row.endpoint_id) ?? null })
+      claims.push({ ...row, token, target: targets.get(row.endpoint_id) ?? null, probe })
     }
     return claims
   }
 
-  settle (transitions: Transitions, outcomes: DeliveryOutcome[], now: number): number {
+  settle (transitions: Transitions, outcomes: DeliveryOutcome[], now: number, circuit: CircuitPolicy): number {
     const settled: Record<DeliveryOutcome['kind'], SettledRow[]> = { delivered: [], retry: [], failed: [], discarded: [] }
     const errors = new Map<string, string>()
+    const attempts: Array<{ endpoint_id: string, kind: DeliveryOutcome['kind'], probe: boolean }> = []
     for (const outcome of outcomes) {
       const claim = { seq: outcome.claim.seq, token: outcome.claim.token, now }
       let row: SettledRow | undefined
@@ -169,9 +173,19 @@ export class SqliteWebhooks {
           : this.sql.failDelivery.get(failure)) as SettledRow | undefined
         if (row) errors.set(row.endpoint_id, outcome.error)
       }
-      if (row) settled[outcome.kind].push(row)
+      if (row) {
+        settled[outcome.kind].push(row)
+        attempts.push({ endpoint_id: row.endpoint_id, kind: outcome.kind, probe: outcome.claim.probe === true })
+      }
     }
     for (const [endpointId, error] of errors) this.sql.endpointError.run({ endpointId, error, now })
+    for (const change of circuitChanges(attempts)) {
+      this.sql.endpointCircuit.run({
+        ...circuit, endpointId: change.endpoint_id, now, succeeded: Number(change.succeeded), probeFailed: Number(change.probeFailed), failed: change.failures
+      })
+      // Its other deliveries, waiting while it was open, are due.
+      if (change.probeSucceeded) transitions.deliveries.madeDue(1)
+    }
     transitions.deliveries.delivered(settled.delivered)
     transitions.deliveries.failed(settled.failed)
     transitions.deliveries.discarded(settled.discarded)

@@ -20,7 +20,7 @@ const CHANGED = 'order_id, attempts, created_at, processing_started_at'
 /** The same, for an order that became Pending: from when it can be claimed (a QueuedRow). */
 const QUEUED = `${CHANGED}, available_at`
 
-const ENDPOINT_COLUMNS = 'id, url, events, description, secret, created_at, last_error, last_error_at'
+const ENDPOINT_COLUMNS = 'id, url, events, description, secret, created_at, last_error, last_error_at, consecutive_failures, circuit_open_until'
 const DELIVERY_COLUMNS = `seq, id, endpoint_id, order_id, event_type, status, attempts, next_attempt_at, last_error,
   last_status_code, created_at, delivered_at`
 /** What a deliverer needs of a delivery it claimed (with its endpoint's url and secret, read beside it). */
@@ -159,16 +159,22 @@ export const SQL = {
   deliveries: `SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries INDEXED BY webhook_deliveries_by_endpoint
     WHERE endpoint_id = @endpointId AND status = @status AND seq < @before ORDER BY seq DESC LIMIT @limit`,
   // Due deliveries, each with the time its order's earliest pending delivery to the same endpoint
-  // is due (blocked_until) when there is one: such a delivery waits for it.
-  dueDeliveries: `SELECT d.seq, d.endpoint_id, (SELECT e.next_attempt_at FROM webhook_deliveries e INDEXED BY webhook_deliveries_chain
+  // is due (blocked_until) when there is one: such a delivery waits for it. Those of an endpoint
+  // whose circuit is open are passed over, so that its backlog does not fill the window; one
+  // whose cool-down has passed (open_until) gets a probe.
+  dueDeliveries: `SELECT d.seq, d.endpoint_id, w.circuit_open_until AS open_until,
+      (SELECT e.next_attempt_at FROM webhook_deliveries e INDEXED BY webhook_deliveries_chain
         WHERE e.endpoint_id = d.endpoint_id AND e.order_id = d.order_id AND e.status = 'pending' AND e.seq < d.seq
         ORDER BY e.seq LIMIT 1) AS blocked_until
-    FROM webhook_deliveries d INDEXED BY webhook_deliveries_due
-    WHERE d.status = 'pending' AND d.next_attempt_at <= @now ORDER BY d.next_attempt_at, d.seq LIMIT @limit`,
+    FROM webhook_deliveries d INDEXED BY webhook_deliveries_due LEFT JOIN webhook_endpoints w ON w.id = d.endpoint_id
+    WHERE d.status = 'pending' AND d.next_attempt_at <= @now AND (w.circuit_open_until IS NULL OR w.circuit_open_until <= @now)
+    ORDER BY d.next_attempt_at, d.seq LIMIT @limit`,
   claimDelivery: `UPDATE webhook_deliveries SET lease_token = @token, next_attempt_at = @leaseUntil
     WHERE seq = @seq RETURNING ${CLAIMED_DELIVERY},
       (SELECT o.traceparent FROM orders o WHERE o.order_id = webhook_deliveries.order_id) AS traceparent`,
   putOffDelivery: 'UPDATE webhook_deliveries SET next_attempt_at = @at WHERE seq = @seq',
+  // While its probe is under way an endpoint's circuit stays open: no other attempt goes.
+  probeEndpoint: 'UPDATE webhook_endpoints SET circuit_open_until = @leaseUntil WHERE id = @endpointId',
   deliveryTarget: 'SELECT url, secret FROM webhook_endpoints WHERE id = ?',
   delivered: `UPDATE webhook_deliveries SET status = 'delivered', attempts = attempts + 1, delivered_at = @now, updated_at = @now,
       next_attempt_at = NULL, lease_token = NULL, last_status_code = @statusCode, last_error = NULL
@@ -187,9 +193,28 @@ export const SQL = {
         WHERE endpoint_id = @endpointId AND order_id = @orderId AND status = 'pending' ORDER BY seq LIMIT 1)
       AND lease_token IS NULL AND next_attempt_at > @now`,
   endpointError: 'UPDATE webhook_endpoints SET last_error = @error, last_error_at = @now WHERE id = @endpointId',
+  // A success closes the circuit; a failed probe reopens it for twice the last cool-down (up to
+  // @maxCooldownMs); failures while closed count up to @failures, which opens it. Failures of
+  // attempts claimed before it opened change nothing.
+  endpointCircuit: `UPDATE webhook_endpoints SET
+      consecutive_failures = CASE WHEN @succeeded THEN 0 WHEN @probeFailed THEN consecutive_failures + 1
+        WHEN circuit_open_until IS NULL THEN MIN(consecutive_failures + @failed, @failures) ELSE consecutive_failures END,
+      circuit_open_until = CASE WHEN @succeeded THEN NULL
+        WHEN @probeFailed THEN @now + MIN(@cooldownMs << MIN(MAX(consecutive_failures + 1 - @failures, 0), 20), @maxCooldownMs)
+        WHEN circuit_open_until IS NULL AND consecutive_failures + @failed >= @failures THEN @now + @cooldownMs
+        ELSE circuit_open_until END
+    WHERE id = @endpointId`,
   releaseDelivery: `UPDATE webhook_deliveries SET lease_token = NULL, next_attempt_at = @now, updated_at = @now
     WHERE seq = @seq AND lease_token = @token AND status = 'pending'`,
-  nextDelivery: "SELECT MIN(next_attempt_at) - @now AS delay FROM webhook_deliveries INDEXED BY webhook_deliveries_due WHERE status = 'pending'",
+  // The earliest due time of a delivery whose endpoint's circuit is not open, or the end of an open
+  // circuit's cool-down when it has deliveries waiting, whichever is first. In due order, the first
+  // match ends the search: only an open circuit's backlog due before it is read past.
+  nextDelivery: `SELECT MIN(COALESCE(due, reopens), COALESCE(reopens, due)) - @now AS delay FROM (
+      SELECT (SELECT d.next_attempt_at FROM webhook_deliveries d INDEXED BY webhook_deliveries_due
+          WHERE d.status = 'pending' AND NOT EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.id = d.endpoint_id AND w.circuit_open_until > @now)
+          ORDER BY d.next_attempt_at LIMIT 1) AS due,
+        (SELECT MIN(w.circuit_open_until) FROM webhook_endpoints w WHERE w.circuit_open_until > @now
+          AND EXISTS (SELECT 1 FROM webhook_deliveries d INDEXED BY webhook_deliveries_by_endpoint WHERE d.endpoint_id = w.id AND d.status = 'pending')) AS reopens)`,
   subscriptions: 'SELECT id, events FROM webhook_endpoints'
 } as const
 
