@@ -2,10 +2,9 @@ import { Type, type FastifyPluginAsyncTypebox } from '@fastify/type-provider-typ
 import type { TSchema } from '@sinclair/typebox'
 import { BODY_ERRORS, ErrorSchema, errorResponses } from '../plugins/errors.ts'
 import { CURSOR_NOT_ISSUED, CursorCodec, deliveriesList } from '../src/cursor.ts'
-import { OrderStatusSchema } from '../src/order.ts'
 import { StringEnum } from '../src/string-enum.ts'
 import { eventBody, newDeliveryId } from '../src/store/webhook-events.ts'
-import { CIRCUIT_STATES, circuitState, DELIVERY_STATUSES, type DeliveryRecord, type EndpointRecord } from '../src/store/webhook-store.ts'
+import { CIRCUIT_STATES, circuitState, DELIVERY_STATUSES, WEBHOOK_EVENTS, type DeliveryRecord, type EndpointRecord } from '../src/store/webhook-store.ts'
 import { checkDestination, RefusedDestination, systemResolve } from '../src/webhooks/destination.ts'
 import { newEndpointId, newSecret } from '../src/webhooks/signing.ts'
 
@@ -15,15 +14,18 @@ const DEFAULT_EVENTS = ['Completed', 'Failed', 'Cancelled'] as const
 
 const nullable = <T extends TSchema>(schema: T) => Type.Union([schema, Type.Null()])
 const Timestamp = Type.String({ format: 'date-time', description: 'ISO 8601 UTC, milliseconds' })
-const Events = Type.Array(OrderStatusSchema, {
+const WebhookEventSchema = StringEnum(WEBHOOK_EVENTS, {
+  description: 'a status: each change of an order to it is an event (order.completed...); Deleted: each deletion of an order, by retention or erasure (order.deleted)'
+})
+const Events = Type.Array(WebhookEventSchema, {
   minItems: 1,
   uniqueItems: true,
-  description: 'the order statuses whose changes are sent: each change of an order to one of them is an event'
+  description: 'the events sent: the order statuses whose changes are sent, and Deleted for the deletion of orders'
 })
 
 const NewEndpointBody = Type.Object({
   url: Type.String({ minLength: 1, maxLength: 2000, description: 'http or https URL the events are posted to', examples: ['http://127.0.0.1:4000/webhooks'] }),
-  events: Type.Array(OrderStatusSchema, { ...Events, default: [...DEFAULT_EVENTS] }),
+  events: Type.Array(WebhookEventSchema, { ...Events, default: [...DEFAULT_EVENTS] }),
   description: Type.Optional(Type.String({ maxLength: 500 }))
 }, { additionalProperties: false, examples: [{ url: 'http://127.0.0.1:4000/webhooks', events: ['Completed'] }] })
 
@@ -121,7 +123,7 @@ const webhooks: FastifyPluginAsyncTypebox = async (app) => {
       operationId: 'createWebhook',
       tags: ['webhooks'],
       summary: 'Register a webhook endpoint',
-      description: 'Each change of an order to one of `events` is posted to `url`, signed by the Standard Webhooks specification. ' +
+      description: 'Each change of an order to one of `events` is posted to `url`, signed by the Standard Webhooks specification; with Deleted among them, each deletion of an order too (order.deleted, ids only). ' +
         'The URL must be http or https, without a user name or password, and its host must not be (or resolve to) a loopback, private or link-local address unless WEBHOOK_ALLOW_PRIVATE=true.',
       body: NewEndpointBody,
       response: {

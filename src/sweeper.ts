@@ -1,6 +1,6 @@
 import { setImmediate as yieldTurn, setTimeout as sleep } from 'node:timers/promises'
 import type { Retention } from './config.ts'
-import type { DeleteResult, FinishedStatus, OrderStore } from './store/order-store.ts'
+import type { DeleteReason, DeleteResult, FinishedStatus, OrderStore } from './store/order-store.ts'
 
 /**
  * Rows one sweep transaction deletes at most. On SQLite a batch runs on the event loop: 1,000
@@ -11,8 +11,6 @@ export const SWEEP_BATCH = 1000
 /** How often retention looks for expired rows: a finished order outlives its retention by about this much. */
 export const SWEEP_INTERVAL_MS = 1000
 
-/** Why orders were deleted: their retention passed, or someone erased them (DELETE /orders...). */
-export type DeleteReason = 'retention' | 'erasure'
 export type DeletionListener = (what: { orders: number, reason: DeleteReason } | { deliveries: number }) => void
 
 export interface SweeperOptions {

@@ -95,7 +95,7 @@ t.test('one trace from an incoming traceparent to the webhook attempt', async (t
 t.test('the server span names the caller by its API key\'s name (enduser.id), on a refused request too; never the key', async (t) => {
   const file = join(tempDir(t), 'keys')
   writeFileSync(file, 'viewer read a-long-enough-read-key\n')
-  const app = await build(t, { ...NO_OVERLOAD, PROCESSOR: 'off', API_KEYS_FILE: file, API_KEY: 'a-long-enough-secret-key' })
+  const app = await build(t, { PROCESSOR: 'off', API_KEYS_FILE: file, API_KEY: 'a-long-enough-secret-key' })
   const sent = async (method: 'GET' | 'POST', key: string | undefined, status: number) => {
     const traceId = hexId(16)
     const headers = { traceparent: `00-${traceId}-${hexId(8)}-01`, ...(key && { authorization: `Bearer ${key}` }) }

@@ -17,6 +17,9 @@ export interface RetriedChunk {
 /** The order after the attempt (undefined when there is none), and whether it was finished and so deleted. */
 export interface DeleteResult { deleted: boolean, order: OrderRecord | undefined }
 
+/** Why orders were deleted: their retention passed, or someone erased them (DELETE /orders...). */
+export type DeleteReason = 'retention' | 'erasure'
+
 /** The statuses an order ends in: only such orders are ever deleted. */
 export const FINISHED_STATUSES = ['Completed', 'Cancelled', 'Failed'] as const satisfies readonly OrderStatus[]
 export type FinishedStatus = typeof FINISHED_STATUSES[number]

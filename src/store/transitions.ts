@@ -10,7 +10,7 @@ export type ClaimedRow = ChangedRow & { processing_started_at: number }
 export type QueuedRow = ChangedRow & { available_at: number }
 
 /** A row a delete statement removed, as it was: its status and times leave the aggregates. */
-export type DeletedRow = ChangedRow & { status: OrderStatus, completed_at: number | null }
+export type DeletedRow = ChangedRow & { user_id: number, status: OrderStatus, completed_at: number | null }
 
 /**
  * What the status changes of one transaction do besides their SQL: the running aggregates behind

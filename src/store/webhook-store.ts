@@ -1,5 +1,9 @@
-import type { OrderStatus } from '../order.ts'
+import { ORDER_STATUSES } from '../order.ts'
 import { BatchSweeper } from './batch-sweeper.ts'
+
+/** What an endpoint may subscribe to: an order's change to a status, or its deletion (order.deleted). */
+export const WEBHOOK_EVENTS = [...ORDER_STATUSES, 'Deleted'] as const
+export type WebhookEvent = typeof WEBHOOK_EVENTS[number]
 
 export const DELIVERY_STATUSES = ['pending', 'delivered', 'failed'] as const
 export type DeliveryStatus = typeof DELIVERY_STATUSES[number]
@@ -8,7 +12,7 @@ export type DeliveryStatus = typeof DELIVERY_STATUSES[number]
 export interface NewEndpoint {
   id: string
   url: string
-  events: OrderStatus[]
+  events: WebhookEvent[]
   description: string | null
   secret: string
 }

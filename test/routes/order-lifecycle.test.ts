@@ -2,6 +2,7 @@ import t from 'tap'
 import type { FastifyInstance } from 'fastify'
 import { anOrder, build, waitFor } from '../helper.ts'
 import { recount } from '../support/store-contract.ts'
+import { WebhookReceiver } from '../support/webhook-receiver.ts'
 
 const LEASE = 30_000
 
@@ -77,4 +78,28 @@ t.test("DELETE /orders?user_id=N erases the customer's finished orders in the ba
   t.same(left.map((o) => o.order_id), ['u4'], 'the Pending order stays')
   t.equal(await status(app, 'other'), 200, "another customer's order stays")
   t.same(await app.store.stats(), await recount(app.store))
+})
+
+t.test('an erasure sends order.deleted, signed, with ids only, to a real receiver of an endpoint subscribed to Deleted', async (t) => {
+  const receiver = await WebhookReceiver.start(t)
+  const app = await build(t, { WEBHOOK_ALLOW_PRIVATE: 'true', PENDING_DELAY_MS: '0', PROCESSING_TIME_MS: '0' })
+  const registered = await app.inject({ method: 'POST', url: '/webhooks', payload: { url: receiver.url(), events: ['Completed', 'Deleted'] } })
+  t.equal(registered.statusCode, 201)
+  t.same(registered.json().events, ['Completed', 'Deleted'])
+  receiver.secret = registered.json().secret
+  await create(app, 'E', 5)
+  await waitFor(() => receiver.received.length === 1, 'order.completed')
+  t.equal((await app.inject({ method: 'DELETE', url: '/orders/E' })).statusCode, 204)
+  await waitFor(() => receiver.received.length === 2, 'order.deleted')
+  const deleted = receiver.received[1]!
+  t.ok(deleted.verified, 'its signature verifies')
+  t.equal(deleted.body.type, 'order.deleted')
+  t.same(deleted.body.data, { order_id: 'E', user_id: 5, reason: 'erased' }, 'ids only')
+  // The receiver has it before the sender records the answer.
+  const delivered = await waitFor(async () => {
+    const { deliveries } = (await app.inject({ url: `/webhooks/${registered.json().id}/deliveries?status=delivered` })).json() as { deliveries: Array<{ event_type: string }> }
+    return deliveries.length > 0 && deliveries
+  }, 'order.deleted counted delivered')
+  t.same(delivered.map((d) => d.event_type), ['order.deleted'], "the erasure deleted the order's other delivery, not this one")
+  t.equal((await app.inject({ method: 'POST', url: '/webhooks', payload: { url: receiver.url(), events: ['Removed'] } })).statusCode, 400, 'an unknown event is refused')
 })

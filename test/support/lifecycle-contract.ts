@@ -1,6 +1,7 @@
 import type { Test } from 'tap'
 import type { OrderStatus } from '../../src/order.ts'
 import type { OrderStore } from '../../src/store/order-store.ts'
+import type { DeliveryClaim } from '../../src/store/webhook-store.ts'
 import { anOrder } from '../helper.ts'
 import { recount } from './store-contract.ts'
 import { anEndpoint } from './webhook-store-contract.ts'
@@ -82,6 +83,41 @@ export function lifecycleContract (t: Test, open: () => Promise<OrderStore>): vo
     t.equal((await store.get('P'))?.status, 'Pending')
     t.same(await store.deleteOrder('nope'), { deleted: false, order: undefined })
     t.same(await store.deleteOrder('A'), { deleted: false, order: undefined }, 'erased once')
+    t.same(await store.stats(), await recount(store))
+  })
+
+  t.test('a deletion records order.deleted (ids only) for the endpoints that want Deleted, in its transaction; an erasure keeps it while it deletes the rest', async (t) => {
+    const store = await fresh(t)
+    const deletions = anEndpoint(['Completed', 'Deleted'])
+    const statusOnly = anEndpoint(['Completed'])
+    for (const endpoint of [deletions, statusOnly]) await store.createEndpoint(endpoint, Date.now(), 10)
+    await finished(store, 'A', 'Completed', T0 + 100, 7)
+    await finished(store, 'B', 'Completed', T0 + 200, 8)
+    await finished(store, 'C', 'Cancelled', T0 + 300, 7)
+    t.match(await store.deleteOrder('A'), { deleted: true })
+    t.equal(await store.sweepOrders('Completed', T0 + 1_000_000, 10), 1)
+    t.equal(await store.deleteUserOrders(7, 10), 1)
+
+    const listed = async (endpointId: string) => (await store.deliveries(endpointId, { status: 'pending', limit: 10 })).deliveries
+      .map((d) => `${d.event_type} ${d.order_id}`).sort()
+    t.same(await listed(deletions.id), ['order.completed B', 'order.deleted A', 'order.deleted B', 'order.deleted C'],
+      "an erasure deleted A's order.completed but not its order.deleted; retention left B's")
+    t.same(await listed(statusOnly.id), ['order.completed B'], 'an endpoint without Deleted gets none')
+    t.match(await store.endpoint(deletions.id), { counts: { pending: 4, delivered: 0, failed: 0 } })
+    // An order's deliveries are claimed one after another (B's order.completed, then its order.deleted).
+    const sent: DeliveryClaim[] = []
+    for (let claims = await store.claimDeliveries(10, Date.now(), LEASE); claims.length > 0; claims = await store.claimDeliveries(10, Date.now(), LEASE)) {
+      sent.push(...claims)
+      await store.settleDeliveries(claims.map((claim) => ({ claim, kind: 'delivered', statusCode: 200 })), Date.now())
+    }
+    const bodies = sent.filter((claim) => claim.endpoint_id === deletions.id).map((claim) => JSON.parse(claim.payload))
+      .filter((body) => body.type === 'order.deleted').sort((a, b) => (a.data.order_id < b.data.order_id ? -1 : 1))
+    t.same(bodies.map((body) => body.data), [
+      { order_id: 'A', user_id: 7, reason: 'erased' },
+      { order_id: 'B', user_id: 8, reason: 'retention' },
+      { order_id: 'C', user_id: 7, reason: 'erased' }
+    ], 'ids and the reason only: no customer data')
+    t.ok(bodies.every((body) => !Number.isNaN(Date.parse(body.timestamp))), 'each has its timestamp')
     t.same(await store.stats(), await recount(store))
   })
 

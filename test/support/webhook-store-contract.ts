@@ -1,14 +1,14 @@
 import type { Test } from 'tap'
-import { toOrder, type OrderStatus } from '../../src/order.ts'
+import { toOrder } from '../../src/order.ts'
 import type { OrderStore } from '../../src/store/order-store.ts'
-import { circuitState, type DeliveryClaim, type NewEndpoint } from '../../src/store/webhook-store.ts'
+import { circuitState, type DeliveryClaim, type NewEndpoint, type WebhookEvent } from '../../src/store/webhook-store.ts'
 import { anOrder, waitFor } from '../helper.ts'
 
 const LEASE = 30_000
 const MAX_ENDPOINTS = 100
 
 let endpoints = 0
-export function anEndpoint (events: OrderStatus[], id = `ep_test_${++endpoints}`): NewEndpoint {
+export function anEndpoint (events: WebhookEvent[], id = `ep_test_${++endpoints}`): NewEndpoint {
   return { id, url: `http://127.0.0.1:9/${id}`, events, description: null, secret: 'whsec_c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0' }
 }
 

@@ -131,6 +131,12 @@ const MIGRATIONS: string[] = [
   CREATE INDEX webhook_deliveries_by_order ON webhook_deliveries (order_id) WHERE order_id IS NOT NULL;
   `,
   `
+  -- Each endpoint's circuit breaker: its failed attempts in a row, and while its circuit is open,
+  -- until when (the database's clock) its deliveries wait; then one probe goes.
+  ALTER TABLE webhook_endpoints ADD COLUMN consecutive_failures INTEGER NOT NULL DEFAULT 0;
+  ALTER TABLE webhook_endpoints ADD COLUMN circuit_open_until BIGINT;
+  `,
+  `
   -- Room on each page for an order's claim and settle (each a new row version: status is indexed,
   -- so neither is HOT): written on the same page, PostgreSQL logs only the bytes that changed and
   -- prunes the old versions in place. Measured, 20,000 orders end to end: WAL 2,266 -> 2,037 kB
@@ -138,12 +144,6 @@ const MIGRATIONS: string[] = [
   -- left behind on full pages. Orders not yet claimed (a backlog) take twice the pages until
   -- then. Pages written before keep their fill.
   ALTER TABLE orders SET (fillfactor = 50);
-  `,
-  `
-  -- Each endpoint's circuit breaker: its failed attempts in a row, and while its circuit is open,
-  -- until when (the database's clock) its deliveries wait; then one probe goes.
-  ALTER TABLE webhook_endpoints ADD COLUMN consecutive_failures INTEGER NOT NULL DEFAULT 0;
-  ALTER TABLE webhook_endpoints ADD COLUMN circuit_open_until BIGINT;
   `
 ]
 

@@ -9,7 +9,7 @@ import { PgListener } from './listener.ts'
 import { decodeAvailableAt, decodeChanges, decodeProcessingState, decodeSignal, encodeChanges, encodeProcessingState } from './notifications.ts'
 import { statsFromRows } from '../stats-delta.ts'
 import type {
-  CancelResult, Claim, CreateResult, DeleteResult, FinishedStatus, IdPage, IndexedCall, ListQuery, OrderPage, OrderStats, OrderStore,
+  CancelResult, Claim, CreateResult, DeleteReason, DeleteResult, FinishedStatus, IdPage, IndexedCall, ListQuery, OrderPage, OrderStats, OrderStore,
   Outcome, Overview, PopulateBatch, ProcessingState, RetriedChunk, RetryResult
 } from '../order-store.ts'
 import { advanced } from '../populate-batches.ts'
@@ -503,7 +503,7 @@ export class PgStore extends StoreEvents implements OrderStore {
   }
 
   async sweepOrders (status: FinishedStatus, before: number, limit: number): Promise<number> {
-    return this.sweep((tx, transitions) => this.deleted(tx, transitions, sweepOrdersQuery(status, before, limit), false))
+    return this.sweep((tx, transitions) => this.deleted(tx, transitions, sweepOrdersQuery(status, before, limit), 'retention'))
   }
 
   async sweepDeliveries (before: number, limit: number): Promise<number> {
@@ -530,25 +530,28 @@ export class PgStore extends StoreEvents implements OrderStore {
     return this.transaction(async (tx, transitions): Promise<DeleteResult> => {
       const [order] = (await tx.query<OrderRecord>(SQL.get, [orderId])).rows
       if (!order) return { deleted: false, order }
-      return { deleted: await this.deleted(tx, transitions, { text: SQL.deleteOrder, values: [orderId] }, true) === 1, order }
+      return { deleted: await this.deleted(tx, transitions, { text: SQL.deleteOrder, values: [orderId] }, 'erasure') === 1, order }
     })
   }
 
   async deleteUserOrders (userId: number, limit: number): Promise<number> {
-    return this.transaction((tx, transitions) => this.deleted(tx, transitions, deleteUserOrdersQuery(userId, limit), true))
+    return this.transaction((tx, transitions) => this.deleted(tx, transitions, deleteUserOrdersQuery(userId, limit), 'erasure'))
   }
 
   /**
-   * Runs a delete of orders; they leave the aggregates. `erase`: their webhook deliveries go too
-   * (their payloads hold the order); retention leaves those to WEBHOOK_DELIVERY_RETENTION.
+   * Runs a delete of orders; they leave the aggregates. An erasure deletes their webhook deliveries
+   * too (their payloads hold the order); retention leaves those to WEBHOOK_DELIVERY_RETENTION.
+   * Then their order.deleted events are recorded: after the erased deliveries, so as not to be among them.
    */
-  private async deleted (tx: Tx, transitions: Transitions, query: pg.QueryConfig, erase: boolean): Promise<number> {
+  private async deleted (tx: Tx, transitions: Transitions, query: pg.QueryConfig, reason: DeleteReason): Promise<number> {
     const { rows } = await tx.query<DeletedRow>(query)
+    if (rows.length === 0) return 0
     transitions.deleted(rows)
-    if (erase && rows.length > 0) {
+    if (reason === 'erasure') {
       const removed = await tx.query<{ endpoint_id: string, status: DeliveryStatus }>(SQL.deleteOrderDeliveries, [rows.map((row) => row.order_id)])
       transitions.deliveries.removed(removed.rows)
     }
+    await this.webhooks.recordDeletions(tx, transitions, rows, reason, Date.now())
     return rows.length
   }
 

@@ -1,12 +1,13 @@
 import { randomUUID } from 'node:crypto'
 import type pg from 'pg'
-import type { OrderRecord, OrderStatus } from '../../order.ts'
-import type { Transitions } from '../transitions.ts'
+import type { OrderRecord } from '../../order.ts'
+import type { DeleteReason } from '../order-store.ts'
+import type { DeletedRow, Transitions } from '../transitions.ts'
 import type { ChangedDelivery } from '../delivery-transitions.ts'
 import { WebhookSubscriptions } from '../webhook-events.ts'
 import {
   CLAIM_WINDOW, circuitChanges, countsByEndpoint, noDeliveries, roomOf, type CircuitPolicy, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryRecord,
-  type DeliveryStatus, type EndpointCap, type EndpointRecord, type NewDelivery, type NewEndpoint
+  type DeliveryStatus, type EndpointCap, type EndpointRecord, type NewDelivery, type NewEndpoint, type WebhookEvent
 } from '../webhook-store.ts'
 import { SQL } from './statements.ts'
 
@@ -41,7 +42,7 @@ export class PgWebhooks {
       try {
         do {
           this.reloadAgain = false
-          const { rows } = await this.pool.query<{ id: string, events: OrderStatus[] }>(SQL.subscriptions)
+          const { rows } = await this.pool.query<{ id: string, events: WebhookEvent[] }>(SQL.subscriptions)
           this.subscriptions.load(rows)
         } while (this.reloadAgain)
       } finally {
@@ -68,6 +69,11 @@ export class PgWebhooks {
     if (entries.length > 0) {
       await tx.query(SQL.addDeliveryCount, [this.shard, entries.map(([id]) => id), entries.map(([, name]) => name), entries.map(([, , value]) => value)])
     }
+  }
+
+  /** Records the order.deleted deliveries of these deleted orders that endpoints want, in their transaction. */
+  async recordDeletions (tx: pg.PoolClient, transitions: Transitions, rows: readonly DeletedRow[], reason: DeleteReason, now: number): Promise<void> {
+    await this.insert(tx, transitions, this.subscriptions.deletions(rows, reason, now), now)
   }
 
   private async insert (tx: pg.PoolClient, transitions: Transitions, deliveries: NewDelivery[], now: number): Promise<void> {

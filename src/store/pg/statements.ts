@@ -43,7 +43,7 @@ const CLAIMED_DELIVERY = 'd.seq, d.id, d.endpoint_id, d.order_id, d.payload, d.a
 const DATABASE_NOW_MS = '(extract(epoch FROM now()) * 1000)::bigint'
 
 /** What a delete returns of each order, as it was (a DeletedRow). */
-const DELETED = 'o.order_id, o.status, o.attempts, o.created_at, o.processing_started_at, o.completed_at'
+const DELETED = 'o.order_id, o.user_id, o.status, o.attempts, o.created_at, o.processing_started_at, o.completed_at'
 /** Orders that may be deleted: finished. */
 const FINISHED = "status IN ('Completed', 'Cancelled', 'Failed')"
 

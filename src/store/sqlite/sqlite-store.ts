@@ -10,7 +10,7 @@ import type { BatchSweeper } from '../batch-sweeper.ts'
 import { migrate } from './migrations.ts'
 import { applyDelta, statsFromRows } from '../stats-delta.ts'
 import type {
-  CancelResult, Claim, CreateResult, DeleteResult, FinishedStatus, IdPage, IndexedCall, ListQuery, OrderPage, OrderStats, OrderStore, Outcome,
+  CancelResult, Claim, CreateResult, DeleteReason, DeleteResult, FinishedStatus, IdPage, IndexedCall, ListQuery, OrderPage, OrderStats, OrderStore, Outcome,
   Overview, PopulateBatch, ProcessingState, RetriedChunk, RetryResult
 } from '../order-store.ts'
 import { keysetStart } from '../order-store.ts'
@@ -422,7 +422,7 @@ export class SqliteStore extends StoreEvents implements OrderStore {
   }
 
   async sweepOrders (status: FinishedStatus, before: number, limit: number): Promise<number> {
-    return this.write((transitions) => this.deleted(transitions, this.sweepQuery(status, before, limit), false))
+    return this.write((transitions) => this.deleted(transitions, this.sweepQuery(status, before, limit), 'retention'))
   }
 
   private sweepQuery (status: FinishedStatus, before: number, limit: number): Query {
@@ -441,12 +441,12 @@ export class SqliteStore extends StoreEvents implements OrderStore {
     return this.write((transitions): DeleteResult => {
       const order = this.getSync(orderId)
       if (!order) return { deleted: false, order }
-      return { deleted: this.deleted(transitions, [this.sql.deleteOrder, [orderId]], true) === 1, order }
+      return { deleted: this.deleted(transitions, [this.sql.deleteOrder, [orderId]], 'erasure') === 1, order }
     })
   }
 
   async deleteUserOrders (userId: number, limit: number): Promise<number> {
-    return this.write((transitions) => this.deleted(transitions, this.deleteUserQuery(userId, limit), true))
+    return this.write((transitions) => this.deleted(transitions, this.deleteUserQuery(userId, limit), 'erasure'))
   }
 
   private deleteUserQuery (userId: number, limit: number): Query {
@@ -454,13 +454,15 @@ export class SqliteStore extends StoreEvents implements OrderStore {
   }
 
   /**
-   * Runs a delete of orders; they leave the aggregates. `erase`: their webhook deliveries go too
-   * (their payloads hold the order); retention leaves those to WEBHOOK_DELIVERY_RETENTION.
+   * Runs a delete of orders; they leave the aggregates. An erasure deletes their webhook deliveries
+   * too (their payloads hold the order); retention leaves those to WEBHOOK_DELIVERY_RETENTION.
+   * Then their order.deleted events are recorded: after the erased deliveries, so as not to be among them.
    */
-  private deleted (transitions: Transitions, [statement, params]: Query, erase: boolean): number {
+  private deleted (transitions: Transitions, [statement, params]: Query, reason: DeleteReason): number {
     const rows = statement.all(params) as DeletedRow[]
     transitions.deleted(rows)
-    if (erase) for (const row of rows) this.webhooks.deleteOrderDeliveries(transitions, row.order_id)
+    if (reason === 'erasure') for (const row of rows) this.webhooks.deleteOrderDeliveries(transitions, row.order_id)
+    this.webhooks.recordDeletions(transitions, rows, reason, Date.now())
     return rows.length
   }
 

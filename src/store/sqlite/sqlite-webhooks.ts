@@ -1,12 +1,13 @@
 import { randomUUID } from 'node:crypto'
 import type Database from 'better-sqlite3'
-import type { OrderRecord, OrderStatus } from '../../order.ts'
-import type { Transitions } from '../transitions.ts'
+import type { OrderRecord } from '../../order.ts'
+import type { DeleteReason } from '../order-store.ts'
+import type { DeletedRow, Transitions } from '../transitions.ts'
 import type { ChangedDelivery } from '../delivery-transitions.ts'
 import { WebhookSubscriptions } from '../webhook-events.ts'
 import {
   CLAIM_WINDOW, circuitChanges, countsByEndpoint, noDeliveries, roomOf, type CircuitPolicy, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryRecord,
-  type DeliveryStatus, type EndpointCap, type EndpointRecord, type NewDelivery, type NewEndpoint
+  type DeliveryStatus, type EndpointCap, type EndpointRecord, type NewDelivery, type NewEndpoint, type WebhookEvent
 } from '../webhook-store.ts'
 import type { SQL } from './statements.ts'
 
@@ -30,7 +31,7 @@ export class SqliteWebhooks {
   /** Reads which endpoints want which statuses (at start and after a commit that changed endpoints). */
   reload (): void {
     const rows = this.sql.subscriptions.all() as Array<{ id: string, events: string }>
-    this.subscriptions.load(rows.map((row) => ({ id: row.id, events: JSON.parse(row.events) as OrderStatus[] })))
+    this.subscriptions.load(rows.map((row) => ({ id: row.id, events: JSON.parse(row.events) as WebhookEvent[] })))
   }
 
   /**
@@ -53,6 +54,11 @@ export class SqliteWebhooks {
       this.insert(transitions, this.subscriptions.deliveries(changes, orders), now)
     }
     return all.length
+  }
+
+  /** Records the order.deleted deliveries of these deleted orders that endpoints want. */
+  recordDeletions (transitions: Transitions, rows: readonly DeletedRow[], reason: DeleteReason, now: number): void {
+    if (rows.length > 0) this.insert(transitions, this.subscriptions.deletions(rows, reason, now), now)
   }
 
   /** Writes the transaction's delivery counts, once its writes are done. */
@@ -83,7 +89,7 @@ export class SqliteWebhooks {
 
   private withCounts (rows: EndpointRow[]): EndpointRecord[] {
     const countsOf = countsByEndpoint(this.sql.endpointCounts.all() as Array<{ endpoint_id: string, name: DeliveryStatus, value: number }>)
-    return rows.map((row) => ({ ...row, events: JSON.parse(row.events) as OrderStatus[], counts: countsOf(row.id) }))
+    return rows.map((row) => ({ ...row, events: JSON.parse(row.events) as WebhookEvent[], counts: countsOf(row.id) }))
   }
 
   /** Its deliveries are left to purge: deleting 250,000 in one statement held the event loop for seconds. */

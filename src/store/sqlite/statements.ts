@@ -27,7 +27,7 @@ const DELIVERY_COLUMNS = `seq, id, endpoint_id, order_id, event_type, status, at
 const CLAIMED_DELIVERY = 'seq, id, endpoint_id, order_id, payload, attempts, created_at'
 
 /** What a delete returns of each order, as it was (a DeletedRow). */
-const DELETED = 'order_id, status, attempts, created_at, processing_started_at, completed_at'
+const DELETED = 'order_id, user_id, status, attempts, created_at, processing_started_at, completed_at'
 /** Orders that may be deleted: finished. */
 const FINISHED = "status IN ('Completed', 'Cancelled', 'Failed')"
 

@@ -1,0 +1,162 @@
+import { join } from 'node:path'
+import Database from 'better-sqlite3'
+import pg from 'pg'
+import t, { type Test } from 'tap'
+import { recount } from './support/store-contract.ts'
+import { anOrder, tempDir, waitFor } from './helper.ts'
+import { createDatabase, openPgStore, SKIP_POSTGRES } from './support/pg-database.ts'
+import { ServerProcess } from './support/server-process.ts'
+import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
+import type { OrderStore } from '../src/store/order-store.ts'
+
+/** Enough finished orders that sweeping them takes many batches (SWEEP_BATCH is 1,000). */
+const FINISHED = 60_000
+/** Orders no sweep may touch: Pending ones, and Failed ones under FAILED_ORDER_RETENTION=off. */
+const WAITING = 50
+/** An hour: the orders created with it stay Pending through the test, with the processor on. */
+const LONG_DELAY = '3600000'
+
+/** The database under test, and ways to read it without the service. */
+interface Database_ {
+  url: string
+  /** Orders per status, counted by SQL on the database itself. */
+  countByStatus: () => Promise<Record<string, number>>
+  openStore: () => Promise<OrderStore>
+}
+
+async function countedRows (rows: Array<{ status: string, n: number | string }>): Promise<Record<string, number>> {
+  return Object.fromEntries(rows.map((row) => [row.status, Number(row.n)]))
+}
+
+function sqliteDatabase (t: Test): Database_ {
+  const file = join(tempDir(t), 'orders.db')
+  return {
+    url: `sqlite:${file}`,
+    countByStatus: async () => {
+      const db = new Database(file, { readonly: true })
+      try {
+        return await countedRows(db.prepare('SELECT status, count(*) AS n FROM orders GROUP BY status').all() as Array<{ status: string, n: number }>)
+      } finally {
+        db.close()
+      }
+    },
+    openStore: async () => new SqliteStore(file, 1000)
+  }
+}
+
+async function pgDatabase (t: Test): Promise<Database_> {
+  const { url, drop } = await createDatabase()
+  t.teardown(drop)
+  return {
+    url,
+    countByStatus: async () => {
+      const client = new pg.Client({ connectionString: url })
+      await client.connect()
+      try {
+        return await countedRows((await client.query('SELECT status, count(*) AS n FROM orders GROUP BY status')).rows)
+      } finally {
+        await client.end()
+      }
+    },
+    openStore: async () => openPgStore(url)
+  }
+}
+
+async function start (t: Test, db: Database_, env: Record<string, string>): Promise<ServerProcess> {
+  const server = await ServerProcess.start({
+    DATABASE_URL: db.url,
+    PROCESSING_TIME_MS: '0',
+    PROCESSOR_CONCURRENCY: '2000',
+    RETRY_BACKOFF_MS: '0',
+    FAILED_ORDER_RETENTION: 'off',
+    MAX_EVENT_LOOP_DELAY_MS: '0',
+    ...env
+  }, 'dist/src/server.js')
+  t.teardown(() => { server.child.kill('SIGKILL') })
+  return server
+}
+
+const metrics = async (server: ServerProcess) => (await server.request('/orders/metrics')).json
+
+async function sweptSoFar (server: ServerProcess): Promise<number> {
+  const text = await (await fetch(`${server.url}/metrics`)).text()
+  return Number(/^orders_deleted_total\{reason="retention"\} (\d+)/m.exec(text)?.[1] ?? 0)
+}
+
+/** The counts of GET /orders/metrics as the database's own rows per status. */
+function metricsCounts (m: Record<string, any>): Record<string, number> {
+  const counts: Record<string, number> = {}
+  for (const status of ['Pending', 'Processing', 'Completed', 'Failed', 'Cancelled']) {
+    const count = m[status.toLowerCase()].count as number
+    if (count > 0) counts[status] = count
+  }
+  return counts
+}
+
+async function killMidSweep (t: Test, db: Database_): Promise<void> {
+  // Populating and processing 60,000 orders, then sweeping them, takes minutes on a loaded machine.
+  t.setTimeout(600_000)
+  // Finished orders: most Completed, some Failed (kept: FAILED_ORDER_RETENTION=off).
+  const filler = await start(t, db, { PENDING_DELAY_MS: '0', FAILURE_RATE: '0.02', MAX_ATTEMPTS: '1', ORDER_RETENTION: 'off' })
+  t.equal((await filler.request('/orders/populate', { total_entries: FINISHED, batch_id: 'old' })).status, 201)
+  const finished = await waitFor(async () => {
+    const m = await metrics(filler)
+    return m.completed.count + m.failed.count === FINISHED && m
+  }, 'every populated order to finish', 300_000)
+  const failed: number = finished.failed.count
+  t.ok(failed > 0, `${failed} Failed orders, kept by their own setting`)
+  t.equal(await filler.stop('SIGTERM'), 0)
+
+  // Orders that must stay: Pending for an hour.
+  const shop = await start(t, db, { PENDING_DELAY_MS: LONG_DELAY, ORDER_RETENTION: 'off' })
+  const waiting = Array.from({ length: WAITING }, (_, i) => `waiting-${i}`)
+  const created = await Promise.all(waiting.map(async (id) => (await shop.request('/orders', anOrder(id))).status))
+  t.same(created, waiting.map(() => 201))
+  t.equal(await shop.stop('SIGTERM'), 0)
+
+  // Retention on: the sweeper starts on the finished orders at once; killed as soon as it has
+  // deleted some, so mid-sweep (each batch of 1,000 commits on its own).
+  const sweeping = await start(t, db, { PENDING_DELAY_MS: LONG_DELAY, ORDER_RETENTION: '1s' })
+  const seen = await waitFor(async () => {
+    const swept = await sweptSoFar(sweeping)
+    return swept > 0 && swept
+  }, 'the sweep to be under way', 60_000)
+  t.equal(await sweeping.stop('SIGKILL'), null, 'killed, not exited')
+
+  const afterKill = await db.countByStatus()
+  const completedLeft = afterKill.Completed ?? 0
+  t.ok(completedLeft > 0 && completedLeft <= FINISHED - failed - seen,
+    `killed mid-sweep: ${FINISHED - failed - completedLeft} of ${FINISHED - failed} Completed orders deleted (at least ${seen} seen)`)
+  t.equal((FINISHED - failed - completedLeft) % 1000, 0, 'whole batches of 1,000 were deleted, no part of one')
+  t.same(afterKill, { Completed: completedLeft, Failed: failed, Pending: WAITING }, 'only Completed orders were deleted')
+  const store = await db.openStore()
+  try {
+    t.same(await store.stats(), await recount(store), 'the aggregates equal a recount of the orders left')
+  } finally {
+    await store.close()
+  }
+
+  // Restarted: metrics equal the rows from the start, and the sweep finishes.
+  const restarted = await start(t, db, { PENDING_DELAY_MS: LONG_DELAY, ORDER_RETENTION: '1s' })
+  const before = await metrics(restarted)
+  const rowsBefore = await db.countByStatus()
+  t.ok(before.completed.count >= (rowsBefore.Completed ?? 0), 'metrics read before the rows: at least as many Completed')
+  await waitFor(async () => (await metrics(restarted)).completed.count === 0, 'the sweep to finish', 120_000)
+  const done = await metrics(restarted)
+  t.same(metricsCounts(done), await db.countByStatus(), 'GET /orders/metrics equals the rows counted in the database')
+  t.same(metricsCounts(done), { Failed: failed, Pending: WAITING })
+  t.equal(done.total_orders, failed + WAITING)
+  const statuses = await Promise.all(waiting.map(async (id) => (await restarted.request(`/orders/${id}`)).json.status))
+  t.same(statuses, waiting.map(() => 'Pending'), 'every Pending order is kept')
+  t.equal(await restarted.stop('SIGTERM'), 0)
+}
+
+t.setTimeout(1_200_000)
+
+t.test('SQLite: kill -9 mid-sweep loses no order that should stay, and the counts stay exact', async (t) => {
+  await killMidSweep(t, sqliteDatabase(t))
+})
+
+t.test('PostgreSQL: kill -9 mid-sweep loses no order that should stay, and the counts stay exact', { skip: SKIP_POSTGRES }, async (t) => {
+  await killMidSweep(t, await pgDatabase(t))
+})
