@@ -33,8 +33,9 @@ t.test('POST /webhooks registers an endpoint: 201 with its secret, shown only th
     ...shown,
     deliveries: { pending: 0, delivered: 0, failed: 0 },
     last_error: null,
-    last_error_at: null
-  }, 'the same endpoint, with counts, without its secret')
+    last_error_at: null,
+    circuit: { state: 'closed', consecutive_failures: 0, retry_at: null }
+  }, 'the same endpoint, with counts, its circuit, without its secret')
   t.notOk('secret' in one.json())
   const other = await register(app, { url: 'https://127.0.0.1/other', events: ['Pending'] })
   t.equal(other.json.description, null)
