@@ -77,7 +77,11 @@ t.test('SQLite on a full disk: 503 JSON meanwhile, recovery by itself, nothing l
     return res.statusCode !== 201 && res
   }, 'a write to need room the disk does not have')
   storeUnavailable(t, refused)
-  t.equal((await app.inject({ url: '/ready' })).statusCode, 503, '/ready says it cannot write')
+  // A checkpoint may meanwhile have freed the write-ahead log, whose file is then reused from its
+  // start: the store takes writes again, disk full or not. /ready must never say ready otherwise.
+  const ready = (await app.inject({ url: '/ready' })).statusCode
+  if (ready === 200) t.equal((await create(`during-${answered.length}`)).statusCode, 201, '/ready said ready: a create fits too')
+  else t.equal(ready, 503, '/ready says it cannot write')
 
   rmSync(join(dir, 'filler'))
   await waitFor(async () => (await app.inject({ url: '/ready' })).statusCode === 200, 'the store to take writes again')

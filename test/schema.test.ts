@@ -25,12 +25,13 @@ const POSTGRES_ONLY = { column: 'order_stats.shard', key: 'order_stats: primary 
 function typeClass (type: string): string {
   if (/int/i.test(type)) return 'integer'
   if (/^(text|jsonb|ARRAY)$/i.test(type)) return 'text'
+  if (/^(bytea|blob)$/i.test(type)) return 'bytes'
   return type.toLowerCase()
 }
 
-/** `(status = 'Pending'::text)` and `status = 'Pending'` are one predicate. */
+/** `(status = 'Pending'::text)` and `status = 'Pending'` are one predicate; so are `= ANY (ARRAY[...])` and `IN (...)`. */
 function predicate (where: string | undefined): string {
-  return where === undefined ? '' : ` where ${where.replace(/::\w+/g, '').replace(/[()]/g, '').trim()}`
+  return where === undefined ? '' : ` where ${where.replace(/::\w+(\[\])?/g, '').replace(/= ANY \(ARRAY\[(.*?)\]\)/g, 'IN ($1)').replace(/[()]/g, '').trim()}`
 }
 
 function sqliteSchema (db: Database.Database): Schema {

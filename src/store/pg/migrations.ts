@@ -126,15 +126,20 @@ const MIGRATIONS: string[] = [
   `
   -- Retention and erasure: each sweep batch is a range of one of these. Partial, so an order enters
   -- orders_finished once, when it finishes, and a delivery webhook_deliveries_settled once, when settled.
-  CREATE INDEX orders_finished ON orders (status, updated_at) WHERE status IN ('Completed', 'Cancelled', 'Failed');
-  CREATE INDEX webhook_deliveries_settled ON webhook_deliveries (updated_at) WHERE status IN ('delivered', 'failed');
-  CREATE INDEX webhook_deliveries_by_order ON webhook_deliveries (order_id) WHERE order_id IS NOT NULL;
+  CREATE INDEX orders_finished ON orders (status, updated_at, seq) WHERE status IN ('Completed', 'Cancelled', 'Failed');
+  CREATE INDEX webhook_deliveries_settled ON webhook_deliveries (updated_at, seq) WHERE status IN ('delivered', 'failed');
+  CREATE INDEX webhook_deliveries_by_order ON webhook_deliveries (order_id, seq) WHERE order_id IS NOT NULL;
   `,
   `
   -- Each endpoint's circuit breaker: its failed attempts in a row, and while its circuit is open,
   -- until when (the database's clock) its deliveries wait; then one probe goes.
   ALTER TABLE webhook_endpoints ADD COLUMN consecutive_failures INTEGER NOT NULL DEFAULT 0;
   ALTER TABLE webhook_endpoints ADD COLUMN circuit_open_until BIGINT;
+  `,
+  `
+  -- One schema for both stores: SQLite's readiness check writes this room (see its SQL.readinessCheck);
+  -- a PostgreSQL commit needs no more room for a create than for the check, so it stays NULL here.
+  ALTER TABLE readiness_checks ADD COLUMN room BYTEA;
   `,
   `
   -- Room on each page for an order's claim and settle (each a new row version: status is indexed,

@@ -131,6 +131,10 @@ const MIGRATIONS: string[] = [
   -- until when its deliveries wait (then one probe goes).
   ALTER TABLE webhook_endpoints ADD COLUMN consecutive_failures INTEGER NOT NULL DEFAULT 0;
   ALTER TABLE webhook_endpoints ADD COLUMN circuit_open_until INTEGER;
+  `,
+  `
+  -- Room the readiness check writes besides its time (see SQL.readinessCheck).
+  ALTER TABLE readiness_checks ADD COLUMN room BLOB;
   `
 ]
 

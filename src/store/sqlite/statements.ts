@@ -134,7 +134,10 @@ export const SQL = {
   setProcessingState: `UPDATE processing_state SET state = @state, since = @now WHERE state <> @state
     RETURNING state, since`,
   cursorKey: "SELECT value FROM service_keys WHERE name = 'cursor'",
-  readinessCheck: 'UPDATE readiness_checks SET checked_at = ? WHERE id = 1',
+  // As many pages as a create writes (the row, its indexes, the aggregates: ~8 of 4 KiB): after a
+  // checkpoint the write-ahead log is reused from its start, so on a full disk a one-page check
+  // still fitted where no create did, and /ready said ready while every create was refused.
+  readinessCheck: 'UPDATE readiness_checks SET checked_at = ?, room = zeroblob(32768) WHERE id = 1',
 
   countEndpoints: 'SELECT count(*) AS n FROM webhook_endpoints',
   insertEndpoint: `INSERT INTO webhook_endpoints (id, url, events, description, secret, created_at)
