@@ -124,7 +124,9 @@ t.test('with API_KEY set, every action of the dashboard works, and the API shows
     FAILURE_RATE: '0.5',
     MAX_ATTEMPTS: '1',
     WEBHOOK_ALLOW_PRIVATE: 'true',
-    WEBHOOK_RETRY_SCHEDULE: '100ms'
+    WEBHOOK_RETRY_SCHEDULE: '100ms',
+    // The failing receiver's deliveries are to end failed, to be shown: no circuit holding them back.
+    WEBHOOK_CIRCUIT_FAILURES: '1000'
   }, key)
   const call = async (method: 'GET' | 'POST', url: string, payload?: object) => {
     const res = await app.inject({ method, url, payload, headers: { authorization: `Bearer ${key}` } })
