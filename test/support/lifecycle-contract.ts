@@ -1,4 +1,5 @@
 import type { Test } from 'tap'
+import { freshStore } from './store-contract.ts'
 import type { OrderStatus } from '../../src/order.ts'
 import type { OrderStore } from '../../src/store/order-store.ts'
 import type { DeliveryClaim } from '../../src/store/webhook-store.ts'
@@ -27,11 +28,7 @@ async function statuses (store: OrderStore, ids: string[]): Promise<Array<OrderS
 
 /** Retention and erasure, what every store must do; run against each store by its own test file. */
 export function lifecycleContract (t: Test, open: () => Promise<OrderStore>): void {
-  const fresh = async (t: Test) => {
-    const store = await open()
-    t.teardown(() => store.close())
-    return store
-  }
+  const fresh = freshStore(open)
 
   t.test('a sweep deletes the orders of one status finished before a time, oldest first, a batch at a time, and they leave the aggregates', async (t) => {
     const store = await fresh(t)

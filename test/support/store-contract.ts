@@ -51,13 +51,18 @@ export async function recount (store: OrderStore): Promise<OrderStats> {
   return stats
 }
 
-/** What every OrderStore must do; run against each store by its own test file. */
-export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
-  const fresh = async (t: Test) => {
+/** A store of its own for one test, opened by `open` and closed when the test ends. */
+export function freshStore (open: () => Promise<OrderStore>): (t: Test) => Promise<OrderStore> {
+  return async (t) => {
     const store = await open()
     t.teardown(() => store.close())
     return store
   }
+}
+
+/** What every OrderStore must do; run against each store by its own test file. */
+export function storeContract (t: Test, open: () => Promise<OrderStore>): void {
+  const fresh = freshStore(open)
 
   t.test('create is idempotent for the same body and refuses a different one', async (t) => {
     const store = await fresh(t)

@@ -1,4 +1,5 @@
 import type { Test } from 'tap'
+import { freshStore } from './store-contract.ts'
 import { toOrder } from '../../src/order.ts'
 import type { OrderStore } from '../../src/store/order-store.ts'
 import { circuitState, type DeliveryClaim, type NewEndpoint, type WebhookEvent } from '../../src/store/webhook-store.ts'
@@ -24,11 +25,7 @@ const parse = (claim: DeliveryClaim) => JSON.parse(claim.payload) as { type: str
 
 /** What every store must do for webhooks; run against each store by its own test file. */
 export function webhookStoreContract (t: Test, open: () => Promise<OrderStore>): void {
-  const fresh = async (t: Test) => {
-    const store = await open()
-    t.teardown(() => store.close())
-    return store
-  }
+  const fresh = freshStore(open)
 
   t.test('status changes no endpoint wants record nothing', async (t) => {
     const store = await fresh(t)
