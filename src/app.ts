@@ -72,6 +72,16 @@ export async function buildApp (config: Config, options: AppOptions = {}): Promi
   }).withTypeProvider<TypeBoxTypeProvider>()
   // With a listener Node leaves timed-out sockets to it instead of destroying every one.
   app.server.on('timeout', closeUnlessAnswering)
+  // Node closes the idle connections once, when the server closes: one whose request was under way
+  // then stayed open after its answer until keepAliveTimeout (72 s), and held the close past any
+  // grace (20 clients sending back to back: exit 1 after 8 s). Answers sent once closing has begun
+  // end their connection.
+  let closing = false
+  app.addHook('preClose', async () => { closing = true })
+  app.addHook('onSend', (_request, reply, payload, done) => {
+    if (closing) reply.header('connection', 'close')
+    done(null, payload)
+  })
 
   await app.register(configPlugin, { config })
   // Before every other hook: the request's span covers them (started by startTracing, else nothing).
