@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs'
 import { randomBytes } from 'node:crypto'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
 import { waitFor } from '../test/helper.ts'
+import { cpuMs } from './process-facts.ts'
 
 /**
  * What PostgreSQL did for one run of a queue (the service or a peer) on a database of its own:
@@ -30,8 +30,6 @@ export interface PgWork {
   wallMs: number
 }
 
-/** Clock ticks per second of /proc's CPU times (getconf CLK_TCK: 100 on Linux). */
-const TICKS_PER_SECOND = 100
 /** How often the backends serving the database are looked for: one that exits in between takes its CPU time with it. */
 const SAMPLE_EVERY_MS = 200
 /**
@@ -39,19 +37,6 @@ const SAMPLE_EVERY_MS = 200
  * PGSTAT_MIN_INTERVAL): those of the queue's start-up are reported within this, before counting.
  */
 const STATS_SETTLE_MS = 1200
-
-/** utime + stime of a process, in ms; 0 once it is gone. */
-function cpuMs (pid: number): number {
-  let stat: string
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
-  } catch {
-    return 0
-  }
-  // Fields after the command's closing parenthesis (the command may hold spaces): utime and stime are the 12th and 13th.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-  return (Number(fields[11]) + Number(fields[12])) * 1000 / TICKS_PER_SECOND
-}
 
 interface Counters { lsn: string, transactions: number, inserted: number, updated: number, hotUpdated: number, deleted: number }
 
