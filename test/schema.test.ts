@@ -29,9 +29,15 @@ function typeClass (type: string): string {
   return type.toLowerCase()
 }
 
-/** `(status = 'Pending'::text)` and `status = 'Pending'` are one predicate; so are `= ANY (ARRAY[...])` and `IN (...)`. */
+/**
+ * `(status = 'Pending'::text)` and `status = 'Pending'` are one predicate; so are `= ANY (ARRAY[...])`,
+ * `IN (...)` and `status = 'a' OR status = 'b'` (SQLite's indexes are written so: see its migrations).
+ */
 function predicate (where: string | undefined): string {
-  return where === undefined ? '' : ` where ${where.replace(/::\w+(\[\])?/g, '').replace(/= ANY \(ARRAY\[(.*?)\]\)/g, 'IN ($1)').replace(/[()]/g, '').trim()}`
+  if (where === undefined) return ''
+  const flat = where.replace(/::\w+(\[\])?/g, '').replace(/= ANY \(ARRAY\[(.*?)\]\)/g, 'IN ($1)').replace(/[()]/g, '').trim()
+  const alternatives = /^(\w+) = '[^']*'(?: OR \1 = '[^']*')+$/.exec(flat)
+  return ` where ${alternatives ? `${alternatives[1]} IN ${[...flat.matchAll(/'[^']*'/g)].join(', ')}` : flat}`
 }
 
 function sqliteSchema (db: Database.Database): Schema {
@@ -106,4 +112,16 @@ t.test('the SQLite and PostgreSQL migrations give every table the same columns, 
   t.same(sqlite.keys, postgres.keys, 'the same primary keys and unique columns')
   t.same(sqlite.indexes, postgres.indexes, 'the same indexes, on the same columns, with the same conditions')
   t.ok(Object.keys(sqlite.indexes).length >= 4, `indexes compared: ${Object.keys(sqlite.indexes).join(', ')}`)
+})
+
+// SQLite tests a partial index's IN list against each row written by building a temporary table
+// (an 8 KiB page zeroed) every time: with orders_finished so written, 16% of the end-to-end CPU.
+t.test("no SQLite partial index's condition is an IN list", async (t) => {
+  const path = `${tempDir(t)}/orders.db`
+  await new SqliteStore(path).close()
+  const db = new Database(path, { readonly: true })
+  t.teardown(() => db.close())
+  const partial = db.prepare("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql LIKE '% WHERE %'").all() as Array<{ name: string, sql: string }>
+  t.ok(partial.length >= 4, `partial indexes read: ${partial.map((index) => index.name).join(', ')}`)
+  for (const index of partial) t.notMatch(index.sql, /\bIN\s*\(/i, `${index.name}: its condition has no IN list`)
 })

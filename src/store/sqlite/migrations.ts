@@ -135,6 +135,18 @@ const MIGRATIONS: string[] = [
   `
   -- Room the readiness check writes besides its time (see SQL.readinessCheck).
   ALTER TABLE readiness_checks ADD COLUMN room BLOB;
+  `,
+  `
+  -- A partial index whose condition is an IN list made SQLite build a temporary table (an 8 KiB
+  -- page zeroed) for each row inserted or updated, to test the row against the list: 64,000
+  -- instructions an order with retention off, 16% of the end-to-end CPU (callgrind, 20,000 orders
+  -- created and completed: 10.05 G instructions against 8.77 G without orders_finished, 8.64 G
+  -- with it written so). Alternatives joined with OR are tested in place, and a sweep's
+  -- status = 'Completed' still selects the index. Keep SQLite's partial indexes so.
+  DROP INDEX orders_finished;
+  CREATE INDEX orders_finished ON orders (status, updated_at) WHERE status = 'Completed' OR status = 'Cancelled' OR status = 'Failed';
+  DROP INDEX webhook_deliveries_settled;
+  CREATE INDEX webhook_deliveries_settled ON webhook_deliveries (updated_at) WHERE status = 'delivered' OR status = 'failed';
   `
 ]
 

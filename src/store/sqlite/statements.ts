@@ -28,8 +28,8 @@ const CLAIMED_DELIVERY = 'seq, id, endpoint_id, order_id, payload, attempts, cre
 
 /** What a delete returns of each order, as it was (a DeletedRow). */
 const DELETED = 'order_id, user_id, status, attempts, created_at, processing_started_at, completed_at'
-/** Orders that may be deleted: finished. */
-const FINISHED = "status IN ('Completed', 'Cancelled', 'Failed')"
+/** Orders that may be deleted: finished; written as orders_finished's condition is (see its migration). */
+const FINISHED = "(status = 'Completed' OR status = 'Cancelled' OR status = 'Failed')"
 
 /**
  * Deletes the oldest orders of one finished status last updated before @before. SQLite uses a
@@ -118,7 +118,7 @@ export const SQL = {
   deleteOrderDeliveries: `DELETE FROM webhook_deliveries INDEXED BY webhook_deliveries_by_order WHERE order_id = ?
     RETURNING endpoint_id, status`,
   sweepDeliveries: `DELETE FROM webhook_deliveries WHERE seq IN (SELECT seq FROM webhook_deliveries INDEXED BY webhook_deliveries_settled
-      WHERE status IN ('delivered', 'failed') AND updated_at < @before ORDER BY updated_at LIMIT @limit)
+      WHERE (status = 'delivered' OR status = 'failed') AND updated_at < @before ORDER BY updated_at LIMIT @limit)
     RETURNING endpoint_id, status`,
   sweepBatches: `DELETE FROM populate_batches WHERE batch_id IN (SELECT batch_id FROM populate_batches
       WHERE entries_done = total_entries AND created_at < @before LIMIT @limit)`,
