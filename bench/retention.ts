@@ -11,7 +11,7 @@ import { Sweeper } from '../src/sweeper.ts'
 import { createDatabase } from '../test/support/pg-database.ts'
 
 /*
- * Retention (`npx tsx bench/retention.ts [--postgres] [--repeats N]`): four rounds of 100,000 orders
+ * Retention (`npx tsx bench/retention.ts [--postgres] [--repeats N] [--rounds N] [--retention-only]`): four rounds of 100,000 orders
  * created (5,000 a transaction, as populate does), all completed (claims of 1,000), then a few
  * seconds' wait; the store's bytes on disk after each round, and the orders/s of each round's
  * create-and-complete, with ORDER_RETENTION=2s (the sweeper running throughout) and off. The two
@@ -20,10 +20,18 @@ import { createDatabase } from '../test/support/pg-database.ts'
  * whose bytes on disk are its tables' and indexes' (pg_total_relation_size): there what comes
  * back depends on autovacuum, so the server's setting is printed with the figures.
  */
-const { values: args } = parseArgs({ options: { postgres: { type: 'boolean', default: false }, repeats: { type: 'string', default: '2' } } })
+const { values: args } = parseArgs({
+  options: {
+    postgres: { type: 'boolean', default: false },
+    repeats: { type: 'string', default: '2' },
+    rounds: { type: 'string', default: '4' },
+    // Only the runs with retention on: for watching the store's size over more rounds.
+    'retention-only': { type: 'boolean', default: false }
+  }
+})
 const POSTGRES_SERVER = process.env.DATABASE_URL?.startsWith('postgres') ? process.env.DATABASE_URL : 'postgres://postgres@127.0.0.1:5432/postgres'
 
-const ROUNDS = 4
+const ROUNDS = Number(args.rounds)
 const ORDERS = 100_000
 const CREATE_CHUNK = 5000
 const CLAIM = 1000
@@ -91,12 +99,12 @@ const on: Rounds[] = []
 const off: Rounds[] = []
 for (let repeat = 0; repeat < Number(args.repeats); repeat++) {
   on.push(await run(2000))
-  off.push(await run(null))
+  if (!args['retention-only']) off.push(await run(null))
 }
 const mean = (runs: Rounds[], figure: 'perSecond' | 'cpuMs') => {
   const rounds = runs.flat()
   return rounds.reduce((sum, r) => sum + r[figure], 0) / rounds.length
 }
-for (const rounds of on) console.log(`round 4 / round 1 on disk with retention: ${(rounds.at(-1)!.bytes / rounds[0]!.bytes).toFixed(2)}x`)
-console.log(`throughput with retention / without: ${(mean(on, 'perSecond') / mean(off, 'perSecond')).toFixed(3)} (${Math.round(mean(on, 'perSecond'))} against ${Math.round(mean(off, 'perSecond'))} orders/s)`)
-console.log(`CPU per 1,000 orders with retention / without: ${(mean(on, 'cpuMs') / mean(off, 'cpuMs')).toFixed(3)} (${mean(on, 'cpuMs').toFixed(1)} against ${mean(off, 'cpuMs').toFixed(1)} ms)`)
+for (const rounds of on) console.log(`round ${ROUNDS} / round 1 on disk with retention: ${(rounds.at(-1)!.bytes / rounds[0]!.bytes).toFixed(2)}x`)
+if (off.length > 0) console.log(`throughput with retention / without: ${(mean(on, 'perSecond') / mean(off, 'perSecond')).toFixed(3)} (${Math.round(mean(on, 'perSecond'))} against ${Math.round(mean(off, 'perSecond'))} orders/s)`)
+if (off.length > 0) console.log(`CPU per 1,000 orders with retention / without: ${(mean(on, 'cpuMs') / mean(off, 'cpuMs')).toFixed(3)} (${mean(on, 'cpuMs').toFixed(1)} against ${mean(off, 'cpuMs').toFixed(1)} ms)`)
