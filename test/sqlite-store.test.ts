@@ -3,6 +3,8 @@ import { join } from 'node:path'
 import Database from 'better-sqlite3'
 import t, { type Test } from 'tap'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
+import { openStore } from '../src/store/open-store.ts'
+import type { Retention } from '../src/config.ts'
 import { anOrder, tempDir } from './helper.ts'
 import { fillUp, SKIP_UNLESS_ROOT, smallDisk } from './support/small-disk.ts'
 import { recount, storeContract } from './support/store-contract.ts'
@@ -19,6 +21,45 @@ t.test('SQLite store: retention and erasure', async (t) => {
 
 t.test('SQLite store: webhooks', async (t) => {
   webhookStoreContract(t, async () => new SqliteStore(':memory:'))
+})
+
+t.test("retention's index of finished orders is kept only while a retention of orders needs it", async (t) => {
+  const path = join(tempDir(t), 'orders.db')
+  const open = (retention: Partial<Retention>) => openStore({
+    DATABASE_URL: `sqlite:${path}`,
+    DATABASE_TIMEOUT_MS: 1000,
+    SQLITE_BUSY_TIMEOUT_MS: 1000,
+    retention: { orders: null, failedOrders: null, deliveries: null, ...retention }
+  }, { warn () {}, info () {} })
+  const indexed = () => {
+    const db = new Database(path, { readonly: true })
+    try {
+      return db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'orders_finished'").pluck().get() === 1
+    } finally {
+      db.close()
+    }
+  }
+
+  let store = await open({})
+  t.notOk(indexed(), 'retention off: no orders_finished, so finishing an order writes no entry to it')
+  await store.close()
+
+  store = await open({ orders: 2000 })
+  t.ok(indexed(), 'ORDER_RETENTION on: built')
+  await store.create(anOrder('swept'), 1000, 1000)
+  const claims = await store.claim(1, 1000, 30_000)
+  await store.settle(claims.map((claim) => ({ claim, ok: true as const })), 2000)
+  t.equal(await store.sweepOrders('Completed', 5000, 10), 1, 'and the sweep deletes through it')
+  await store.close()
+
+  store = await open({ failedOrders: 2000 })
+  t.ok(indexed(), 'only FAILED_ORDER_RETENTION on: kept')
+  await store.close()
+
+  store = await open({})
+  t.teardown(() => store.close())
+  t.notOk(indexed(), 'retention off again: dropped')
+  await t.rejects(store.sweepOrders('Completed', 5000, 10), /no such index: orders_finished/, 'a sweep without it fails loudly')
 })
 
 t.test('SQLite store keeps orders and aggregates in its file across reopening', async (t) => {

@@ -60,6 +60,13 @@ function sweepOrdersSql (status: string): string {
     RETURNING ${DELETED}`
 }
 
+/** Retention's sweeps of orders, by status (apart from SQL as in the SQLite store, whose index they need may be absent). */
+export const SWEEP_ORDERS = {
+  Completed: sweepOrdersSql('Completed'),
+  Cancelled: sweepOrdersSql('Cancelled'),
+  Failed: sweepOrdersSql('Failed')
+} as const
+
 const STATS = 'SELECT name, SUM(value)::bigint AS value FROM order_stats GROUP BY name'
 
 /**
@@ -156,9 +163,6 @@ export const SQL = {
   nextAvailable: "SELECT MIN(available_at) AS at FROM orders WHERE status = 'Pending'",
   // A keyset range over orders_by_status, as listQuery explains; one more id than the limit tells whether more follow.
   idsByStatus: 'SELECT seq, order_id FROM orders WHERE (status, seq) > ($1, $2) AND status <= $1 ORDER BY status, seq LIMIT $3',
-  sweepCompleted: sweepOrdersSql('Completed'),
-  sweepCancelled: sweepOrdersSql('Cancelled'),
-  sweepFailed: sweepOrdersSql('Failed'),
   // One sweeper at a time across processes, for the length of one batch's transaction: another finds it taken and waits its turn.
   sweepLock: 'SELECT pg_try_advisory_xact_lock($1) AS locked',
   deleteOrder: `DELETE FROM orders o WHERE order_id = $1 AND ${FINISHED} RETURNING ${DELETED}`,
@@ -374,7 +378,7 @@ export function failedChunkQuery (limit: number, after: number): pg.QueryConfig 
 }
 
 export function sweepOrdersQuery (status: FinishedStatus, before: number, limit: number): pg.QueryConfig {
-  return { text: SQL[`sweep${status}`], values: [before, limit] }
+  return { text: SWEEP_ORDERS[status], values: [before, limit] }
 }
 
 export function deleteUserOrdersQuery (userId: number, limit: number): pg.QueryConfig {

@@ -1,6 +1,12 @@
 import type { Database } from 'better-sqlite3'
 
 /** Applied in order, each once, each in its own transaction; never edit one that has shipped. */
+/**
+ * Retention's index of finished orders, as the last migration that touches it leaves it. The store
+ * keeps it only while a retention of orders needs it (SqliteStore's `ordersFinishedIndex`).
+ */
+export const ORDERS_FINISHED_INDEX = "CREATE INDEX IF NOT EXISTS orders_finished ON orders (status, updated_at) WHERE status = 'Completed' OR status = 'Cancelled' OR status = 'Failed'"
+
 const MIGRATIONS: string[] = [
   `
   CREATE TABLE orders (
@@ -144,7 +150,7 @@ const MIGRATIONS: string[] = [
   -- with it written so). Alternatives joined with OR are tested in place, and a sweep's
   -- status = 'Completed' still selects the index. Keep SQLite's partial indexes so.
   DROP INDEX orders_finished;
-  CREATE INDEX orders_finished ON orders (status, updated_at) WHERE status = 'Completed' OR status = 'Cancelled' OR status = 'Failed';
+  ${ORDERS_FINISHED_INDEX};
   DROP INDEX webhook_deliveries_settled;
   CREATE INDEX webhook_deliveries_settled ON webhook_deliveries (updated_at) WHERE status = 'delivered' OR status = 'failed';
   `

@@ -41,6 +41,13 @@ function sweepOrdersSql (status: string): string {
     RETURNING ${DELETED}`
 }
 
+/** Retention's sweeps of orders, by status: prepared on first use, as orders_finished may be absent (see the store). */
+export const SWEEP_ORDERS = {
+  Completed: sweepOrdersSql('Completed'),
+  Cancelled: sweepOrdersSql('Cancelled'),
+  Failed: sweepOrdersSql('Failed')
+} as const
+
 /** Claims the oldest claimable orders, returning `returning` of each. */
 function claimSql (returning: string): string {
   return `UPDATE orders SET status = 'Processing', claim_token = @token, lease_until = @now + @leaseMs,
@@ -108,9 +115,6 @@ export const SQL = {
   nextAvailable: "SELECT MIN(available_at) AS at FROM orders INDEXED BY orders_claimable WHERE status = 'Pending'",
   idsByStatus: `SELECT seq, order_id FROM orders INDEXED BY orders_by_status
     WHERE status = ? AND seq > ? ORDER BY seq LIMIT ?`,
-  sweepCompleted: sweepOrdersSql('Completed'),
-  sweepCancelled: sweepOrdersSql('Cancelled'),
-  sweepFailed: sweepOrdersSql('Failed'),
   deleteOrder: `DELETE FROM orders WHERE order_id = ? AND ${FINISHED} RETURNING ${DELETED}`,
   deleteUserOrders: `DELETE FROM orders WHERE seq IN (SELECT seq FROM orders INDEXED BY orders_by_user
       WHERE user_id = @userId AND ${FINISHED} ORDER BY seq LIMIT @limit)
