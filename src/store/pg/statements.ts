@@ -194,7 +194,7 @@ export const SQL = {
   lockOrders: 'LOCK TABLE orders IN ROW EXCLUSIVE MODE',
   readinessCheck: 'UPDATE readiness_checks SET checked_at = $1 WHERE id = 1',
   // What a transaction does besides its own statements, in one round trip: its aggregates (each
-  // process adds to a shard of its own, so no row is hot; rows in name order, so that two
+  // transaction adds to a shard picked at random, so no row is hot; rows in name order, so that two
   // transactions on one shard cannot deadlock) and its announcements, sent in order on commit.
   record: `WITH counted AS (
       INSERT INTO order_stats (name, shard, value)
