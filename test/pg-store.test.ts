@@ -188,6 +188,33 @@ t.test('PostgreSQL: a pause takes its since once the claims under way have commi
   t.ok(paused.since >= claimedAt, `since (${paused.since}) is not before A started (${claimedAt}), though the pause was asked for at ${askedAt}`)
 })
 
+t.test('PostgreSQL: change events are announced only while another process listens; the store\'s own listeners hear every one', { skip: SKIP_POSTGRES }, async (t) => {
+  const url = await database(t)
+  const { store } = await openStore(t, url)
+  const own: string[] = []
+  store.onChanges((changes) => { for (const c of changes) own.push(`${c.order_id} ${c.status}`) })
+  // A session listening on the channel that is no process of the service's: it sees what is announced.
+  const spy = new pg.Client({ connectionString: url })
+  await spy.connect()
+  t.teardown(() => spy.end())
+  const announced: string[] = []
+  spy.on('notification', (message) => { if (message.channel === 'order_changes') announced.push(message.payload ?? '') })
+  await spy.query('LISTEN order_changes')
+
+  await store.create(anOrder('alone'), T0, T0)
+  t.same(own, ['alone Pending'], 'alone: heard by its own listeners once committed')
+
+  const { store: other } = await openStore(t, url)
+  const heard: string[] = []
+  other.onChanges((changes) => { for (const c of changes) heard.push(`${c.order_id} ${c.status}`) })
+  await store.create(anOrder('together'), T0, T0)
+  await waitFor(() => heard.length === 1 && own.length === 2 && announced.length === 1, 'the second create heard by both processes')
+  t.same(heard, ['together Pending'], 'the other process hears it through NOTIFY')
+  t.same(own, ['alone Pending', 'together Pending'], 'and this one once')
+  // In commit order: the first create's, had it been announced, would have come before.
+  t.match(announced, [/"together"/], 'only the change made while another process listened was announced')
+})
+
 t.test('PostgreSQL: a notification this service did not send is logged and ignored', { skip: SKIP_POSTGRES }, async (t) => {
   const url = await database(t)
   const { store, log } = await openStore(t, url)

@@ -86,6 +86,33 @@ t.test('never runs more than its concurrency at once, nor claims more', async (t
   t.equal(gate.started.length, 30)
 })
 
+t.test('claims the next orders while the last ones are being settled, holding at most twice its concurrency', async (t) => {
+  const store = new SqliteStore(':memory:')
+  let openSettles!: () => void
+  const settlesOpen = new Promise<void>((resolve) => { openSettles = resolve })
+  const settle = store.settle.bind(store)
+  // Settles wait until the test lets them through, as a slow database's would.
+  store.settle = async (outcomes, now) => { await settlesOpen; return settle(outcomes, now) }
+  const claim = store.claim.bind(store)
+  let mostClaimed = 0
+  store.claim = async (...args) => {
+    const claims = await claim(...args)
+    mostClaimed = Math.max(mostClaimed, (await store.stats()).counts.Processing)
+    return claims
+  }
+  const processor = new OrderProcessor(store, {
+    concurrency: 3, leaseMs: 30_000, maxAttempts: 3, retryBackoffMs: 0, attemptTimeoutMs: 300_000, work: async () => {}
+  })
+  t.teardown(async () => { await processor.stop(0); await store.close() })
+  await store.createMany(Array.from({ length: 30 }, (_, i) => anOrder(`o${i}`)), Date.now(), Date.now())
+  processor.start()
+  await waitFor(async () => (await store.stats()).counts.Processing === 6, 'three more claimed and run while the first three wait for their settle')
+  openSettles()
+  await waitFor(async () => (await store.stats()).counts.Completed === 30, 'all completed')
+  t.equal(mostClaimed, 6, 'never more than three running and three being settled')
+  t.same(await store.stats(), await recount(store))
+})
+
 t.test('retries a failing order with backoff, then marks it Failed with the error', async (t) => {
   const { store, processor } = setup(t, {
     maxAttempts: 3,
@@ -498,6 +525,9 @@ t.test('an attempt past its deadline fails, retryable, and its signal aborts; wh
   const late = new Promise<void>((resolve) => { lateReturn = resolve })
   const { store, processor } = setup(t, {
     attemptTimeoutMs: 100,
+    // Claimable again only after this: the next claim may run beside the settle, and the order as
+    // retried is read before it.
+    retryBackoffMs: 1000,
     work: async (_claim, { signal, attempt }) => {
       signals.push(signal)
       if (attempt === 1) {

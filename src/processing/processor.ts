@@ -70,7 +70,9 @@ const MAX_TIMER_MS = 2 ** 31 - 1
  * - `running`, paused (the store's processing state, POST /processing/pause): a claim attempt only
  *   recovers expired claims and reads the state again, once a second; the resume wakes it.
  * - Orders run in p-queue beside both, each attempt with its AbortSignal: each outcome joins the
- *   batch settled in the next tick (`flush`), which frees capacity and wakes it. An attempt past
+ *   batch settled in the next tick (`flush`) and frees its place at once, waking it: the next claim
+ *   runs beside that settle (on PostgreSQL, on another connection and core), so up to twice the
+ *   concurrency may be claimed, at most `concurrency` of them running (`settling`). An attempt past
  *   its deadline (`attemptTimeoutMs`) fails there and then, and its signal aborts; until its work
  *   returns (it may ignore the signal) it keeps its place in p-queue and counts against the
  *   capacity (`overrunning`), so that no claim waits in p-queue behind it.
@@ -93,6 +95,8 @@ export class OrderProcessor {
   private readonly deadlines: AttemptDeadlines
   /** Attempts that timed out, their outcome recorded, whose work has not returned yet. */
   private readonly overrunning = new Set<Attempt>()
+  /** Claims whose outcome is recorded and waits for its settle (or is being settled): their work is done. */
+  private readonly settling = new Set<Claim>()
   private readonly settles: TickBatch<Outcome>
   private timer: NodeJS.Timeout | null = null
   private timerAt = Infinity
@@ -123,7 +127,10 @@ export class OrderProcessor {
       write: (outcomes) => settleOutcomes(outcomes, (some) => this.store.settle(some, this.now())),
       onError: (err) => this.options.onError?.(err, 'settling orders'),
       settled: (outcomes) => {
-        for (const { claim } of outcomes) this.inFlight.delete(claim)
+        for (const { claim } of outcomes) {
+          this.inFlight.delete(claim)
+          this.settling.delete(claim)
+        }
         if (this.inFlight.size === 0) this.allSettled?.()
         this.wake()
       }
@@ -216,7 +223,11 @@ export class OrderProcessor {
       this.wake(this.recoveryDueAt)
       return
     }
-    const free = options.concurrency - this.inFlight.size - this.overrunning.size
+    // Claims whose work is done take no place while they are settled, so the next claim runs
+    // beside that settle; at most one batch's worth (`concurrency`) waits to be settled.
+    const held = this.inFlight.size + this.overrunning.size
+    const running = held - this.settling.size
+    const free = Math.min(options.concurrency - running, 2 * options.concurrency - held)
     if (free <= 0) return // a finishing order wakes us
     const claims = await store.claim(free, now, options.leaseMs, options.readsOrders)
     const attempts = claims.map((claim) => new Attempt(claim))
@@ -263,6 +274,8 @@ export class OrderProcessor {
     const { claim } = attempt
     if (!this.inFlight.has(claim)) return // handed back at shutdown
     this.settles.add(this.outcome(claim, ended))
+    this.settling.add(claim)
+    this.wake() // its place is free
   }
 
   /** What an outcome makes of the order (for its span). */
@@ -322,6 +335,7 @@ export class OrderProcessor {
   private async handBack (): Promise<void> {
     const unfinished = [...this.inFlight]
     this.inFlight.clear()
+    this.settling.clear()
     if (unfinished.length === 0) return
     for (const [, attempt] of unfinished) attempt.abort(new DOMException('the service is shutting down', 'AbortError'))
     try {

@@ -31,6 +31,11 @@ import {
 
 const CHANNEL = 'orders_available'
 const CHANGES_CHANNEL = 'order_changes'
+/**
+ * The application_name of every process's LISTEN connection, followed by an id of the process's
+ * own: change events are announced only while another process's is connected.
+ */
+const LISTENER_NAME = 'order-service listener'
 const STATE_CHANNEL = 'processing_state'
 /** Webhook deliveries became due (no payload): every process's deliverer looks. */
 const DELIVERIES_CHANNEL = 'webhook_deliveries_due'
@@ -45,8 +50,12 @@ const SUBSCRIPTIONS_REFRESH_MS = 45_000
 /** A failed reload is tried again after this, doubling up to SUBSCRIPTIONS_RETRY_MAX_MS, until one succeeds. */
 const SUBSCRIPTIONS_RETRY_MS = 100
 const SUBSCRIPTIONS_RETRY_MAX_MS = 5000
-/** Counter shards: each process writes one, picked at random, so that no single row is hot. */
+/**
+ * Counter shards: each transaction writes one, picked at random, so that no single row is hot, and
+ * two transactions of one process at once (a claim beside a settle) seldom wait for each other.
+ */
 const STAT_SHARDS = 64
+const randomShard = (): number => randomInt(STAT_SHARDS)
 /**
  * Creates waiting for the next group commit; more are refused (503). Healthy, a batch is what
  * arrived during one commit, at most one per concurrent client (the benchmark's 100 make batches
@@ -93,7 +102,6 @@ type Tx = pg.PoolClient
  * announced with NOTIFY, so idle workers wake without polling.
  */
 export class PgStore extends StoreEvents implements OrderStore {
-  private readonly shard = randomInt(STAT_SHARDS)
   private readonly creates = new GroupCommit<PendingCreate, CreateResult>((items) => this.createBatch(items), MAX_WAITING_CREATES)
   private readonly listener: PgListener
   private readonly timeoutMs: number
@@ -103,15 +111,19 @@ export class PgStore extends StoreEvents implements OrderStore {
   private readonly purges: BatchSweeper
   private reloadTimer: NodeJS.Timeout | null = null
   private reloadFailures = 0
+  /** This process's LISTEN connection's application_name. */
+  private readonly listenerName = `${LISTENER_NAME} ${randomUUID()}`
+  /** Whether the last transaction found another process's listener connected. */
+  private othersListening = true
 
   private constructor (private readonly pool: pg.Pool, connection: pg.ClientConfig, { timeoutMs, log }: PgStoreOptions) {
     super()
     this.timeoutMs = timeoutMs
     this.log = log
-    this.webhooks = new PgWebhooks(pool, this.shard)
+    this.webhooks = new PgWebhooks(pool, randomShard)
     this.purges = purgeSweeper(this, (err) => { log.warn({ err }, "removing a deleted webhook endpoint's deliveries failed") })
     this.listener = new PgListener({
-      connection: { ...connection, query_timeout: timeoutMs },
+      connection: { ...connection, query_timeout: timeoutMs, application_name: this.listenerName },
       checkEveryMs: timeoutMs,
       channels: {
         [CHANNEL]: this.receive(decodeAvailableAt, (at) => this.workListeners.emit(at)),
@@ -223,11 +235,14 @@ export class PgStore extends StoreEvents implements OrderStore {
     }, deadline - Date.now())
     try {
       await tx.query('BEGIN')
-      // Every process may stream changes, so they are all announced (on commit, in commit order).
+      // Any process may stream changes, so every change is kept: announced to them all (on commit, in
+      // commit order) while another process listens, else handed to this one's listeners after the commit.
       const transitions = new Transitions()
       const result = await fn(tx, transitions)
-      await this.record(tx, transitions)
+      const announced = await this.record(tx, transitions)
       await tx.query('COMMIT')
+      // Not announced, no other process listening: this one's own listeners hear them from here.
+      if (!announced && transitions.log.changes.length > 0) this.changeListeners.emit(transitions.log.changes)
       // Other processes reload when they hear it; this one before its caller goes on.
       if (transitions.deliveries.endpointsChanged) await this.reloadSubscriptions()
       return result
@@ -242,21 +257,32 @@ export class PgStore extends StoreEvents implements OrderStore {
     }
   }
 
-  /** Writes the transaction's aggregates, and sends its change events and wake-up, all delivered on commit. */
-  private async record (tx: Tx, transitions: Transitions): Promise<void> {
+  /**
+   * Writes the transaction's aggregates, and sends its wake-up and, while another process listens,
+   * its change events, all delivered on commit; says whether the change events were sent.
+   */
+  private async record (tx: Tx, transitions: Transitions): Promise<boolean> {
     const { delta, log, wakeAt, deliveries } = transitions
     // Deliveries are recorded with the status changes that make them, in their transaction.
     await this.webhooks.finish(tx, transitions, Date.now())
     const entries = [...delta.changes].sort(([a], [b]) => (a < b ? -1 : 1))
-    const announcements: Array<[string, string]> = encodeChanges(log.changes).map((payload) => [CHANGES_CHANNEL, payload])
+    // Encoded only while the last transaction found another process listening.
+    const encoded = this.othersListening ? encodeChanges(log.changes) : []
+    const announcements: Array<[string, string]> = encoded.map((payload) => [CHANGES_CHANNEL, payload])
     if (wakeAt !== Infinity) announcements.push([CHANNEL, String(wakeAt)])
     if (deliveries.due) announcements.push([DELIVERIES_CHANNEL, ''])
     if (deliveries.endpointsChanged) announcements.push([ENDPOINTS_CHANNEL, ''])
-    if (entries.length === 0 && announcements.length === 0) return
-    await tx.query(SQL.record, [
-      this.shard, entries.map(([name]) => name), entries.map(([, value]) => value),
-      announcements.map(([channel]) => channel), announcements.map(([, payload]) => payload)
+    if (entries.length === 0 && announcements.length === 0 && log.changes.length === 0) return false
+    const { rows } = await tx.query<{ listening: boolean }>(SQL.record, [
+      randomShard(), entries.map(([name]) => name), entries.map(([, value]) => value),
+      announcements.map(([channel]) => channel), announcements.map(([, payload]) => payload),
+      CHANGES_CHANNEL, `${LISTENER_NAME} %`, this.listenerName
     ])
+    this.othersListening = (rows[0] as { listening: boolean }).listening
+    if (!this.othersListening) return false
+    // Another process's listener came since: this transaction's changes are announced too.
+    if (encoded.length === 0 && log.changes.length > 0) await tx.query(SQL.notify, [CHANGES_CHANNEL, encodeChanges(log.changes)])
+    return true
   }
 
   /**

@@ -26,8 +26,8 @@ export class PgWebhooks {
   private reloading: Promise<void> | null = null
   private reloadAgain = false
 
-  /** `shard`: the counter shard this process writes, as for the order aggregates. */
-  constructor (private readonly pool: pg.Pool, private readonly shard: number) {}
+  /** `shard`: picks the counter shard a transaction writes, as for the order aggregates. */
+  constructor (private readonly pool: pg.Pool, private readonly shard: () => number) {}
 
   /**
    * Reads which endpoints want which statuses: at start, after this process changed endpoints, and
@@ -67,7 +67,7 @@ export class PgWebhooks {
     }
     const entries = transitions.deliveries.entries()
     if (entries.length > 0) {
-      await tx.query(SQL.addDeliveryCount, [this.shard, entries.map(([id]) => id), entries.map(([, name]) => name), entries.map(([, , value]) => value)])
+      await tx.query(SQL.addDeliveryCount, [this.shard(), entries.map(([id]) => id), entries.map(([, name]) => name), entries.map(([, , value]) => value)])
     }
   }
 

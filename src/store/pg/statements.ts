@@ -198,14 +198,22 @@ export const SQL = {
   lockOrders: 'LOCK TABLE orders IN ROW EXCLUSIVE MODE',
   readinessCheck: 'UPDATE readiness_checks SET checked_at = $1 WHERE id = 1',
   // What a transaction does besides its own statements, in one round trip: its aggregates (each
-  // process adds to a shard of its own, so no row is hot; rows in name order, so that two
-  // transactions on one shard cannot deadlock) and its announcements, sent in order on commit.
+  // transaction adds to a shard picked at random, so no row is hot; rows in name order, so that two
+  // transactions on one shard cannot deadlock) and its announcements, sent in order on commit. Those
+  // on channel $6 (change events) only while another process's listener is connected (a session
+  // whose application_name is LIKE $7, other than this process's, $8), which `listening` says: when
+  // none is, the caller hands them to its own listeners once committed.
   record: `WITH counted AS (
       INSERT INTO order_stats (name, shard, value)
       SELECT name, $1, value FROM unnest($2::text[], $3::bigint[]) AS d (name, value)
       ON CONFLICT (name, shard) DO UPDATE SET value = order_stats.value + EXCLUDED.value
+    ), others AS MATERIALIZED (
+      SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+        WHERE datname = current_database() AND application_name LIKE $7 AND application_name <> $8) AS listening
     )
-    SELECT pg_notify(channel, payload) FROM unnest($4::text[], $5::text[]) AS n (channel, payload)`,
+    SELECT others.listening, (SELECT count(pg_notify(n.channel, n.payload))
+        FROM unnest($4::text[], $5::text[]) AS n (channel, payload) WHERE others.listening OR n.channel <> $6) AS sent
+    FROM others`,
   notify: 'SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload',
 
   countEndpoints: 'SELECT count(*)::int AS n FROM webhook_endpoints',
