@@ -528,7 +528,7 @@ export class PgStore extends StoreEvents implements OrderStore {
 
   async deleteOrder (orderId: string): Promise<DeleteResult> {
     return this.transaction(async (tx, transitions): Promise<DeleteResult> => {
-      const [order] = (await tx.query<OrderRecord>(SQL.get, [orderId])).rows
+      const [order] = (await tx.query<OrderRecord>(SQL.lockOrder, [orderId])).rows
       if (!order) return { deleted: false, order }
       return { deleted: await this.deleted(tx, transitions, { text: SQL.deleteOrder, values: [orderId] }, 'erasure') === 1, order }
     })

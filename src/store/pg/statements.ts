@@ -9,7 +9,8 @@ import { ORDER_OTHER_BYTES, PAGE_BYTES } from '../page-size.ts'
  * round trip here, so settles and hand-backs change all their orders in one statement (unnest of
  * arrays), and a hand-back reads each row as it was while claimed in the same statement (SQLite
  * needs `claimed` for that, and `failed` for a retry). Besides: `existing` (the orders a batched
- * create found), `lockOrders` (the readiness check takes the lock a write to orders needs),
+ * create found), `lockOrders` (the readiness check takes the lock a write to orders needs), `lockOrder`
+ * (an erasure reads its order locked, SQLite's writes being serial),
  * `overview` (the aggregates and the processing state in one query), `record` (SQLite's
  * `addStat`, with the transaction's NOTIFYs in the same round trip), `lockEndpoints` and
  * `notify`. Webhook deliveries go by the database's clock (due times, leases, retries), so
@@ -161,6 +162,9 @@ export const SQL = {
   sweepFailed: sweepOrdersSql('Failed'),
   // One sweeper at a time across processes, for the length of one batch's transaction: another finds it taken and waits its turn.
   sweepLock: 'SELECT pg_try_advisory_xact_lock($1) AS locked',
+  // An erasure reads the order locked: one that waited for another transaction on it (a retry, another
+  // erasure) reads it as that one left it, not as it was when the erasure began.
+  lockOrder: `SELECT ${ORDER_COLUMNS} FROM orders WHERE order_id = $1 FOR UPDATE`,
   deleteOrder: `DELETE FROM orders o WHERE order_id = $1 AND ${FINISHED} RETURNING ${DELETED}`,
   deleteUserOrders: `WITH picked AS MATERIALIZED (SELECT seq FROM orders WHERE user_id = $1 AND ${FINISHED}
       ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
