@@ -93,6 +93,7 @@ export function lifecycleContract (t: Test, open: () => Promise<OrderStore>): vo
     await finished(store, 'C', 'Cancelled', T0 + 300, 7)
     t.match(await store.deleteOrder('A'), { deleted: true })
     t.equal(await store.sweepOrders('Completed', T0 + 1_000_000, 10), 1)
+    await store.requestErasure(7, T0)
     t.equal(await store.deleteUserOrders(7, 10), 1)
 
     const listed = async (endpointId: string) => (await store.deliveries(endpointId, { status: 'pending', limit: 10 })).deliveries
@@ -118,17 +119,29 @@ export function lifecycleContract (t: Test, open: () => Promise<OrderStore>): vo
     t.same(await store.stats(), await recount(store))
   })
 
-  t.test("deleteUserOrders erases one customer's finished orders, a batch at a time, and no one else's", async (t) => {
+  t.test("deleteUserOrders erases one customer's finished orders, a batch at a time, and no one else's, while their erasure waits", async (t) => {
     const store = await fresh(t)
     await finished(store, 'u1', 'Completed', T0 + 100, 7)
     await finished(store, 'u2', 'Cancelled', T0 + 110, 7)
     await finished(store, 'u3', 'Failed', T0 + 120, 7)
     await finished(store, 'o1', 'Completed', T0 + 130, 8)
+    await finished(store, 'big', 'Completed', T0 + 140, Number.MAX_SAFE_INTEGER)
     await store.create(anOrder('u4', { user_id: 7 }), T0, T0 + 1_000_000)
+    t.equal(await store.deleteUserOrders(7, 2), 0, 'no erasure asked: nothing erased')
+    await store.requestErasure(7, T0)
+    await store.requestErasure(Number.MAX_SAFE_INTEGER, T0)
+    await store.requestErasure(7, T0 + 1)
+    t.same(await store.erasures(10), [7, Number.MAX_SAFE_INTEGER], 'the erasures asked for are kept, each once')
+    t.same(await store.erasures(1), [7], 'up to the limit, lowest id first')
     t.equal(await store.deleteUserOrders(7, 2), 2)
+    t.same(await store.erasures(10), [7, Number.MAX_SAFE_INTEGER], 'kept while batches come back full')
     t.equal(await store.deleteUserOrders(7, 2), 1)
+    t.same(await store.erasures(10), [Number.MAX_SAFE_INTEGER], 'a short batch ended the erasure')
     t.equal(await store.deleteUserOrders(7, 2), 0)
-    t.same(await statuses(store, ['u1', 'u2', 'u3', 'u4', 'o1']), [undefined, undefined, undefined, 'Pending', 'Completed'])
+    t.same(await statuses(store, ['u1', 'u2', 'u3', 'u4', 'o1', 'big']), [undefined, undefined, undefined, 'Pending', 'Completed', 'Completed'])
+    t.equal(await store.deleteUserOrders(Number.MAX_SAFE_INTEGER, 2), 1, 'the largest user_id')
+    t.same(await store.erasures(10), [])
+    t.equal(await store.get('big'), undefined)
     t.same(await store.stats(), await recount(store))
   })
 

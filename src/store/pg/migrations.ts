@@ -142,6 +142,15 @@ const MIGRATIONS: string[] = [
   ALTER TABLE readiness_checks ADD COLUMN room BYTEA;
   `,
   `
+  -- Customers whose finished orders are being erased (DELETE /orders?user_id=N): kept until the
+  -- erasure's last batch, in its transaction, so that one cut short by a stop or a crash is finished
+  -- (by any process: one at a time, the one that holds the row).
+  CREATE TABLE erasures (
+    user_id BIGINT PRIMARY KEY,
+    requested_at BIGINT NOT NULL
+  );
+  `,
+  `
   -- Room on each page for an order's claim and settle (each a new row version: status is indexed,
   -- so neither is HOT): written on the same page, PostgreSQL logs only the bytes that changed and
   -- prunes the old versions in place. Measured, 20,000 orders end to end: WAL 2,266 -> 2,037 kB

@@ -534,8 +534,21 @@ export class PgStore extends StoreEvents implements OrderStore {
     })
   }
 
+  async requestErasure (userId: number, now: number): Promise<void> {
+    await this.pool.query(SQL.requestErasure, [userId, now])
+  }
+
+  async erasures (limit: number): Promise<number[]> {
+    return (await this.pool.query<{ user_id: number }>(SQL.erasures, [limit])).rows.map((row) => row.user_id)
+  }
+
   async deleteUserOrders (userId: number, limit: number): Promise<number> {
-    return this.transaction((tx, transitions) => this.deleted(tx, transitions, deleteUserOrdersQuery(userId, limit), 'erasure'))
+    return this.transaction(async (tx, transitions) => {
+      if ((await tx.query(SQL.erasure, [userId])).rowCount !== 1) return 0
+      const erased = await this.deleted(tx, transitions, deleteUserOrdersQuery(userId, limit), 'erasure')
+      if (erased < limit) await tx.query(SQL.endErasure, [userId])
+      return erased
+    })
   }
 
   /**

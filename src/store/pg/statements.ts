@@ -170,6 +170,11 @@ export const SQL = {
       ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
     DELETE FROM orders o USING picked WHERE o.seq = picked.seq
     RETURNING ${DELETED}`,
+  requestErasure: 'INSERT INTO erasures (user_id, requested_at) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING',
+  erasures: 'SELECT user_id FROM erasures ORDER BY user_id LIMIT $1',
+  // Held until the batch commits: one process erases a customer at a time; another skips them.
+  erasure: 'SELECT 1 FROM erasures WHERE user_id = $1 FOR UPDATE SKIP LOCKED',
+  endErasure: 'DELETE FROM erasures WHERE user_id = $1',
   deleteOrderDeliveries: 'DELETE FROM webhook_deliveries WHERE order_id = ANY($1::text[]) RETURNING endpoint_id, status',
   sweepDeliveries: `WITH picked AS MATERIALIZED (SELECT seq FROM webhook_deliveries
       WHERE status IN ('delivered', 'failed') AND updated_at < $1 ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)

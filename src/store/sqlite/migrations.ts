@@ -135,6 +135,14 @@ const MIGRATIONS: string[] = [
   `
   -- Room the readiness check writes besides its time (see SQL.readinessCheck).
   ALTER TABLE readiness_checks ADD COLUMN room BLOB;
+  `,
+  `
+  -- Customers whose finished orders are being erased (DELETE /orders?user_id=N): kept until the
+  -- erasure's last batch, in its transaction, so that one cut short by a stop or a crash is finished.
+  CREATE TABLE erasures (
+    user_id INTEGER PRIMARY KEY,
+    requested_at INTEGER NOT NULL
+  );
   `
 ]
 

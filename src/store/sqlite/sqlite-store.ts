@@ -445,8 +445,21 @@ export class SqliteStore extends StoreEvents implements OrderStore {
     })
   }
 
+  async requestErasure (userId: number, now: number): Promise<void> {
+    await this.write(() => { this.sql.requestErasure.run(userId, now) })
+  }
+
+  async erasures (limit: number): Promise<number[]> {
+    return (this.sql.erasures.all(limit) as Array<{ user_id: number }>).map((row) => row.user_id)
+  }
+
   async deleteUserOrders (userId: number, limit: number): Promise<number> {
-    return this.write((transitions) => this.deleted(transitions, this.deleteUserQuery(userId, limit), 'erasure'))
+    return this.write((transitions) => {
+      if (this.sql.erasure.get(userId) === undefined) return 0
+      const erased = this.deleted(transitions, this.deleteUserQuery(userId, limit), 'erasure')
+      if (erased < limit) this.sql.endErasure.run(userId)
+      return erased
+    })
   }
 
   private deleteUserQuery (userId: number, limit: number): Query {

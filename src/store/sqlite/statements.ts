@@ -115,6 +115,10 @@ export const SQL = {
   deleteUserOrders: `DELETE FROM orders WHERE seq IN (SELECT seq FROM orders INDEXED BY orders_by_user
       WHERE user_id = @userId AND ${FINISHED} ORDER BY seq LIMIT @limit)
     RETURNING ${DELETED}`,
+  requestErasure: 'INSERT INTO erasures (user_id, requested_at) VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING',
+  erasures: 'SELECT user_id FROM erasures ORDER BY user_id LIMIT ?',
+  erasure: 'SELECT 1 FROM erasures WHERE user_id = ?',
+  endErasure: 'DELETE FROM erasures WHERE user_id = ?',
   deleteOrderDeliveries: `DELETE FROM webhook_deliveries INDEXED BY webhook_deliveries_by_order WHERE order_id = ?
     RETURNING endpoint_id, status`,
   sweepDeliveries: `DELETE FROM webhook_deliveries WHERE seq IN (SELECT seq FROM webhook_deliveries INDEXED BY webhook_deliveries_settled
