@@ -362,3 +362,21 @@ t.test('PostgreSQL: one process erases a customer at a time; another takes none 
   t.equal(await store.deleteUserOrders(7, 2), 1)
   t.same(await store.erasures(10), [], 'the short batch ended it')
 })
+
+t.test('PostgreSQL: an erasure asked again while its last batch is under way is kept, so orders finished meanwhile are erased too', { skip: SKIP_POSTGRES }, async (t) => {
+  const url = await database(t)
+  const { store } = await openStore(t, url)
+  await store.requestErasure(7, T0)
+  // A process's last batch of that erasure, between its DELETE of orders and its commit.
+  const other = new pg.Client({ connectionString: url })
+  await other.connect()
+  t.teardown(() => other.end())
+  await other.query('BEGIN')
+  await other.query(SQL.erasure, [7])
+  const asked = store.requestErasure(7, T0 + 1)
+  await waitForLockWait(other, 'the second ask to wait for the batch')
+  await other.query(SQL.endErasure, [7])
+  await other.query('COMMIT')
+  await asked
+  t.same(await store.erasures(10), [7], 'the second ask outlives the batch that ended the first')
+})

@@ -170,7 +170,9 @@ export const SQL = {
       ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
     DELETE FROM orders o USING picked WHERE o.seq = picked.seq
     RETURNING ${DELETED}`,
-  requestErasure: 'INSERT INTO erasures (user_id, requested_at) VALUES ($1, $2) ON CONFLICT (user_id) DO NOTHING',
+  // Asked again: the row is updated (to itself), not left alone, so that on PostgreSQL the ask waits for a batch
+  // that holds it and, if that batch ended the erasure, makes a new one: orders finished meanwhile are erased too.
+  requestErasure: 'INSERT INTO erasures (user_id, requested_at) VALUES ($1, $2) ON CONFLICT (user_id) DO UPDATE SET requested_at = erasures.requested_at',
   erasures: 'SELECT user_id FROM erasures ORDER BY user_id LIMIT $1',
   // Held until the batch commits: one process erases a customer at a time; another skips them.
   erasure: 'SELECT 1 FROM erasures WHERE user_id = $1 FOR UPDATE SKIP LOCKED',

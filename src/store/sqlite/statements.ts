@@ -115,7 +115,9 @@ export const SQL = {
   deleteUserOrders: `DELETE FROM orders WHERE seq IN (SELECT seq FROM orders INDEXED BY orders_by_user
       WHERE user_id = @userId AND ${FINISHED} ORDER BY seq LIMIT @limit)
     RETURNING ${DELETED}`,
-  requestErasure: 'INSERT INTO erasures (user_id, requested_at) VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING',
+  // Asked again: the row is updated (to itself), not left alone, so that on PostgreSQL the ask waits for a batch
+  // that holds it and, if that batch ended the erasure, makes a new one: orders finished meanwhile are erased too.
+  requestErasure: 'INSERT INTO erasures (user_id, requested_at) VALUES (?, ?) ON CONFLICT (user_id) DO UPDATE SET requested_at = erasures.requested_at',
   erasures: 'SELECT user_id FROM erasures ORDER BY user_id LIMIT ?',
   erasure: 'SELECT 1 FROM erasures WHERE user_id = ?',
   endErasure: 'DELETE FROM erasures WHERE user_id = ?',
