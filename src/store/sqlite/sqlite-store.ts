@@ -111,6 +111,10 @@ export class SqliteStore extends StoreEvents implements OrderStore {
     // WAL with synchronous=NORMAL survives a process crash; only an OS crash can lose the last commits.
     this.db.pragma('synchronous = NORMAL')
     this.db.pragma(`busy_timeout = ${busyTimeoutMs}`)
+    // What a delete or an update frees inside a page is overwritten with zeros (no more I/O): the
+    // older versions a claim or a settle leaves of a row are not left readable. An erasure zeroes
+    // the pages it frees too (deleted()).
+    this.db.pragma('secure_delete = FAST')
     if (path !== ':memory:') {
       // Checkpoints run in a worker; this one only steps in if the WAL ever grows past ~80 MB.
       this.db.pragma('wal_autocheckpoint = 10000')
@@ -471,7 +475,19 @@ export class SqliteStore extends StoreEvents implements OrderStore {
    * too (their payloads hold the order); retention leaves those to WEBHOOK_DELIVERY_RETENTION.
    * Then their order.deleted events are recorded: after the erased deliveries, so as not to be among them.
    */
-  private deleted (transitions: Transitions, [statement, params]: Query, reason: DeleteReason): number {
+  private deleted (transitions: Transitions, query: Query, reason: DeleteReason): number {
+    if (reason === 'retention') return this.deleteRows(transitions, query, reason)
+    // An erasure's bytes are overwritten with zeros, on the pages kept and the pages freed: deleted
+    // rows otherwise stay readable in the file until their space is reused.
+    this.db.pragma('secure_delete = ON')
+    try {
+      return this.deleteRows(transitions, query, reason)
+    } finally {
+      this.db.pragma('secure_delete = FAST')
+    }
+  }
+
+  private deleteRows (transitions: Transitions, [statement, params]: Query, reason: DeleteReason): number {
     const rows = statement.all(params) as DeletedRow[]
     transitions.deleted(rows)
     if (reason === 'erasure') for (const row of rows) this.webhooks.deleteOrderDeliveries(transitions, row.order_id)
