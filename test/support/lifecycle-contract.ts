@@ -3,7 +3,7 @@ import { freshStore } from './store-contract.ts'
 import type { OrderStatus } from '../../src/order.ts'
 import type { OrderStore } from '../../src/store/order-store.ts'
 import type { DeliveryClaim } from '../../src/store/webhook-store.ts'
-import { anOrder } from '../helper.ts'
+import { anOrder, waitFor } from '../helper.ts'
 import { recount } from './store-contract.ts'
 import { anEndpoint } from './webhook-store-contract.ts'
 
@@ -117,6 +117,41 @@ export function lifecycleContract (t: Test, open: () => Promise<OrderStore>): vo
     ], 'ids and the reason only: no customer data')
     t.ok(bodies.every((body) => !Number.isNaN(Date.parse(body.timestamp))), 'each has its timestamp')
     t.same(await store.stats(), await recount(store))
+  })
+
+  t.test("an erasure's order.deleted waits for an attempt of the order under way to the same endpoint (its end, or its lease's), so it cannot overtake it", async (t) => {
+    // The attempt under way was deleted with the order's other deliveries, and order.deleted, then
+    // first of its order, went at once: a receiver could get it before the order.completed being sent.
+    const store = await fresh(t)
+    const endpoint = anEndpoint(['Completed', 'Deleted'])
+    await store.createEndpoint(endpoint, Date.now(), 10)
+    await finished(store, 'A', 'Completed', T0 + 100)
+    const leaseMs = 500
+    const claimedAt = Date.now()
+    const [attempt] = await store.claimDeliveries(10, claimedAt, leaseMs)
+    t.match(attempt, { order_id: 'A' }, "A's order.completed is being sent")
+    t.match(await store.deleteOrder('A'), { deleted: true })
+    t.same(await store.claimDeliveries(10, Date.now(), LEASE), [], 'order.deleted waits while that attempt may be under way')
+    const waitMs = await store.nextDeliveryIn(Date.now())
+    t.ok(waitMs !== null && waitMs > 0 && waitMs <= leaseMs, `due when the attempt's lease ends, in ${waitMs} ms`)
+    const [deleted] = await waitFor(async () => {
+      const claims = await store.claimDeliveries(10, Date.now(), LEASE)
+      return claims.length > 0 && claims
+    }, 'order.deleted once the lease has ended')
+    t.match(deleted, { order_id: 'A' })
+    t.equal(JSON.parse(deleted!.payload).type, 'order.deleted')
+    t.ok(Date.now() >= claimedAt + leaseMs, 'not before the lease ended')
+
+    // An attempt that ends before its lease lets it go at once.
+    await finished(store, 'B', 'Completed', T0 + 200)
+    const [sending] = await store.claimDeliveries(10, Date.now(), LEASE)
+    t.match(sending, { order_id: 'B' })
+    t.match(await store.deleteOrder('B'), { deleted: true })
+    t.same(await store.claimDeliveries(10, Date.now(), LEASE), [])
+    await store.settleDeliveries([{ claim: sending!, kind: 'delivered', statusCode: 200 }], Date.now())
+    const [next] = await store.claimDeliveries(10, Date.now(), LEASE)
+    t.match(next, { order_id: 'B' }, "B's order.deleted is due once the attempt it waited for has ended")
+    t.equal(JSON.parse(next!.payload).type, 'order.deleted')
   })
 
   t.test("deleteUserOrders erases one customer's finished orders, a batch at a time, and no one else's, while their erasure waits", async (t) => {

@@ -26,7 +26,7 @@ import { claimDeliveriesQuery, deliveriesQuery, PgWebhooks } from './pg-webhooks
 import { tracingOn } from '../../tracing.ts'
 import type { BatchSweeper } from '../batch-sweeper.ts'
 import {
-  DEFAULT_CIRCUIT, purgeSweeper, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryStatus, type EndpointCap, type EndpointRecord, type NewDelivery, type NewEndpoint
+  DEFAULT_CIRCUIT, purgeSweeper, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryStatus, type EndpointCap, type EndpointRecord, type ErasedDelivery, type NewDelivery, type NewEndpoint
 } from '../webhook-store.ts'
 
 const CHANNEL = 'orders_available'
@@ -560,11 +560,9 @@ export class PgStore extends StoreEvents implements OrderStore {
     const { rows } = await tx.query<DeletedRow>(query)
     if (rows.length === 0) return 0
     transitions.deleted(rows)
-    if (reason === 'erasure') {
-      const removed = await tx.query<{ endpoint_id: string, status: DeliveryStatus }>(SQL.deleteOrderDeliveries, [rows.map((row) => row.order_id)])
-      transitions.deliveries.removed(removed.rows)
-    }
-    await this.webhooks.recordDeletions(tx, transitions, rows, reason, Date.now())
+    const erased = reason === 'erasure' ? (await tx.query<ErasedDelivery>(SQL.deleteOrderDeliveries, [rows.map((row) => row.order_id)])).rows : []
+    transitions.deliveries.removed(erased)
+    await this.webhooks.recordDeletions(tx, transitions, rows, reason, Date.now(), erased)
     return rows.length
   }
 

@@ -177,7 +177,13 @@ export const SQL = {
   // Held until the batch commits: one process erases a customer at a time; another skips them.
   erasure: 'SELECT 1 FROM erasures WHERE user_id = $1 FOR UPDATE SKIP LOCKED',
   endErasure: 'DELETE FROM erasures WHERE user_id = $1',
-  deleteOrderDeliveries: 'DELETE FROM webhook_deliveries WHERE order_id = ANY($1::text[]) RETURNING endpoint_id, status',
+  // A claimed delivery's next_attempt_at is the end of its lease.
+  deleteOrderDeliveries: `DELETE FROM webhook_deliveries WHERE order_id = ANY($1::text[])
+    RETURNING endpoint_id, order_id, status, CASE WHEN lease_token IS NOT NULL THEN next_attempt_at END AS leased_until`,
+  // An erased order's order.deleted to an endpoint waits for the end of the lease of an attempt of that order under way there.
+  holdDeletions: `UPDATE webhook_deliveries d SET next_attempt_at = GREATEST(d.next_attempt_at, h.until)
+    FROM unnest($1::text[], $2::text[], $3::bigint[]) AS h (endpoint_id, order_id, until)
+    WHERE d.endpoint_id = h.endpoint_id AND d.order_id = h.order_id AND d.status = 'pending'`,
   sweepDeliveries: `WITH picked AS MATERIALIZED (SELECT seq FROM webhook_deliveries
       WHERE status IN ('delivered', 'failed') AND updated_at < $1 ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)
     DELETE FROM webhook_deliveries d USING picked WHERE d.seq = picked.seq

@@ -490,8 +490,8 @@ export class SqliteStore extends StoreEvents implements OrderStore {
   private deleteRows (transitions: Transitions, [statement, params]: Query, reason: DeleteReason): number {
     const rows = statement.all(params) as DeletedRow[]
     transitions.deleted(rows)
-    if (reason === 'erasure') for (const row of rows) this.webhooks.deleteOrderDeliveries(transitions, row.order_id)
-    this.webhooks.recordDeletions(transitions, rows, reason, Date.now())
+    const erased = reason === 'erasure' ? rows.flatMap((row) => this.webhooks.deleteOrderDeliveries(transitions, row.order_id)) : []
+    this.webhooks.recordDeletions(transitions, rows, reason, Date.now(), erased)
     return rows.length
   }
 

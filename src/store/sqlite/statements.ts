@@ -121,8 +121,12 @@ export const SQL = {
   erasures: 'SELECT user_id FROM erasures ORDER BY user_id LIMIT ?',
   erasure: 'SELECT 1 FROM erasures WHERE user_id = ?',
   endErasure: 'DELETE FROM erasures WHERE user_id = ?',
+  // A claimed delivery's next_attempt_at is the end of its lease.
   deleteOrderDeliveries: `DELETE FROM webhook_deliveries INDEXED BY webhook_deliveries_by_order WHERE order_id = ?
-    RETURNING endpoint_id, status`,
+    RETURNING endpoint_id, order_id, status, CASE WHEN lease_token IS NOT NULL THEN next_attempt_at END AS leased_until`,
+  // An erased order's order.deleted to an endpoint waits for the end of the lease of an attempt of that order under way there.
+  holdDeletions: `UPDATE webhook_deliveries INDEXED BY webhook_deliveries_chain SET next_attempt_at = MAX(next_attempt_at, @until)
+    WHERE endpoint_id = @endpointId AND order_id = @orderId AND status = 'pending'`,
   sweepDeliveries: `DELETE FROM webhook_deliveries WHERE seq IN (SELECT seq FROM webhook_deliveries INDEXED BY webhook_deliveries_settled
       WHERE status IN ('delivered', 'failed') AND updated_at < @before ORDER BY updated_at LIMIT @limit)
     RETURNING endpoint_id, status`,
