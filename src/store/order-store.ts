@@ -183,7 +183,7 @@ export interface OrderStore extends WebhookStore {
   sweepOrders (status: FinishedStatus, before: number, limit: number): Promise<number>
   /** Deletes up to `limit` delivered or failed webhook deliveries last updated before `before`, oldest first; pending ones never. */
   sweepDeliveries (before: number, limit: number): Promise<number>
-  /** Deletes up to `limit` records of populate batches that finished and were opened before `before`. */
+  /** Deletes up to `limit` records of populate batches that finished before `before`. */
   sweepBatches (before: number, limit: number): Promise<number>
   /** Erases a finished order and every webhook delivery of it (their payloads hold it); a Pending or Processing one stays. */
   deleteOrder (orderId: string): Promise<DeleteResult>

@@ -208,6 +208,18 @@ export function lifecycleContract (t: Test, open: () => Promise<OrderStore>): vo
     t.match(await store.openBatch('done', 5, T0 + 2), { entries_done: 0, total_entries: 5 }, 'the finished one is gone: its id is new again')
   })
 
+  t.test('a populate record is swept by when its batch finished, not when it was opened', async (t) => {
+    // Swept by its opening time, a populate longer than the retention lost its record as it
+    // finished: sent again (a client that lost the answer), it was a new batch, every order of it
+    // "failed" as existing, instead of the answer of the first call.
+    const store = await fresh(t)
+    const batch = await store.openBatch('long', 2, T0)
+    await store.populateChunk(await store.populateChunk(batch, [anOrder('l1')], T0 + 500, T0 + 500), [anOrder('l2')], T0 + 1000, T0 + 1000)
+    t.equal(await store.sweepBatches(T0 + 800, 10), 0, 'opened before that time, finished after: kept')
+    t.match(await store.openBatch('long', 2, T0 + 900), { entries_done: 2, total_entries: 2 })
+    t.equal(await store.sweepBatches(T0 + 1001, 10), 1)
+  })
+
   t.test('the store reports its size on disk', async (t) => {
     const store = await fresh(t)
     t.ok(await store.diskBytes() >= 0)

@@ -493,7 +493,7 @@ export class PgStore extends StoreEvents implements OrderStore {
   async populateChunk (batch: PopulateBatch, orders: NewOrder[], now: number, availableAt: number): Promise<PopulateBatch> {
     return this.transaction(async (tx, transitions) => {
       // First, so that a second call on the same batch waits for this row and then finds it moved, before inserting anything.
-      const { rowCount } = await tx.query(SQL.advanceBatch, [batch.entries_done + orders.length, batch.batch_id, batch.entries_done])
+      const { rowCount } = await tx.query(SQL.advanceBatch, [batch.entries_done + orders.length, batch.batch_id, batch.entries_done, now])
       if (rowCount !== 1) throw new BatchConflictError(batch.batch_id)
       const existing = await this.insertMany(tx, orders, now, availableAt, transitions)
       const next = advanced(batch, orders.length, existing)

@@ -189,7 +189,7 @@ export const SQL = {
     DELETE FROM webhook_deliveries d USING picked WHERE d.seq = picked.seq
     RETURNING d.endpoint_id, d.status`,
   sweepBatches: `DELETE FROM populate_batches WHERE batch_id IN (SELECT batch_id FROM populate_batches
-      WHERE entries_done = total_entries AND created_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+      WHERE finished_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)`,
   // The service's tables (the schema it migrated), with their indexes and TOAST.
   diskBytes: `SELECT COALESCE(SUM(pg_total_relation_size(oid)), 0)::bigint AS bytes FROM pg_class
     WHERE relkind = 'r' AND relnamespace = current_schema()::regnamespace`,
@@ -197,7 +197,8 @@ export const SQL = {
   openBatch: `INSERT INTO populate_batches (batch_id, total_entries, created_at)
     VALUES ($1, $2, $3) ON CONFLICT (batch_id) DO NOTHING`,
   batch: 'SELECT batch_id, total_entries, entries_done, failure_count, failed_ids FROM populate_batches WHERE batch_id = $1',
-  advanceBatch: 'UPDATE populate_batches SET entries_done = $1 WHERE batch_id = $2 AND entries_done = $3',
+  advanceBatch: `UPDATE populate_batches SET entries_done = $1, finished_at = CASE WHEN $1 = total_entries THEN $4::bigint END
+    WHERE batch_id = $2 AND entries_done = $3`,
   batchFailures: 'UPDATE populate_batches SET failure_count = $1, failed_ids = $2 WHERE batch_id = $3',
   processingState: 'SELECT state, since FROM processing_state',
   lockProcessingState: 'SELECT state, since FROM processing_state FOR UPDATE',

@@ -143,6 +143,12 @@ const MIGRATIONS: string[] = [
     user_id INTEGER PRIMARY KEY,
     requested_at INTEGER NOT NULL
   );
+  `,
+  `
+  -- When a populate batch finished (its last chunk's time): retention keeps the record that long
+  -- after it, so that a populate sent again meanwhile gets the first call's answer.
+  ALTER TABLE populate_batches ADD COLUMN finished_at INTEGER;
+  UPDATE populate_batches SET finished_at = created_at WHERE entries_done = total_entries;
   `
 ]
 

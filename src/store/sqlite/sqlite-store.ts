@@ -415,7 +415,7 @@ export class SqliteStore extends StoreEvents implements OrderStore {
 
   async populateChunk (batch: PopulateBatch, orders: NewOrder[], now: number, availableAt: number): Promise<PopulateBatch> {
     return this.write((transitions) => {
-      if (this.sql.advanceBatch.run(batch.entries_done + orders.length, batch.batch_id, batch.entries_done).changes !== 1) {
+      if (this.sql.advanceBatch.run({ done: batch.entries_done + orders.length, batchId: batch.batch_id, from: batch.entries_done, now }).changes !== 1) {
         throw new BatchConflictError(batch.batch_id)
       }
       const existing = this.insertMany(orders, now, availableAt, transitions)

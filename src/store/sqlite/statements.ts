@@ -131,13 +131,14 @@ export const SQL = {
       WHERE status IN ('delivered', 'failed') AND updated_at < @before ORDER BY updated_at LIMIT @limit)
     RETURNING endpoint_id, status`,
   sweepBatches: `DELETE FROM populate_batches WHERE batch_id IN (SELECT batch_id FROM populate_batches
-      WHERE entries_done = total_entries AND created_at < @before LIMIT @limit)`,
+      WHERE finished_at < @before LIMIT @limit)`,
   stats: 'SELECT name, value FROM order_stats',
   addStat: 'UPDATE order_stats SET value = value + ? WHERE name = ?',
   openBatch: `INSERT INTO populate_batches (batch_id, total_entries, created_at)
     VALUES (?, ?, ?) ON CONFLICT (batch_id) DO NOTHING`,
   batch: 'SELECT batch_id, total_entries, entries_done, failure_count, failed_ids FROM populate_batches WHERE batch_id = ?',
-  advanceBatch: 'UPDATE populate_batches SET entries_done = ? WHERE batch_id = ? AND entries_done = ?',
+  advanceBatch: `UPDATE populate_batches SET entries_done = @done, finished_at = CASE WHEN @done = total_entries THEN @now END
+    WHERE batch_id = @batchId AND entries_done = @from`,
   batchFailures: 'UPDATE populate_batches SET failure_count = ?, failed_ids = ? WHERE batch_id = ?',
   processingState: 'SELECT state, since FROM processing_state',
   // Only a change of state moves `since`.
