@@ -1,6 +1,6 @@
 import fp from 'fastify-plugin'
 import type { FastifyRequest } from 'fastify'
-import { Ajv, type ErrorObject } from 'ajv'
+import { Ajv, type ErrorObject, type ValidateFunction } from 'ajv'
 import { describeError } from '../src/http/validation-errors.ts'
 import { isDecimalMultiple } from '../src/decimal-places.ts'
 
@@ -16,6 +16,30 @@ function bodyAjv (): Ajv {
     error: { message: (cxt) => `must have at most ${Math.round(-Math.log10(cxt.schema as number))} decimal places` }
   })
   return ajv
+}
+
+/** An integer in a query string or a path: decimal digits. */
+const DECIMAL_INTEGER = /^-?[0-9]+$/
+
+/**
+ * Validates a query string or path parameters with their integers written in decimal: Ajv alone
+ * converts whatever JavaScript's == takes for a number, so user_id=0x10, " 16" and 1e3 were 16, 16
+ * and 1000 (DELETE /orders?user_id=0x10 erased user 16). Another form is refused as not an integer.
+ */
+function decimalIntegers (schema: object, validate: ValidateFunction): ValidateFunction {
+  const { properties = {} } = schema as { properties?: Record<string, { type?: unknown }> }
+  const integers = Object.entries(properties).filter(([, property]) => property.type === 'integer').map(([name]) => name)
+  if (integers.length === 0) return validate
+  const checked = ((data: Record<string, unknown> | null) => {
+    for (const name of integers) {
+      const value = data?.[name]
+      if (typeof value === 'string' && !DECIMAL_INTEGER.test(value)) (data as Record<string, unknown>)[name] = 'not a decimal integer'
+    }
+    const valid = validate(data)
+    checked.errors = validate.errors
+    return valid
+  }) as ValidateFunction
+  return checked
 }
 
 function urlAjv (): Ajv {
@@ -47,7 +71,7 @@ const protoKey = () => Object.assign(new Error('Body must not contain a __proto_
 export default fp(async (app) => {
   const body = bodyAjv()
   const url = urlAjv()
-  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? body : url).compile(schema))
+  app.setValidatorCompiler(({ schema, httpPart }) => (httpPart === 'body' ? body.compile(schema) : decimalIntegers(schema, url.compile(schema))))
   // Bodies are JSON only: anything else is a 415, not a string that fails validation later.
   app.removeContentTypeParser('text/plain')
   // Fastify's parser refuses a __proto__ key (prototype poisoning) as "not valid JSON": say why instead.

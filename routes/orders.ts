@@ -52,7 +52,7 @@ const UserOrdersQuery = Type.Object({
 const ErasureAccepted = Type.Object({
   message: Type.String(),
   user_id: Type.Integer(),
-  follow: Type.String({ description: 'GET this: once the erasure is done it lists none of the customer\'s Completed, Cancelled or Failed orders' })
+  follow: Type.String({ description: 'GET this: once the erasure is done it lists none of the customer\'s orders that were Completed, Cancelled or Failed when asked' })
 }, { examples: [{ message: 'Erasing the finished orders of user 42', user_id: 42, follow: '/orders?user_id=42' }] })
 
 const notFound = { error: 'Order not found' }
@@ -210,20 +210,20 @@ const orders: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['orders'],
       summary: "Erase a customer's finished orders, in the background",
       description: 'Every Completed, Cancelled and Failed order of user_id is erased as DELETE /orders/{order_id} does, in the background, ' +
-        `in transactions of ${SWEEP_BATCH.toLocaleString('en')}. Follow it with GET /orders?user_id=N: once done it lists only Pending or Processing orders. ` +
-        'An erasure cut short by a restart is not resumed: ask again (asking twice is harmless).',
+        `in transactions of ${SWEEP_BATCH.toLocaleString('en')}. Follow it with GET /orders?user_id=N: once done it lists no order that had finished when asked. ` +
+        'The erasure is kept in the store until done: one cut short by a stop or a crash is finished after the restart (asking twice is harmless).',
       querystring: UserOrdersQuery,
       response: {
         202: {
           ...ErasureAccepted,
           headers: { location: Type.String({ description: '/orders?user_id=<user_id>: the list that empties of finished orders' }) }
         },
-        ...errorResponses(400, 500)
+        ...errorResponses(400, 500, 503)
       }
     }
   }, async (request, reply) => {
     const userId = request.query.user_id
-    app.sweeper.eraseUser(userId)
+    await app.sweeper.eraseUser(userId)
     const follow = `/orders?user_id=${userId}`
     return reply.code(202).header('location', follow).send({ message: `Erasing the finished orders of user ${userId}`, user_id: userId, follow })
   })

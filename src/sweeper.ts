@@ -28,8 +28,6 @@ export interface SweeperOptions {
  */
 export class Sweeper {
   private readonly listeners = new Set<DeletionListener>()
-  /** Customers whose finished orders are being erased, in the order asked. */
-  private readonly erasures = new Set<number>()
   private readonly batch: number
   private readonly intervalMs: number
   private running: Promise<void> | null = null
@@ -54,7 +52,7 @@ export class Sweeper {
     this.running ??= this.loop()
   }
 
-  /** Ends the loop after the batch under way (committed whole); erasures not finished are left, to be asked again. */
+  /** Ends the loop after the batch under way (committed whole); an erasure not finished is kept in the store, for the next start (or another process) to finish. */
   async stop (): Promise<void> {
     this.stopped = true
     this.wake.abort()
@@ -68,15 +66,10 @@ export class Sweeper {
     return result
   }
 
-  /** Erases every finished order of one customer in the background; asked again while under way, once. */
-  eraseUser (userId: number): void {
-    this.erasures.add(userId)
+  /** Records that every finished order of one customer is to be erased, then erases them in the background; asked again while waiting, once. */
+  async eraseUser (userId: number): Promise<void> {
+    await this.store.requestErasure(userId, Date.now())
     this.wake.abort()
-  }
-
-  /** Whether this customer's erasure is under way or waiting. */
-  erasing (userId: number): boolean {
-    return this.erasures.has(userId)
   }
 
   private async loop (): Promise<void> {
@@ -93,12 +86,10 @@ export class Sweeper {
     }
   }
 
-  /** One pass: every erasure asked for, then every kind of expired row, each until a batch comes back short. */
+  /** One pass: the erasures waiting (up to a batch of them), then every kind of expired row, each until a batch comes back short. */
   async sweep (now: number): Promise<void> {
-    for (const userId of this.erasures) {
+    for (const userId of await this.store.erasures(this.batch)) {
       await this.drain((limit) => this.store.deleteUserOrders(userId, limit), (orders) => this.emit({ orders, reason: 'erasure' }))
-      if (this.stopped) return
-      this.erasures.delete(userId)
     }
     const { orders, failedOrders, deliveries } = this.options.retention
     const statuses: Array<[FinishedStatus, number | null]> = [['Completed', orders], ['Cancelled', orders], ['Failed', failedOrders]]

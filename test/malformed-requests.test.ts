@@ -70,6 +70,11 @@ const cases: Array<[string, InjectOptions, number, RegExp?]> = [
   ['list with limit=abc', { url: '/orders?limit=abc' }, 400, /limit/],
   ['list with an unknown status', { url: '/orders?status=Shipped' }, 400, /status must be one of: Pending, Processing, Completed, Failed, Cancelled/],
   ['list with a negative user_id', { url: '/orders?user_id=-1' }, 400, /user_id/],
+  // Ajv converts what JavaScript's == takes for a number: these erased user 16, 16 and 1000.
+  ['erase a customer written in hex', { method: 'DELETE', url: '/orders?user_id=0x10' }, 400, /^querystring\/user_id must be integer$/],
+  ['erase a customer written after a space', { method: 'DELETE', url: '/orders?user_id=%2016' }, 400, /user_id must be integer/],
+  ['erase a customer written with an exponent', { method: 'DELETE', url: '/orders?user_id=1e3' }, 400, /user_id must be integer/],
+  ['list with limit=1e2', { url: '/orders?limit=1e2' }, 400, /limit must be integer/],
   ['list with an unknown parameter', { url: '/orders?sort=desc' }, 400, /unknown field 'sort'/],
   ['list with a forged cursor', { url: '/orders?cursor=abc' }, 400, /cursor/],
   ['cancel an invalid order id', { method: 'POST', url: '/orders/bad%20id/cancel' }, 400, /order_id/],

@@ -2,7 +2,7 @@ import pg from 'pg'
 import t, { type Test } from 'tap'
 import type { OrderChange, ProcessingState } from '../src/store/order-store.ts'
 import { PgStore } from '../src/store/pg/pg-store.ts'
-import { claimQuery } from '../src/store/pg/statements.ts'
+import { claimQuery, SQL } from '../src/store/pg/statements.ts'
 import { anOrder, waitFor } from './helper.ts'
 import { createDatabase, openPgStore, SKIP_POSTGRES } from './support/pg-database.ts'
 import { recordingLog } from './support/recording-log.ts'
@@ -26,6 +26,12 @@ async function openStore (t: Test, url: string, timeoutMs = 5000) {
   const store = await PgStore.open(url, { timeoutMs, log })
   t.teardown(() => store.close())
   return { store, log }
+}
+
+/** Waits until one session of the database (a statement of the store) waits for a lock `client` holds. */
+async function waitForLockWait (client: pg.Client, what: string): Promise<void> {
+  await waitFor(async () => (await client.query<{ waiting: number }>(
+    "SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")).rows[0]!.waiting === 1, what)
 }
 
 /** A store on a database of its own, dropped when the store closes. */
@@ -139,15 +145,13 @@ t.test('PostgreSQL: a pause and the claims under way wait for each other, so no 
   const other = new pg.Client({ connectionString: url })
   await other.connect()
   t.teardown(() => other.end())
-  const waitingForLock = async (what: string) => waitFor(async () => (await other.query<{ waiting: number }>(
-    "SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")).rows[0]!.waiting === 1, what)
 
   // What a claim holds from its statement to its commit.
   await other.query('BEGIN')
   await other.query("SELECT 1 FROM processing_state WHERE state = 'running' FOR SHARE")
   let answered = false
   const pause = store.setProcessingState('paused', () => T0).then((state) => { answered = true; return state })
-  await waitingForLock('the pause to wait for the claim under way')
+  await waitForLockWait(other, 'the pause to wait for the claim under way')
   t.equal(answered, false, 'not answered while a claim is under way')
   await other.query('COMMIT')
   t.same(await pause, { state: 'paused', since: T0 })
@@ -157,7 +161,7 @@ t.test('PostgreSQL: a pause and the claims under way wait for each other, so no 
   await other.query('BEGIN')
   await other.query("UPDATE processing_state SET state = 'paused', since = $1", [T0 + 2])
   const claim = store.claim(10, T0 + 3, LEASE)
-  await waitingForLock('the claim to wait for the pause under way')
+  await waitForLockWait(other, 'the claim to wait for the pause under way')
   await other.query('COMMIT')
   t.same(await claim, [], 'the claim took nothing')
   t.equal((await store.get('A'))?.status, 'Pending')
@@ -175,9 +179,7 @@ t.test('PostgreSQL: a pause takes its since once the claims under way have commi
   await other.query("SELECT 1 FROM processing_state WHERE state = 'running' FOR SHARE")
   const askedAt = Date.now()
   const pause = store.setProcessingState('paused', Date.now)
-  await waitFor(async () => (await other.query<{ waiting: number }>(
-    "SELECT count(*)::int AS waiting FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'")).rows[0]!.waiting === 1,
-  'the pause to wait for the claim under way')
+  await waitForLockWait(other, 'the pause to wait for the claim under way')
   // The claim's statement, its time taken after the pause was asked for, as a claim that got the row first may.
   const claimedAt = Math.max(Date.now(), askedAt + 1)
   const claim = claimQuery(10, claimedAt, LEASE, 'a token')
@@ -332,4 +334,76 @@ t.test('PostgreSQL: an event waiting for an earlier one of its order that is bei
   t.same(await store.claimDeliveries(10, Date.now(), LEASE), [], 'the completed event waits for the pending one')
   const recheckIn = await store.nextDeliveryIn() as number
   t.ok(recheckIn > 0 && recheckIn <= 1000, `looked at again in ${recheckIn} ms, not in the lease's ${LEASE} ms`)
+})
+
+t.test('PostgreSQL: an erasure that waits for another transaction on its order answers by the order as that one left it', { skip: SKIP_POSTGRES }, async (t) => {
+  // The order was read before the DELETE waited for the row: a retry that won made it a 409 naming
+  // Failed ("only a ... Failed order can be deleted"), and an erasure that won a 409 naming
+  // Completed for an order that no longer existed.
+  const url = await database(t)
+  const { store } = await openStore(t, url)
+  await store.create(anOrder('failed'), T0, T0)
+  const [claim] = await store.claim(1, T0 + 1, LEASE)
+  await store.settle([{ claim: claim!, ok: false, error: 'x', retryAt: null }], T0 + 2)
+  await store.create(anOrder('done'), T0, T0)
+  const [done] = await store.claim(1, T0 + 3, LEASE)
+  await store.settle([{ claim: done!, ok: true }], T0 + 4)
+  const other = new pg.Client({ connectionString: url })
+  await other.connect()
+  t.teardown(() => other.end())
+
+  // A retry of the Failed order under way (its statement, not yet committed).
+  await other.query('BEGIN')
+  await other.query(SQL.requeue, [T0 + 5, ['failed']])
+  const erasing = store.deleteOrder('failed')
+  await waitForLockWait(other, 'the erasure to wait for the retry')
+  await other.query('COMMIT')
+  t.match(await erasing, { deleted: false, order: { order_id: 'failed', status: 'Pending' } }, 'a 409 naming Pending, its status now')
+
+  // Another erasure of the Completed order under way.
+  await other.query('BEGIN')
+  await other.query('DELETE FROM orders WHERE order_id = $1', ['done'])
+  const second = store.deleteOrder('done')
+  await waitForLockWait(other, 'the erasure to wait for the other one')
+  await other.query('COMMIT')
+  t.same(await second, { deleted: false, order: undefined }, 'a 404: the order is gone')
+})
+
+t.test('PostgreSQL: one process erases a customer at a time; another takes none of their orders meanwhile, and the erasure stays until the holder ends it', { skip: SKIP_POSTGRES }, async (t) => {
+  const url = await database(t)
+  const { store } = await openStore(t, url)
+  for (const id of ['a', 'b', 'c']) await store.create(anOrder(id, { user_id: 7 }), T0, T0)
+  const claims = await store.claim(3, T0 + 1, LEASE)
+  await store.settle(claims.map((claim) => ({ claim, ok: true as const })), T0 + 2)
+  await store.requestErasure(7, T0 + 3)
+  // Another process's erasure batch under way: it holds the customer's erasure.
+  const other = new pg.Client({ connectionString: url })
+  await other.connect()
+  t.teardown(() => other.end())
+  await other.query('BEGIN')
+  await other.query(SQL.erasure, [7])
+  t.equal(await store.deleteUserOrders(7, 2), 0, 'none taken, without waiting')
+  t.same(await store.erasures(10), [7])
+  await other.query('ROLLBACK')
+  t.equal(await store.deleteUserOrders(7, 2), 2)
+  t.equal(await store.deleteUserOrders(7, 2), 1)
+  t.same(await store.erasures(10), [], 'the short batch ended it')
+})
+
+t.test('PostgreSQL: an erasure asked again while its last batch is under way is kept, so orders finished meanwhile are erased too', { skip: SKIP_POSTGRES }, async (t) => {
+  const url = await database(t)
+  const { store } = await openStore(t, url)
+  await store.requestErasure(7, T0)
+  // A process's last batch of that erasure, between its DELETE of orders and its commit.
+  const other = new pg.Client({ connectionString: url })
+  await other.connect()
+  t.teardown(() => other.end())
+  await other.query('BEGIN')
+  await other.query(SQL.erasure, [7])
+  const asked = store.requestErasure(7, T0 + 1)
+  await waitForLockWait(other, 'the second ask to wait for the batch')
+  await other.query(SQL.endErasure, [7])
+  await other.query('COMMIT')
+  await asked
+  t.same(await store.erasures(10), [7], 'the second ask outlives the batch that ended the first')
 })

@@ -183,11 +183,20 @@ export interface OrderStore extends WebhookStore {
   sweepOrders (status: FinishedStatus, before: number, limit: number): Promise<number>
   /** Deletes up to `limit` delivered or failed webhook deliveries last updated before `before`, oldest first; pending ones never. */
   sweepDeliveries (before: number, limit: number): Promise<number>
-  /** Deletes up to `limit` records of populate batches that finished and were opened before `before`. */
+  /** Deletes up to `limit` records of populate batches that finished before `before`. */
   sweepBatches (before: number, limit: number): Promise<number>
   /** Erases a finished order and every webhook delivery of it (their payloads hold it); a Pending or Processing one stays. */
   deleteOrder (orderId: string): Promise<DeleteResult>
-  /** Erases, as deleteOrder() does, up to `limit` finished orders of one customer in one transaction; returns how many. */
+  /** Records that every finished order of one customer is to be erased: kept, across restarts, until the erasure's last batch. Asked again while waiting: once. */
+  requestErasure (userId: number, now: number): Promise<void>
+  /** Up to `limit` customers whose erasure waits, lowest id first. */
+  erasures (limit: number): Promise<number[]>
+  /**
+   * Erases, as deleteOrder() does, up to `limit` finished orders of a customer whose erasure waits,
+   * in one transaction; returns how many. A batch that comes back short ends the erasure in that
+   * transaction. None (0) when no erasure of theirs waits, or on PostgreSQL while another process
+   * is erasing them.
+   */
   deleteUserOrders (userId: number, limit: number): Promise<number>
   /** Bytes the store takes on disk (SQLite: its files, the WAL included; PostgreSQL: its tables with their indexes and TOAST). */
   diskBytes (): Promise<number>

@@ -171,6 +171,14 @@ export type DeliveryOutcome =
   | { claim: DeliveryClaim, kind: 'discarded' }
 
 /** A new event for one endpoint, as recorded in the transaction that made it. */
+/** A delivery an erasure deleted, with the end of its lease while an attempt of it was under way (null otherwise). */
+export interface ErasedDelivery { endpoint_id: string, order_id: string, status: DeliveryStatus, leased_until: number | null }
+
+/** Of the deliveries an erasure deleted, those an attempt was under way for, till their lease ends. */
+export function attemptsUnderWay (erased: readonly ErasedDelivery[]): Array<ErasedDelivery & { leased_until: number }> {
+  return erased.filter((delivery): delivery is ErasedDelivery & { leased_until: number } => delivery.leased_until !== null)
+}
+
 export interface NewDelivery {
   id: string
   endpoint_id: string

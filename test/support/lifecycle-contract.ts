@@ -3,7 +3,7 @@ import { freshStore } from './store-contract.ts'
 import type { OrderStatus } from '../../src/order.ts'
 import type { OrderStore } from '../../src/store/order-store.ts'
 import type { DeliveryClaim } from '../../src/store/webhook-store.ts'
-import { anOrder } from '../helper.ts'
+import { anOrder, waitFor } from '../helper.ts'
 import { recount } from './store-contract.ts'
 import { anEndpoint } from './webhook-store-contract.ts'
 
@@ -93,6 +93,7 @@ export function lifecycleContract (t: Test, open: () => Promise<OrderStore>): vo
     await finished(store, 'C', 'Cancelled', T0 + 300, 7)
     t.match(await store.deleteOrder('A'), { deleted: true })
     t.equal(await store.sweepOrders('Completed', T0 + 1_000_000, 10), 1)
+    await store.requestErasure(7, T0)
     t.equal(await store.deleteUserOrders(7, 10), 1)
 
     const listed = async (endpointId: string) => (await store.deliveries(endpointId, { status: 'pending', limit: 10 })).deliveries
@@ -118,17 +119,64 @@ export function lifecycleContract (t: Test, open: () => Promise<OrderStore>): vo
     t.same(await store.stats(), await recount(store))
   })
 
-  t.test("deleteUserOrders erases one customer's finished orders, a batch at a time, and no one else's", async (t) => {
+  t.test("an erasure's order.deleted waits for an attempt of the order under way to the same endpoint (its end, or its lease's), so it cannot overtake it", async (t) => {
+    // The attempt under way was deleted with the order's other deliveries, and order.deleted, then
+    // first of its order, went at once: a receiver could get it before the order.completed being sent.
+    const store = await fresh(t)
+    const endpoint = anEndpoint(['Completed', 'Deleted'])
+    await store.createEndpoint(endpoint, Date.now(), 10)
+    await finished(store, 'A', 'Completed', T0 + 100)
+    const leaseMs = 500
+    const claimedAt = Date.now()
+    const [attempt] = await store.claimDeliveries(10, claimedAt, leaseMs)
+    t.match(attempt, { order_id: 'A' }, "A's order.completed is being sent")
+    t.match(await store.deleteOrder('A'), { deleted: true })
+    t.same(await store.claimDeliveries(10, Date.now(), LEASE), [], 'order.deleted waits while that attempt may be under way')
+    const waitMs = await store.nextDeliveryIn(Date.now())
+    t.ok(waitMs !== null && waitMs > 0 && waitMs <= leaseMs, `due when the attempt's lease ends, in ${waitMs} ms`)
+    const [deleted] = await waitFor(async () => {
+      const claims = await store.claimDeliveries(10, Date.now(), LEASE)
+      return claims.length > 0 && claims
+    }, 'order.deleted once the lease has ended')
+    t.match(deleted, { order_id: 'A' })
+    t.equal(JSON.parse(deleted!.payload).type, 'order.deleted')
+    t.ok(Date.now() >= claimedAt + leaseMs, 'not before the lease ended')
+
+    // An attempt that ends before its lease lets it go at once.
+    await finished(store, 'B', 'Completed', T0 + 200)
+    const [sending] = await store.claimDeliveries(10, Date.now(), LEASE)
+    t.match(sending, { order_id: 'B' })
+    t.match(await store.deleteOrder('B'), { deleted: true })
+    t.same(await store.claimDeliveries(10, Date.now(), LEASE), [])
+    await store.settleDeliveries([{ claim: sending!, kind: 'delivered', statusCode: 200 }], Date.now())
+    const [next] = await store.claimDeliveries(10, Date.now(), LEASE)
+    t.match(next, { order_id: 'B' }, "B's order.deleted is due once the attempt it waited for has ended")
+    t.equal(JSON.parse(next!.payload).type, 'order.deleted')
+  })
+
+  t.test("deleteUserOrders erases one customer's finished orders, a batch at a time, and no one else's, while their erasure waits", async (t) => {
     const store = await fresh(t)
     await finished(store, 'u1', 'Completed', T0 + 100, 7)
     await finished(store, 'u2', 'Cancelled', T0 + 110, 7)
     await finished(store, 'u3', 'Failed', T0 + 120, 7)
     await finished(store, 'o1', 'Completed', T0 + 130, 8)
+    await finished(store, 'big', 'Completed', T0 + 140, Number.MAX_SAFE_INTEGER)
     await store.create(anOrder('u4', { user_id: 7 }), T0, T0 + 1_000_000)
+    t.equal(await store.deleteUserOrders(7, 2), 0, 'no erasure asked: nothing erased')
+    await store.requestErasure(7, T0)
+    await store.requestErasure(Number.MAX_SAFE_INTEGER, T0)
+    await store.requestErasure(7, T0 + 1)
+    t.same(await store.erasures(10), [7, Number.MAX_SAFE_INTEGER], 'the erasures asked for are kept, each once')
+    t.same(await store.erasures(1), [7], 'up to the limit, lowest id first')
     t.equal(await store.deleteUserOrders(7, 2), 2)
+    t.same(await store.erasures(10), [7, Number.MAX_SAFE_INTEGER], 'kept while batches come back full')
     t.equal(await store.deleteUserOrders(7, 2), 1)
+    t.same(await store.erasures(10), [Number.MAX_SAFE_INTEGER], 'a short batch ended the erasure')
     t.equal(await store.deleteUserOrders(7, 2), 0)
-    t.same(await statuses(store, ['u1', 'u2', 'u3', 'u4', 'o1']), [undefined, undefined, undefined, 'Pending', 'Completed'])
+    t.same(await statuses(store, ['u1', 'u2', 'u3', 'u4', 'o1', 'big']), [undefined, undefined, undefined, 'Pending', 'Completed', 'Completed'])
+    t.equal(await store.deleteUserOrders(Number.MAX_SAFE_INTEGER, 2), 1, 'the largest user_id')
+    t.same(await store.erasures(10), [])
+    t.equal(await store.get('big'), undefined)
     t.same(await store.stats(), await recount(store))
   })
 
@@ -158,6 +206,18 @@ export function lifecycleContract (t: Test, open: () => Promise<OrderStore>): vo
     t.equal(await store.sweepBatches(T0 + 1, 10), 1)
     t.match(await store.openBatch('open', 2, T0 + 2), { entries_done: 0, total_entries: 2 }, 'the unfinished one is as it was')
     t.match(await store.openBatch('done', 5, T0 + 2), { entries_done: 0, total_entries: 5 }, 'the finished one is gone: its id is new again')
+  })
+
+  t.test('a populate record is swept by when its batch finished, not when it was opened', async (t) => {
+    // Swept by its opening time, a populate longer than the retention lost its record as it
+    // finished: sent again (a client that lost the answer), it was a new batch, every order of it
+    // "failed" as existing, instead of the answer of the first call.
+    const store = await fresh(t)
+    const batch = await store.openBatch('long', 2, T0)
+    await store.populateChunk(await store.populateChunk(batch, [anOrder('l1')], T0 + 500, T0 + 500), [anOrder('l2')], T0 + 1000, T0 + 1000)
+    t.equal(await store.sweepBatches(T0 + 800, 10), 0, 'opened before that time, finished after: kept')
+    t.match(await store.openBatch('long', 2, T0 + 900), { entries_done: 2, total_entries: 2 })
+    t.equal(await store.sweepBatches(T0 + 1001, 10), 1)
   })
 
   t.test('the store reports its size on disk', async (t) => {

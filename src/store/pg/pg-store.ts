@@ -26,7 +26,7 @@ import { claimDeliveriesQuery, deliveriesQuery, PgWebhooks } from './pg-webhooks
 import { tracingOn } from '../../tracing.ts'
 import type { BatchSweeper } from '../batch-sweeper.ts'
 import {
-  DEFAULT_CIRCUIT, purgeSweeper, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryStatus, type EndpointCap, type EndpointRecord, type NewDelivery, type NewEndpoint
+  DEFAULT_CIRCUIT, purgeSweeper, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryStatus, type EndpointCap, type EndpointRecord, type ErasedDelivery, type NewDelivery, type NewEndpoint
 } from '../webhook-store.ts'
 
 const CHANNEL = 'orders_available'
@@ -519,7 +519,7 @@ export class PgStore extends StoreEvents implements OrderStore {
   async populateChunk (batch: PopulateBatch, orders: NewOrder[], now: number, availableAt: number): Promise<PopulateBatch> {
     return this.transaction(async (tx, transitions) => {
       // First, so that a second call on the same batch waits for this row and then finds it moved, before inserting anything.
-      const { rowCount } = await tx.query(SQL.advanceBatch, [batch.entries_done + orders.length, batch.batch_id, batch.entries_done])
+      const { rowCount } = await tx.query(SQL.advanceBatch, [batch.entries_done + orders.length, batch.batch_id, batch.entries_done, now])
       if (rowCount !== 1) throw new BatchConflictError(batch.batch_id)
       const existing = await this.insertMany(tx, orders, now, availableAt, transitions)
       const next = advanced(batch, orders.length, existing)
@@ -554,14 +554,27 @@ export class PgStore extends StoreEvents implements OrderStore {
 
   async deleteOrder (orderId: string): Promise<DeleteResult> {
     return this.transaction(async (tx, transitions): Promise<DeleteResult> => {
-      const [order] = (await tx.query<OrderRecord>(SQL.get, [orderId])).rows
+      const [order] = (await tx.query<OrderRecord>(SQL.lockOrder, [orderId])).rows
       if (!order) return { deleted: false, order }
       return { deleted: await this.deleted(tx, transitions, { text: SQL.deleteOrder, values: [orderId] }, 'erasure') === 1, order }
     })
   }
 
+  async requestErasure (userId: number, now: number): Promise<void> {
+    await this.pool.query(SQL.requestErasure, [userId, now])
+  }
+
+  async erasures (limit: number): Promise<number[]> {
+    return (await this.pool.query<{ user_id: number }>(SQL.erasures, [limit])).rows.map((row) => row.user_id)
+  }
+
   async deleteUserOrders (userId: number, limit: number): Promise<number> {
-    return this.transaction((tx, transitions) => this.deleted(tx, transitions, deleteUserOrdersQuery(userId, limit), 'erasure'))
+    return this.transaction(async (tx, transitions) => {
+      if ((await tx.query(SQL.erasure, [userId])).rowCount !== 1) return 0
+      const erased = await this.deleted(tx, transitions, deleteUserOrdersQuery(userId, limit), 'erasure')
+      if (erased < limit) await tx.query(SQL.endErasure, [userId])
+      return erased
+    })
   }
 
   /**
@@ -573,11 +586,9 @@ export class PgStore extends StoreEvents implements OrderStore {
     const { rows } = await tx.query<DeletedRow>(query)
     if (rows.length === 0) return 0
     transitions.deleted(rows)
-    if (reason === 'erasure') {
-      const removed = await tx.query<{ endpoint_id: string, status: DeliveryStatus }>(SQL.deleteOrderDeliveries, [rows.map((row) => row.order_id)])
-      transitions.deliveries.removed(removed.rows)
-    }
-    await this.webhooks.recordDeletions(tx, transitions, rows, reason, Date.now())
+    const erased = reason === 'erasure' ? (await tx.query<ErasedDelivery>(SQL.deleteOrderDeliveries, [rows.map((row) => row.order_id)])).rows : []
+    transitions.deliveries.removed(erased)
+    await this.webhooks.recordDeletions(tx, transitions, rows, reason, Date.now(), erased)
     return rows.length
   }
 

@@ -6,8 +6,8 @@ import type { DeletedRow, Transitions } from '../transitions.ts'
 import type { ChangedDelivery } from '../delivery-transitions.ts'
 import { WebhookSubscriptions } from '../webhook-events.ts'
 import {
-  CLAIM_WINDOW, circuitChanges, countsByEndpoint, noDeliveries, roomOf, type CircuitPolicy, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryRecord,
-  type DeliveryStatus, type EndpointCap, type EndpointRecord, type NewDelivery, type NewEndpoint, type WebhookEvent
+  attemptsUnderWay, CLAIM_WINDOW, circuitChanges, countsByEndpoint, noDeliveries, roomOf, type CircuitPolicy, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryRecord,
+  type DeliveryStatus, type EndpointCap, type EndpointRecord, type ErasedDelivery, type NewDelivery, type NewEndpoint, type WebhookEvent
 } from '../webhook-store.ts'
 import { SQL } from './statements.ts'
 
@@ -72,8 +72,17 @@ export class PgWebhooks {
   }
 
   /** Records the order.deleted deliveries of these deleted orders that endpoints want, in their transaction. */
-  async recordDeletions (tx: pg.PoolClient, transitions: Transitions, rows: readonly DeletedRow[], reason: DeleteReason, now: number): Promise<void> {
+  /**
+   * Records the order.deleted deliveries of these deleted orders that endpoints want; one waits for
+   * an attempt of its order under way to its endpoint (deleted by an erasure), so as not to overtake it.
+   */
+  async recordDeletions (tx: pg.PoolClient, transitions: Transitions, rows: readonly DeletedRow[], reason: DeleteReason, now: number,
+    erased: readonly ErasedDelivery[] = []): Promise<void> {
     await this.insert(tx, transitions, this.subscriptions.deletions(rows, reason, now), now)
+    const underWay = attemptsUnderWay(erased)
+    if (underWay.length > 0) {
+      await tx.query(SQL.holdDeletions, [underWay.map((a) => a.endpoint_id), underWay.map((a) => a.order_id), underWay.map((a) => a.leased_until)])
+    }
   }
 
   private async insert (tx: pg.PoolClient, transitions: Transitions, deliveries: NewDelivery[], now: number): Promise<void> {
@@ -199,7 +208,10 @@ export class PgWebhooks {
     transitions.deliveries.delivered(done)
     transitions.deliveries.failed(failed)
     transitions.deliveries.discarded(discarded)
-    const settledChains = [...done, ...failed, ...discarded].filter((row): row is SettledRow & { order_id: string } => row.order_id !== null)
+    // And the chains of the claims whose delivery is no longer theirs: erased with its order, say, whose order.deleted waits for this attempt.
+    const current = new Set([...done, ...retried, ...failed, ...discarded].map((row) => row.seq))
+    const gone = outcomes.filter((o) => !current.has(o.claim.seq)).map((o) => o.claim)
+    const settledChains = [...done, ...failed, ...discarded, ...gone].filter((row): row is SettledRow & { order_id: string } => row.order_id !== null)
     if (settledChains.length > 0) {
       const { rowCount } = await tx.query(SQL.promoteNext, [settledChains.map((row) => row.endpoint_id), settledChains.map((row) => row.order_id)])
       transitions.deliveries.madeDue(rowCount ?? 0)

@@ -9,7 +9,8 @@ import { ORDER_OTHER_BYTES, PAGE_BYTES } from '../page-size.ts'
  * round trip here, so settles and hand-backs change all their orders in one statement (unnest of
  * arrays), and a hand-back reads each row as it was while claimed in the same statement (SQLite
  * needs `claimed` for that, and `failed` for a retry). Besides: `existing` (the orders a batched
- * create found), `lockOrders` (the readiness check takes the lock a write to orders needs),
+ * create found), `lockOrders` (the readiness check takes the lock a write to orders needs), `lockOrder`
+ * (an erasure reads its order locked, SQLite's writes being serial),
  * `overview` (the aggregates and the processing state in one query), `record` (SQLite's
  * `addStat`, with the transaction's NOTIFYs in the same round trip), `lockEndpoints` and
  * `notify`. Webhook deliveries go by the database's clock (due times, leases, retries), so
@@ -165,18 +166,34 @@ export const SQL = {
   idsByStatus: 'SELECT seq, order_id FROM orders WHERE (status, seq) > ($1, $2) AND status <= $1 ORDER BY status, seq LIMIT $3',
   // One sweeper at a time across processes, for the length of one batch's transaction: another finds it taken and waits its turn.
   sweepLock: 'SELECT pg_try_advisory_xact_lock($1) AS locked',
+  // An erasure reads the order locked: one that waited for another transaction on it (a retry, another
+  // erasure) reads it as that one left it, not as it was when the erasure began.
+  lockOrder: `SELECT ${ORDER_COLUMNS} FROM orders WHERE order_id = $1 FOR UPDATE`,
   deleteOrder: `DELETE FROM orders o WHERE order_id = $1 AND ${FINISHED} RETURNING ${DELETED}`,
   deleteUserOrders: `WITH picked AS MATERIALIZED (SELECT seq FROM orders WHERE user_id = $1 AND ${FINISHED}
       ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
     DELETE FROM orders o USING picked WHERE o.seq = picked.seq
     RETURNING ${DELETED}`,
-  deleteOrderDeliveries: 'DELETE FROM webhook_deliveries WHERE order_id = ANY($1::text[]) RETURNING endpoint_id, status',
+  // Asked again: the row is updated (to itself), not left alone, so that on PostgreSQL the ask waits for a batch
+  // that holds it and, if that batch ended the erasure, makes a new one: orders finished meanwhile are erased too.
+  requestErasure: 'INSERT INTO erasures (user_id, requested_at) VALUES ($1, $2) ON CONFLICT (user_id) DO UPDATE SET requested_at = erasures.requested_at',
+  erasures: 'SELECT user_id FROM erasures ORDER BY user_id LIMIT $1',
+  // Held until the batch commits: one process erases a customer at a time; another skips them.
+  erasure: 'SELECT 1 FROM erasures WHERE user_id = $1 FOR UPDATE SKIP LOCKED',
+  endErasure: 'DELETE FROM erasures WHERE user_id = $1',
+  // A claimed delivery's next_attempt_at is the end of its lease.
+  deleteOrderDeliveries: `DELETE FROM webhook_deliveries WHERE order_id = ANY($1::text[])
+    RETURNING endpoint_id, order_id, status, CASE WHEN lease_token IS NOT NULL THEN next_attempt_at END AS leased_until`,
+  // An erased order's order.deleted to an endpoint waits for the end of the lease of an attempt of that order under way there.
+  holdDeletions: `UPDATE webhook_deliveries d SET next_attempt_at = GREATEST(d.next_attempt_at, h.until)
+    FROM unnest($1::text[], $2::text[], $3::bigint[]) AS h (endpoint_id, order_id, until)
+    WHERE d.endpoint_id = h.endpoint_id AND d.order_id = h.order_id AND d.status = 'pending'`,
   sweepDeliveries: `WITH picked AS MATERIALIZED (SELECT seq FROM webhook_deliveries
       WHERE status IN ('delivered', 'failed') AND updated_at < $1 ORDER BY updated_at LIMIT $2 FOR UPDATE SKIP LOCKED)
     DELETE FROM webhook_deliveries d USING picked WHERE d.seq = picked.seq
     RETURNING d.endpoint_id, d.status`,
   sweepBatches: `DELETE FROM populate_batches WHERE batch_id IN (SELECT batch_id FROM populate_batches
-      WHERE entries_done = total_entries AND created_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+      WHERE finished_at < $1 LIMIT $2 FOR UPDATE SKIP LOCKED)`,
   // The service's tables (the schema it migrated), with their indexes and TOAST.
   diskBytes: `SELECT COALESCE(SUM(pg_total_relation_size(oid)), 0)::bigint AS bytes FROM pg_class
     WHERE relkind = 'r' AND relnamespace = current_schema()::regnamespace`,
@@ -184,7 +201,8 @@ export const SQL = {
   openBatch: `INSERT INTO populate_batches (batch_id, total_entries, created_at)
     VALUES ($1, $2, $3) ON CONFLICT (batch_id) DO NOTHING`,
   batch: 'SELECT batch_id, total_entries, entries_done, failure_count, failed_ids FROM populate_batches WHERE batch_id = $1',
-  advanceBatch: 'UPDATE populate_batches SET entries_done = $1 WHERE batch_id = $2 AND entries_done = $3',
+  advanceBatch: `UPDATE populate_batches SET entries_done = $1, finished_at = CASE WHEN $1 = total_entries THEN $4::bigint END
+    WHERE batch_id = $2 AND entries_done = $3`,
   batchFailures: 'UPDATE populate_batches SET failure_count = $1, failed_ids = $2 WHERE batch_id = $3',
   processingState: 'SELECT state, since FROM processing_state',
   lockProcessingState: 'SELECT state, since FROM processing_state FOR UPDATE',

@@ -153,6 +153,20 @@ const MIGRATIONS: string[] = [
   ${ORDERS_FINISHED_INDEX};
   DROP INDEX webhook_deliveries_settled;
   CREATE INDEX webhook_deliveries_settled ON webhook_deliveries (updated_at) WHERE status = 'delivered' OR status = 'failed';
+  `,
+  `
+  -- Customers whose finished orders are being erased (DELETE /orders?user_id=N): kept until the
+  -- erasure's last batch, in its transaction, so that one cut short by a stop or a crash is finished.
+  CREATE TABLE erasures (
+    user_id INTEGER PRIMARY KEY,
+    requested_at INTEGER NOT NULL
+  );
+  `,
+  `
+  -- When a populate batch finished (its last chunk's time): retention keeps the record that long
+  -- after it, so that a populate sent again meanwhile gets the first call's answer.
+  ALTER TABLE populate_batches ADD COLUMN finished_at INTEGER;
+  UPDATE populate_batches SET finished_at = created_at WHERE entries_done = total_entries;
   `
 ]
 

@@ -119,6 +119,10 @@ export class SqliteStore extends StoreEvents implements OrderStore {
     // WAL with synchronous=NORMAL survives a process crash; only an OS crash can lose the last commits.
     this.db.pragma('synchronous = NORMAL')
     this.db.pragma(`busy_timeout = ${busyTimeoutMs}`)
+    // What a delete or an update frees inside a page is overwritten with zeros (no more I/O): the
+    // older versions a claim or a settle leaves of a row are not left readable. An erasure zeroes
+    // the pages it frees too (deleted()).
+    this.db.pragma('secure_delete = FAST')
     if (path !== ':memory:') {
       // Checkpoints run in a worker; this one only steps in if the WAL ever grows past ~80 MB.
       this.db.pragma('wal_autocheckpoint = 10000')
@@ -420,7 +424,7 @@ export class SqliteStore extends StoreEvents implements OrderStore {
 
   async populateChunk (batch: PopulateBatch, orders: NewOrder[], now: number, availableAt: number): Promise<PopulateBatch> {
     return this.write((transitions) => {
-      if (this.sql.advanceBatch.run(batch.entries_done + orders.length, batch.batch_id, batch.entries_done).changes !== 1) {
+      if (this.sql.advanceBatch.run({ done: batch.entries_done + orders.length, batchId: batch.batch_id, from: batch.entries_done, now }).changes !== 1) {
         throw new BatchConflictError(batch.batch_id)
       }
       const existing = this.insertMany(orders, now, availableAt, transitions)
@@ -459,8 +463,21 @@ export class SqliteStore extends StoreEvents implements OrderStore {
     })
   }
 
+  async requestErasure (userId: number, now: number): Promise<void> {
+    await this.write(() => { this.sql.requestErasure.run(userId, now) })
+  }
+
+  async erasures (limit: number): Promise<number[]> {
+    return (this.sql.erasures.all(limit) as Array<{ user_id: number }>).map((row) => row.user_id)
+  }
+
   async deleteUserOrders (userId: number, limit: number): Promise<number> {
-    return this.write((transitions) => this.deleted(transitions, this.deleteUserQuery(userId, limit), 'erasure'))
+    return this.write((transitions) => {
+      if (this.sql.erasure.get(userId) === undefined) return 0
+      const erased = this.deleted(transitions, this.deleteUserQuery(userId, limit), 'erasure')
+      if (erased < limit) this.sql.endErasure.run(userId)
+      return erased
+    })
   }
 
   private deleteUserQuery (userId: number, limit: number): Query {
@@ -472,11 +489,23 @@ export class SqliteStore extends StoreEvents implements OrderStore {
    * too (their payloads hold the order); retention leaves those to WEBHOOK_DELIVERY_RETENTION.
    * Then their order.deleted events are recorded: after the erased deliveries, so as not to be among them.
    */
-  private deleted (transitions: Transitions, [statement, params]: Query, reason: DeleteReason): number {
+  private deleted (transitions: Transitions, query: Query, reason: DeleteReason): number {
+    if (reason === 'retention') return this.deleteRows(transitions, query, reason)
+    // An erasure's bytes are overwritten with zeros, on the pages kept and the pages freed: deleted
+    // rows otherwise stay readable in the file until their space is reused.
+    this.db.pragma('secure_delete = ON')
+    try {
+      return this.deleteRows(transitions, query, reason)
+    } finally {
+      this.db.pragma('secure_delete = FAST')
+    }
+  }
+
+  private deleteRows (transitions: Transitions, [statement, params]: Query, reason: DeleteReason): number {
     const rows = statement.all(params) as DeletedRow[]
     transitions.deleted(rows)
-    if (reason === 'erasure') for (const row of rows) this.webhooks.deleteOrderDeliveries(transitions, row.order_id)
-    this.webhooks.recordDeletions(transitions, rows, reason, Date.now())
+    const erased = reason === 'erasure' ? rows.flatMap((row) => this.webhooks.deleteOrderDeliveries(transitions, row.order_id)) : []
+    this.webhooks.recordDeletions(transitions, rows, reason, Date.now(), erased)
     return rows.length
   }
 

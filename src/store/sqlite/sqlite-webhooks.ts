@@ -6,8 +6,8 @@ import type { DeletedRow, Transitions } from '../transitions.ts'
 import type { ChangedDelivery } from '../delivery-transitions.ts'
 import { WebhookSubscriptions } from '../webhook-events.ts'
 import {
-  CLAIM_WINDOW, circuitChanges, countsByEndpoint, noDeliveries, roomOf, type CircuitPolicy, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryRecord,
-  type DeliveryStatus, type EndpointCap, type EndpointRecord, type NewDelivery, type NewEndpoint, type WebhookEvent
+  attemptsUnderWay, CLAIM_WINDOW, circuitChanges, countsByEndpoint, noDeliveries, roomOf, type CircuitPolicy, type DeliveryClaim, type DeliveryOutcome, type DeliveryPage, type DeliveryQuery, type DeliveryRecord,
+  type DeliveryStatus, type EndpointCap, type ErasedDelivery, type EndpointRecord, type NewDelivery, type NewEndpoint, type WebhookEvent
 } from '../webhook-store.ts'
 import type { SQL } from './statements.ts'
 
@@ -56,9 +56,15 @@ export class SqliteWebhooks {
     return all.length
   }
 
-  /** Records the order.deleted deliveries of these deleted orders that endpoints want. */
-  recordDeletions (transitions: Transitions, rows: readonly DeletedRow[], reason: DeleteReason, now: number): void {
+  /**
+   * Records the order.deleted deliveries of these deleted orders that endpoints want; one waits for
+   * an attempt of its order under way to its endpoint (deleted by an erasure), so as not to overtake it.
+   */
+  recordDeletions (transitions: Transitions, rows: readonly DeletedRow[], reason: DeleteReason, now: number, erased: readonly ErasedDelivery[] = []): void {
     if (rows.length > 0) this.insert(transitions, this.subscriptions.deletions(rows, reason, now), now)
+    for (const attempt of attemptsUnderWay(erased)) {
+      this.sql.holdDeletions.run({ endpointId: attempt.endpoint_id, orderId: attempt.order_id, until: attempt.leased_until })
+    }
   }
 
   /** Writes the transaction's delivery counts, once its writes are done. */
@@ -167,6 +173,8 @@ export class SqliteWebhooks {
     const settled: Record<DeliveryOutcome['kind'], SettledRow[]> = { delivered: [], retry: [], failed: [], discarded: [] }
     const errors = new Map<string, string>()
     const attempts: Array<{ endpoint_id: string, kind: DeliveryOutcome['kind'], probe: boolean }> = []
+    /** Claims whose delivery is no longer theirs: erased with its order, say, whose order.deleted waits for this attempt. */
+    const gone: DeliveryClaim[] = []
     for (const outcome of outcomes) {
       const claim = { seq: outcome.claim.seq, token: outcome.claim.token, now }
       let row: SettledRow | undefined
@@ -182,6 +190,8 @@ export class SqliteWebhooks {
       if (row) {
         settled[outcome.kind].push(row)
         attempts.push({ endpoint_id: row.endpoint_id, kind: outcome.kind, probe: outcome.claim.probe === true })
+      } else {
+        gone.push(outcome.claim)
       }
     }
     for (const [endpointId, error] of errors) this.sql.endpointError.run({ endpointId, error, now })
@@ -196,7 +206,7 @@ export class SqliteWebhooks {
     transitions.deliveries.failed(settled.failed)
     transitions.deliveries.discarded(settled.discarded)
     let promoted = 0
-    for (const { endpoint_id: endpointId, order_id: orderId } of [...settled.delivered, ...settled.failed, ...settled.discarded]) {
+    for (const { endpoint_id: endpointId, order_id: orderId } of [...settled.delivered, ...settled.failed, ...settled.discarded, ...gone]) {
       if (orderId !== null) promoted += this.sql.promoteNext.run({ endpointId, orderId, now }).changes
     }
     transitions.deliveries.madeDue(promoted)
@@ -218,8 +228,10 @@ export class SqliteWebhooks {
   }
 
   /** Deletes every delivery of an erased order, in any state: a claimed one's settle then finds nothing. */
-  deleteOrderDeliveries (transitions: Transitions, orderId: string): void {
-    transitions.deliveries.removed(this.sql.deleteOrderDeliveries.all(orderId) as RemovedRow[])
+  deleteOrderDeliveries (transitions: Transitions, orderId: string): ErasedDelivery[] {
+    const erased = this.sql.deleteOrderDeliveries.all(orderId) as ErasedDelivery[]
+    transitions.deliveries.removed(erased)
+    return erased
   }
 
   nextIn (now: number): number | null {

@@ -119,19 +119,30 @@ export const SQL = {
   deleteUserOrders: `DELETE FROM orders WHERE seq IN (SELECT seq FROM orders INDEXED BY orders_by_user
       WHERE user_id = @userId AND ${FINISHED} ORDER BY seq LIMIT @limit)
     RETURNING ${DELETED}`,
+  // Asked again: the row is updated (to itself), not left alone, so that on PostgreSQL the ask waits for a batch
+  // that holds it and, if that batch ended the erasure, makes a new one: orders finished meanwhile are erased too.
+  requestErasure: 'INSERT INTO erasures (user_id, requested_at) VALUES (?, ?) ON CONFLICT (user_id) DO UPDATE SET requested_at = erasures.requested_at',
+  erasures: 'SELECT user_id FROM erasures ORDER BY user_id LIMIT ?',
+  erasure: 'SELECT 1 FROM erasures WHERE user_id = ?',
+  endErasure: 'DELETE FROM erasures WHERE user_id = ?',
+  // A claimed delivery's next_attempt_at is the end of its lease.
   deleteOrderDeliveries: `DELETE FROM webhook_deliveries INDEXED BY webhook_deliveries_by_order WHERE order_id = ?
-    RETURNING endpoint_id, status`,
+    RETURNING endpoint_id, order_id, status, CASE WHEN lease_token IS NOT NULL THEN next_attempt_at END AS leased_until`,
+  // An erased order's order.deleted to an endpoint waits for the end of the lease of an attempt of that order under way there.
+  holdDeletions: `UPDATE webhook_deliveries INDEXED BY webhook_deliveries_chain SET next_attempt_at = MAX(next_attempt_at, @until)
+    WHERE endpoint_id = @endpointId AND order_id = @orderId AND status = 'pending'`,
   sweepDeliveries: `DELETE FROM webhook_deliveries WHERE seq IN (SELECT seq FROM webhook_deliveries INDEXED BY webhook_deliveries_settled
       WHERE (status = 'delivered' OR status = 'failed') AND updated_at < @before ORDER BY updated_at LIMIT @limit)
     RETURNING endpoint_id, status`,
   sweepBatches: `DELETE FROM populate_batches WHERE batch_id IN (SELECT batch_id FROM populate_batches
-      WHERE entries_done = total_entries AND created_at < @before LIMIT @limit)`,
+      WHERE finished_at < @before LIMIT @limit)`,
   stats: 'SELECT name, value FROM order_stats',
   addStat: 'UPDATE order_stats SET value = value + ? WHERE name = ?',
   openBatch: `INSERT INTO populate_batches (batch_id, total_entries, created_at)
     VALUES (?, ?, ?) ON CONFLICT (batch_id) DO NOTHING`,
   batch: 'SELECT batch_id, total_entries, entries_done, failure_count, failed_ids FROM populate_batches WHERE batch_id = ?',
-  advanceBatch: 'UPDATE populate_batches SET entries_done = ? WHERE batch_id = ? AND entries_done = ?',
+  advanceBatch: `UPDATE populate_batches SET entries_done = @done, finished_at = CASE WHEN @done = total_entries THEN @now END
+    WHERE batch_id = @batchId AND entries_done = @from`,
   batchFailures: 'UPDATE populate_batches SET failure_count = ?, failed_ids = ? WHERE batch_id = ?',
   processingState: 'SELECT state, since FROM processing_state',
   // Only a change of state moves `since`.
