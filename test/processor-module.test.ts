@@ -1,5 +1,4 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs'
-import { spawnSync } from 'node:child_process'
 import { createServer } from 'node:http'
 import { once } from 'node:events'
 import { join } from 'node:path'
@@ -7,12 +6,11 @@ import Database from 'better-sqlite3'
 import type { FastifyInstance } from 'fastify'
 import t, { type Test } from 'tap'
 import type { OrderRecord } from '../src/order.ts'
-import { PACKAGE_ROOT } from '../src/package-root.ts'
 import type { OrderStore } from '../src/store/order-store.ts'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
 import { anOrder, build, tempDir, waitFor, type Settings } from './helper.ts'
 import { createDatabase, openPgStore, SKIP_POSTGRES } from './support/pg-database.ts'
-import { ServerProcess } from './support/server-process.ts'
+import { runToEnd, ServerProcess } from './support/server-process.ts'
 
 // Real modules run by real processes, some for several leases: longer than tap's 30 s for a file.
 t.setTimeout(300_000)
@@ -355,11 +353,6 @@ t.test('the processing step page\'s example module, run by `npm start`: tracking
 })
 
 t.test('the processing step page\'s example module refuses to start without FULFILMENT_URL, in one line', async (t) => {
-  const server = spawnSync(process.execPath, ['dist/src/server.js'], {
-    cwd: PACKAGE_ROOT,
-    env: { ...process.env, PROCESSOR_MODULE: 'docs/examples/fulfilment.mjs', FULFILMENT_URL: '', DATABASE_URL: 'sqlite::memory:' },
-    encoding: 'utf8',
-    timeout: 30_000
-  })
+  const server = runToEnd([process.execPath, 'dist/src/server.js'], { PROCESSOR_MODULE: 'docs/examples/fulfilment.mjs', FULFILMENT_URL: '', DATABASE_URL: 'sqlite::memory:' })
   t.same([server.status, server.stderr], [1, 'Invalid configuration: PROCESSOR_MODULE (docs/examples/fulfilment.mjs) could not be loaded: FULFILMENT_URL is not set\n'])
 })

@@ -1,11 +1,11 @@
-import { spawn, spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
 import { once } from 'node:events'
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join, relative } from 'node:path'
 import t from 'tap'
 import { PACKAGE_ROOT as ROOT } from '../src/package-root.ts'
 import { anOrder, tempDir, waitFor } from './helper.ts'
-import { ServerProcess } from './support/server-process.ts'
+import { runToEnd, ServerProcess, withoutTapHook } from './support/server-process.ts'
 
 // Real processes, npm among them: longer than tap's 30 s for a file on a busy machine.
 t.setTimeout(120_000)
@@ -14,9 +14,7 @@ t.setTimeout(120_000)
 const SERVER = 'dist/src/server.js'
 
 function start (env: Record<string, string>) {
-  return spawnSync(process.execPath, [SERVER], {
-    cwd: ROOT, env: { ...process.env, ...env }, encoding: 'utf8', timeout: 30_000
-  })
+  return runToEnd([process.execPath, SERVER], env)
 }
 
 const cases: Array<[Record<string, string>, string]> = [
@@ -65,10 +63,10 @@ t.test('a PROCESSOR_MODULE that cannot be used stops `node dist/src/server.js` a
     const path = join(dir, name)
     if (source !== undefined) writeFileSync(path, source)
     const line = `Invalid configuration: PROCESSOR_MODULE (${path}) ${why(path)}\n`
-    const env = { ...process.env, PROCESSOR_MODULE: path, DATABASE_URL: 'sqlite::memory:' }
-    const server = spawnSync(process.execPath, [SERVER], { cwd: ROOT, env, encoding: 'utf8', timeout: 30_000 })
+    const env = { PROCESSOR_MODULE: path, DATABASE_URL: 'sqlite::memory:' }
+    const server = runToEnd([process.execPath, SERVER], env)
     t.same([server.status, server.stderr, server.stdout], [1, line, ''], `${name}: the server`)
-    const worker = spawnSync('npm', ['run', 'worker'], { cwd: ROOT, env, encoding: 'utf8', timeout: 30_000 })
+    const worker = runToEnd(['npm', 'run', 'worker'], env)
     t.same([worker.status, worker.stderr], [1, line], `${name}: the worker`)
   }
 })
@@ -115,7 +113,8 @@ function processTree (pid: number): string[] {
 }
 
 t.test('npm start runs the compiled JavaScript with node, without a TypeScript loader', async (t) => {
-  const npm = spawn('npm', ['start'], {
+  const [file, ...args] = withoutTapHook(['npm', 'start'])
+  const npm = spawn(file!, args, {
     cwd: ROOT, detached: true, env: { ...process.env, PORT: '0', DATABASE_URL: 'sqlite::memory:', LOG_LEVEL: 'info' }
   })
   t.teardown(() => { if (npm.exitCode === null) process.kill(-npm.pid!, 'SIGKILL') })

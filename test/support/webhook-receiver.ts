@@ -84,3 +84,17 @@ export class WebhookReceiver {
     return ids
   }
 }
+
+/** Settings that let an app deliver to a receiver on 127.0.0.1. */
+export const ALLOW_PRIVATE = { WEBHOOK_ALLOW_PRIVATE: 'true' }
+
+/** Subscribes `receiver` (at `path`) to `events` through the app's API; the receiver verifies with the endpoint's secret. */
+export async function subscribe (app: FastifyInstance, receiver: WebhookReceiver, events: string[], path = '/hook'): Promise<string> {
+  const res = await app.inject({ method: 'POST', url: '/webhooks', payload: { url: receiver.url(path), events } })
+  if (res.statusCode !== 201) throw new Error(res.body)
+  receiver.secret = res.json().secret
+  return res.json().id
+}
+
+/** GET /webhooks/:id, as JSON. */
+export const endpointView = async (app: FastifyInstance, id: string) => (await app.inject({ url: `/webhooks/${id}` })).json()
