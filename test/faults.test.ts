@@ -69,6 +69,10 @@ t.test('SQLite on a full disk: 503 JSON meanwhile, recovery by itself, nothing l
   const app = await build(t, { DATABASE_URL: `sqlite:${join(dir, 'orders.db')}`, LEASE_MS: '1000' })
   const { answered, create } = creator(app)
   t.equal((await create('before')).statusCode, 201)
+  // Paused while the disk is full, once 'before' is settled: a claim or settle landing between
+  // /ready and the create below would take the room /ready found (seen once in CI).
+  await waitFor(async () => (await app.store.stats()).counts.Completed === 1, "'before' to complete")
+  t.equal((await app.inject({ method: 'POST', url: '/processing/pause' })).statusCode, 200)
 
   fillUp(join(dir, 'filler'))
   // Commits first reuse room the write-ahead log already has; sooner or later one needs more.
@@ -85,6 +89,7 @@ t.test('SQLite on a full disk: 503 JSON meanwhile, recovery by itself, nothing l
 
   rmSync(join(dir, 'filler'))
   await waitFor(async () => (await app.inject({ url: '/ready' })).statusCode === 200, 'the store to take writes again')
+  t.equal((await app.inject({ method: 'POST', url: '/processing/resume' })).statusCode, 200)
   t.equal((await create('after')).statusCode, 201)
   await waitFor(async () => (await app.store.stats()).counts.Completed === answered.length, 'every answered order to complete')
   for (const orderId of answered) t.equal((await app.store.get(orderId))?.status, 'Completed', `${orderId} completed`)
@@ -222,6 +227,7 @@ t.test('PostgreSQL table locked by another session: 503 within DATABASE_TIMEOUT_
 
   await locker.query('ROLLBACK')
   await waitFor(async () => (await app.inject({ url: '/ready' })).statusCode === 200, 'the store to take writes again')
+  t.equal((await app.inject({ method: 'POST', url: '/processing/resume' })).statusCode, 200)
   t.equal((await create('after')).statusCode, 201)
   t.same(answered, ['before', 'after'])
   for (const orderId of answered) t.equal((await app.inject({ url: `/orders/${orderId}` })).statusCode, 200, `${orderId} exists`)
