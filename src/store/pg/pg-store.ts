@@ -132,6 +132,10 @@ export class PgStore extends StoreEvents implements OrderStore {
         [ENDPOINTS_CHANNEL]: this.receive(decodeSignal, () => { void this.reloadSubscriptions() }),
         [STATE_CHANNEL]: this.receive(decodeProcessingState, (state) => this.stateListeners.emit(state))
       },
+      // A transaction that looked for other processes' listeners before this one connected, and so
+      // hands its changes only to its own process's listeners, commits before this process counts as
+      // listening: it holds a lock on orders (its changes are writes to orders) until then.
+      afterListen: (client) => client.query(SQL.awaitWriters),
       // Work announced while the listener was away would wait for the next announcement.
       onReconnected: () => {
         this.workListeners.emit(Date.now())

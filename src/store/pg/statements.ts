@@ -10,6 +10,7 @@ import { ORDER_OTHER_BYTES, PAGE_BYTES } from '../page-size.ts'
  * arrays), and a hand-back reads each row as it was while claimed in the same statement (SQLite
  * needs `claimed` for that, and `failed` for a retry). Besides: `existing` (the orders a batched
  * create found), `lockOrders` (the readiness check takes the lock a write to orders needs),
+ * `awaitWriters` (a new LISTEN connection waits for the writes to orders under way),
  * `overview` (the aggregates and the processing state in one query), `record` (SQLite's
  * `addStat`, with the transaction's NOTIFYs in the same round trip), `lockEndpoints` and
  * `notify`. Webhook deliveries go by the database's clock (due times, leases, retries), so
@@ -196,6 +197,9 @@ export const SQL = {
   cursorKey: "SELECT value FROM service_keys WHERE name = 'cursor'",
   // The lock a write to orders takes: a table locked by another session (even for an index build) is not ready.
   lockOrders: 'LOCK TABLE orders IN ROW EXCLUSIVE MODE',
+  // Waits for the writes to orders under way (SHARE conflicts with the ROW EXCLUSIVE they hold until
+  // they end), new ones waiting meanwhile behind it; one string, so in one round trip.
+  awaitWriters: 'BEGIN; LOCK TABLE orders IN SHARE MODE; COMMIT',
   readinessCheck: 'UPDATE readiness_checks SET checked_at = $1 WHERE id = 1',
   // What a transaction does besides its own statements, in one round trip: its aggregates (each
   // transaction adds to a shard picked at random, so no row is hot; rows in name order, so that two
