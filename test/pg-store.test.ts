@@ -261,6 +261,29 @@ t.test('PostgreSQL: a change committed once another process has opened reaches i
   t.equal(openedBeforeCommit, false, 'the other process is open only once the transaction that did not see it has ended')
 })
 
+t.test('PostgreSQL: when the other process goes, a change handed over directly comes after those of its order still on their way to the listener', { skip: SKIP_POSTGRES }, async (t) => {
+  const url = await database(t)
+  const { store } = await openStore(t, url)
+  const other = await PgStore.open(url, { timeoutMs: 5000, log: recordingLog() })
+  const heard: string[] = []
+  store.onChanges((changes) => { for (const c of changes) heard.push(`${c.order_id} ${c.status}`) })
+  await store.create(anOrder('o'), T0, T0)
+  await waitFor(() => heard.length === 1, 'the create, announced while another process listens')
+  // This process's listener reads nothing for a while (a busy event loop, a slow network).
+  const socket = (store as unknown as { listener: { client: { connection: { stream: { pause: () => void, resume: () => void } } } } }).listener.client.connection.stream
+  socket.pause()
+  const [claim] = await store.claim(1, T0, LEASE)
+  await other.close()
+  const probe = new pg.Client({ connectionString: url })
+  await probe.connect()
+  t.teardown(() => probe.end())
+  await waitFor(async () => (await probe.query("SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'order-service listener %'")).rowCount === 1, 'the other process\'s listener gone')
+  await store.settle([{ claim: claim!, ok: true, result: 'done' }], T0 + 1)
+  socket.resume()
+  await waitFor(() => heard.length === 3, 'the claim and the settle heard')
+  t.same(heard, ['o Pending', 'o Processing', 'o Completed'], 'in commit order')
+})
+
 t.test('PostgreSQL: a notification this service did not send is logged and ignored', { skip: SKIP_POSTGRES }, async (t) => {
   const url = await database(t)
   const { store, log } = await openStore(t, url)

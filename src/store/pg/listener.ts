@@ -100,6 +100,16 @@ export class PgListener {
     this.schedule(() => this.connect(), RECONNECT_MS)
   }
 
+  /**
+   * Calls `then` once every notification sent to this connection before has been delivered (a
+   * query's answer comes after them), before any that comes after that answer; at once while it is
+   * not connected, and when the query fails.
+   */
+  afterDelivered (then: () => void): void {
+    if (this.client === null) then()
+    else this.client.query('SELECT 1', () => { then() })
+  }
+
   async close (): Promise<void> {
     this.closed = true
     if (this.timer) clearTimeout(this.timer)

@@ -10,7 +10,7 @@ import { decodeAvailableAt, decodeChanges, decodeProcessingState, decodeSignal, 
 import { statsFromRows } from '../stats-delta.ts'
 import type {
   CancelResult, Claim, CreateResult, DeleteReason, DeleteResult, FinishedStatus, IdPage, IndexedCall, ListQuery, OrderPage, OrderStats, OrderStore,
-  Outcome, Overview, PopulateBatch, ProcessingState, RetriedChunk, RetryResult
+  OrderChange, Outcome, Overview, PopulateBatch, ProcessingState, RetriedChunk, RetryResult
 } from '../order-store.ts'
 import { advanced } from '../populate-batches.ts'
 import { BatchConflictError, StoreUnavailableError } from '../store-errors.ts'
@@ -115,6 +115,13 @@ export class PgStore extends StoreEvents implements OrderStore {
   private readonly listenerName = `${LISTENER_NAME} ${randomUUID()}`
   /** Whether the last transaction found another process's listener connected. */
   private othersListening = true
+  /** A change was announced since the listener was last caught up: its notification may still be on its way. */
+  private announcedSinceCaughtUp = false
+  /**
+   * Changes handed over directly that wait for the announced ones before them to be delivered, in
+   * turns: each turn's are handed over when the listener's round trip begun with it answers.
+   */
+  private readonly handOvers: OrderChange[][][] = []
 
   private constructor (private readonly pool: pg.Pool, connection: pg.ClientConfig, { timeoutMs, log }: PgStoreOptions) {
     super()
@@ -246,7 +253,7 @@ export class PgStore extends StoreEvents implements OrderStore {
       const announced = await this.record(tx, transitions)
       await tx.query('COMMIT')
       // Not announced, no other process listening: this one's own listeners hear them from here.
-      if (!announced && transitions.log.changes.length > 0) this.changeListeners.emit(transitions.log.changes)
+      if (!announced && transitions.log.changes.length > 0) this.handOver(transitions.log.changes)
       // Other processes reload when they hear it; this one before its caller goes on.
       if (transitions.deliveries.endpointsChanged) await this.reloadSubscriptions()
       return result
@@ -259,6 +266,26 @@ export class PgStore extends StoreEvents implements OrderStore {
       tx.off('error', onLost)
       tx.release(failure)
     }
+  }
+
+  /**
+   * Hands changes that were not announced to this process's listeners: at once, unless changes this
+   * process announced before may still be on their way to its listener (another process just went);
+   * then after them, so that the changes of an order come in commit order.
+   */
+  private handOver (changes: OrderChange[]): void {
+    if (this.announcedSinceCaughtUp) {
+      this.announcedSinceCaughtUp = false
+      const turn: OrderChange[][] = []
+      this.handOvers.push(turn)
+      this.listener.afterDelivered(() => {
+        this.handOvers.splice(this.handOvers.indexOf(turn), 1)
+        for (const waiting of turn) this.changeListeners.emit(waiting)
+      })
+    }
+    const turn = this.handOvers.at(-1)
+    if (turn) turn.push(changes)
+    else this.changeListeners.emit(changes)
   }
 
   /**
@@ -284,6 +311,7 @@ export class PgStore extends StoreEvents implements OrderStore {
     ])
     this.othersListening = (rows[0] as { listening: boolean }).listening
     if (!this.othersListening) return false
+    this.announcedSinceCaughtUp = true
     // Another process's listener came since: this transaction's changes are announced too.
     if (encoded.length === 0 && log.changes.length > 0) await tx.query(SQL.notify, [CHANGES_CHANNEL, encodeChanges(log.changes)])
     return true
