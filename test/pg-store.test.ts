@@ -284,6 +284,27 @@ t.test('PostgreSQL: when the other process goes, a change handed over directly c
   t.same(heard, ['o Pending', 'o Processing', 'o Completed'], 'in commit order')
 })
 
+t.test('PostgreSQL: a process alone whose commit\'s answer is lost past the deadline still hands the committed change to its listeners', { skip: SKIP_POSTGRES }, async (t) => {
+  const url = await database(t)
+  const { store } = await openStore(t, url, 1000)
+  const heard: string[] = []
+  store.onChanges((changes) => { for (const c of changes) heard.push(`${c.order_id} ${c.status}`) })
+  // The COMMIT of the transaction that creates 'lost' reaches the server, its answer never the client.
+  const proto = pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown }
+  const query = proto.query
+  t.teardown(() => { proto.query = query })
+  let creator: unknown
+  proto.query = function (this: { connection: { stream: { pause: () => void } } }, ...args: unknown[]) {
+    if (creator === undefined && JSON.stringify(args[1] ?? null).includes('"lost"')) creator = this
+    if (this === creator && args[0] === 'COMMIT') this.connection.stream.pause()
+    return query.apply(this, args)
+  }
+  await t.rejects(store.create(anOrder('lost'), T0, T0), 'the create did not hear its commit in time')
+  t.match(await store.get('lost'), { status: 'Pending' }, 'though it committed')
+  await waitFor(() => heard.includes('lost Pending'), 'its change heard by this process\'s listeners', 3000)
+  t.same(heard, ['lost Pending'], 'once')
+})
+
 t.test('PostgreSQL: a notification this service did not send is logged and ignored', { skip: SKIP_POSTGRES }, async (t) => {
   const url = await database(t)
   const { store, log } = await openStore(t, url)

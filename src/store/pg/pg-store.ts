@@ -240,6 +240,8 @@ export class PgStore extends StoreEvents implements OrderStore {
     const onLost = (err: Error) => { failure = err }
     tx.on('error', onLost)
     let expired = false
+    const transitions = new Transitions()
+    let unannounced: string | null = null
     const timer = setTimeout(() => {
       expired = true
       tx.connection.stream.destroy()
@@ -248,18 +250,19 @@ export class PgStore extends StoreEvents implements OrderStore {
       await tx.query('BEGIN')
       // Any process may stream changes, so every change is kept: announced to them all (on commit, in
       // commit order) while another process listens, else handed to this one's listeners after the commit.
-      const transitions = new Transitions()
       const result = await fn(tx, transitions)
-      const announced = await this.record(tx, transitions)
+      unannounced = await this.record(tx, transitions)
       await tx.query('COMMIT')
       // Not announced, no other process listening: this one's own listeners hear them from here.
-      if (!announced && transitions.log.changes.length > 0) this.handOver(transitions.log.changes)
+      if (unannounced !== null) this.handOver(transitions.log.changes)
       // Other processes reload when they hear it; this one before its caller goes on.
       if (transitions.deliveries.endpointsChanged) await this.reloadSubscriptions()
       return result
     } catch (err) {
       failure = err as Error
       await tx.query('ROLLBACK').catch(() => {})
+      // The COMMIT may have been sent, and the server committed, its answer lost.
+      if (unannounced !== null) void this.handOverIfCommitted(unannounced, transitions.log.changes)
       throw expired ? this.deadlinePassed() : err
     } finally {
       clearTimeout(timer)
@@ -288,11 +291,22 @@ export class PgStore extends StoreEvents implements OrderStore {
     else this.changeListeners.emit(changes)
   }
 
+  /** Hands over the changes of a transaction whose COMMIT's answer was lost, if it committed. */
+  private async handOverIfCommitted (xid: string, changes: OrderChange[]): Promise<void> {
+    try {
+      const { rows } = await this.pool.query<{ committed: boolean | null }>(SQL.committed, [xid])
+      if (rows[0]?.committed === true) this.handOver(changes)
+    } catch (err) {
+      this.log.warn({ err, changes: changes.length }, 'could not tell whether a transaction whose commit was not answered committed: its changes are not streamed')
+    }
+  }
+
   /**
    * Writes the transaction's aggregates, and sends its wake-up and, while another process listens,
-   * its change events, all delivered on commit; says whether the change events were sent.
+   * its change events, all delivered on commit. Returns the transaction's id when it has change
+   * events that were not sent (the caller hands them over once committed), else null.
    */
-  private async record (tx: Tx, transitions: Transitions): Promise<boolean> {
+  private async record (tx: Tx, transitions: Transitions): Promise<string | null> {
     const { delta, log, wakeAt, deliveries } = transitions
     // Deliveries are recorded with the status changes that make them, in their transaction.
     await this.webhooks.finish(tx, transitions, Date.now())
@@ -303,18 +317,20 @@ export class PgStore extends StoreEvents implements OrderStore {
     if (wakeAt !== Infinity) announcements.push([CHANNEL, String(wakeAt)])
     if (deliveries.due) announcements.push([DELIVERIES_CHANNEL, ''])
     if (deliveries.endpointsChanged) announcements.push([ENDPOINTS_CHANNEL, ''])
-    if (entries.length === 0 && announcements.length === 0 && log.changes.length === 0) return false
-    const { rows } = await tx.query<{ listening: boolean }>(SQL.record, [
+    if (entries.length === 0 && announcements.length === 0 && log.changes.length === 0) return null
+    const { rows } = await tx.query<{ listening: boolean, xid: string }>(SQL.record, [
       randomShard(), entries.map(([name]) => name), entries.map(([, value]) => value),
       announcements.map(([channel]) => channel), announcements.map(([, payload]) => payload),
       CHANGES_CHANNEL, `${LISTENER_NAME} %`, this.listenerName
     ])
-    this.othersListening = (rows[0] as { listening: boolean }).listening
-    if (!this.othersListening) return false
+    const { listening, xid } = rows[0] as { listening: boolean, xid: string }
+    this.othersListening = listening
+    if (log.changes.length === 0) return null
+    if (!listening) return xid
     this.announcedSinceCaughtUp = true
     // Another process's listener came since: this transaction's changes are announced too.
-    if (encoded.length === 0 && log.changes.length > 0) await tx.query(SQL.notify, [CHANGES_CHANNEL, encodeChanges(log.changes)])
-    return true
+    if (encoded.length === 0) await tx.query(SQL.notify, [CHANGES_CHANNEL, encodeChanges(log.changes)])
+    return null
   }
 
   /**

@@ -206,7 +206,8 @@ export const SQL = {
   // transactions on one shard cannot deadlock) and its announcements, sent in order on commit. Those
   // on channel $6 (change events) only while another process's listener is connected (a session
   // whose application_name is LIKE $7, other than this process's, $8), which `listening` says: when
-  // none is, the caller hands them to its own listeners once committed.
+  // none is, the caller hands them to its own listeners once committed (`xid` tells, if the commit's
+  // answer is lost, whether it committed).
   record: `WITH counted AS (
       INSERT INTO order_stats (name, shard, value)
       SELECT name, $1, value FROM unnest($2::text[], $3::bigint[]) AS d (name, value)
@@ -215,10 +216,11 @@ export const SQL = {
       SELECT EXISTS (SELECT 1 FROM pg_stat_activity
         WHERE datname = current_database() AND application_name LIKE $7 AND application_name <> $8) AS listening
     )
-    SELECT others.listening, (SELECT count(pg_notify(n.channel, n.payload))
+    SELECT others.listening, pg_current_xact_id()::text AS xid, (SELECT count(pg_notify(n.channel, n.payload))
         FROM unnest($4::text[], $5::text[]) AS n (channel, payload) WHERE others.listening OR n.channel <> $6) AS sent
     FROM others`,
   notify: 'SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload',
+  committed: "SELECT pg_xact_status($1::xid8) = 'committed' AS committed",
 
   countEndpoints: 'SELECT count(*)::int AS n FROM webhook_endpoints',
   // Creates wait for each other, so that two at once cannot both pass the count.
