@@ -233,10 +233,11 @@ t.test('PostgreSQL: a change committed once another process has opened reaches i
     if (this !== creator || args[0] !== 'COMMIT') return query.apply(this, args)
     creator = null
     commitReached()
-    return commitLetThrough.then(() => query.apply(this, args))
+    // Committed once the COMMIT answers (the create resolves some turns later).
+    return commitLetThrough.then(() => query.apply(this, args)).then((answer) => { committed = true; return answer })
   }
   let committed = false
-  const creating = store.create(anOrder('raced'), T0, T0).then(() => { committed = true })
+  const creating = store.create(anOrder('raced'), T0, T0)
   await atCommit
 
   const heard: string[] = []
