@@ -217,6 +217,97 @@ t.test('PostgreSQL: change events are announced only while another process liste
   t.match(announced, [/"together"/], 'only the change made while another process listened was announced')
 })
 
+t.test('PostgreSQL: a change committed once another process has opened reaches it, though its transaction looked for listeners before', { skip: SKIP_POSTGRES }, async (t) => {
+  const url = await database(t)
+  const { store } = await openStore(t, url)
+  // The COMMIT of the transaction that creates 'raced' waits until the test lets it through: that
+  // transaction has looked for other processes' listeners and found none.
+  const proto = pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown }
+  const query = proto.query
+  t.teardown(() => { proto.query = query })
+  let letCommit!: () => void
+  const commitLetThrough = new Promise<void>((resolve) => { letCommit = resolve })
+  let commitReached!: () => void
+  const atCommit = new Promise<void>((resolve) => { commitReached = resolve })
+  let creator: unknown
+  proto.query = function (this: unknown, ...args: unknown[]) {
+    if (creator === undefined && JSON.stringify(args[1] ?? null).includes('"raced"')) creator = this
+    if (this !== creator || args[0] !== 'COMMIT') return query.apply(this, args)
+    creator = null
+    commitReached()
+    // Committed once the COMMIT answers (the create resolves some turns later).
+    return commitLetThrough.then(() => query.apply(this, args)).then((answer) => { committed = true; return answer })
+  }
+  let committed = false
+  const creating = store.create(anOrder('raced'), T0, T0)
+  await atCommit
+
+  const heard: string[] = []
+  let openedBeforeCommit: boolean | undefined
+  const opening = PgStore.open(url, { timeoutMs: 5000, log: recordingLog() }).then((other) => {
+    openedBeforeCommit = !committed
+    other.onChanges((changes) => { for (const c of changes) heard.push(`${c.order_id} ${c.status}`) })
+    return other
+  })
+  const probe = new pg.Client({ connectionString: url })
+  await probe.connect()
+  t.teardown(() => probe.end())
+  // The commit goes on once the other process has opened, or waits for it to.
+  await waitFor(async () => openedBeforeCommit !== undefined || (await probe.query(
+    "SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'order-service listener %' AND wait_event_type = 'Lock'"
+  )).rowCount === 1, 'the other process opened, or waiting for the transaction under way')
+  letCommit()
+  await creating
+  const other = await opening
+  t.teardown(() => other.close())
+  if (openedBeforeCommit === true) await waitFor(() => heard.includes('raced Pending'), 'the change, committed after the other process opened, heard by it', 2000)
+  t.equal(openedBeforeCommit, false, 'the other process is open only once the transaction that did not see it has ended')
+})
+
+t.test('PostgreSQL: when the other process goes, a change handed over directly comes after those of its order still on their way to the listener', { skip: SKIP_POSTGRES }, async (t) => {
+  const url = await database(t)
+  const { store } = await openStore(t, url)
+  const other = await PgStore.open(url, { timeoutMs: 5000, log: recordingLog() })
+  const heard: string[] = []
+  store.onChanges((changes) => { for (const c of changes) heard.push(`${c.order_id} ${c.status}`) })
+  await store.create(anOrder('o'), T0, T0)
+  await waitFor(() => heard.length === 1, 'the create, announced while another process listens')
+  // This process's listener reads nothing for a while (a busy event loop, a slow network).
+  const socket = (store as unknown as { listener: { client: { connection: { stream: { pause: () => void, resume: () => void } } } } }).listener.client.connection.stream
+  socket.pause()
+  const [claim] = await store.claim(1, T0, LEASE)
+  await other.close()
+  const probe = new pg.Client({ connectionString: url })
+  await probe.connect()
+  t.teardown(() => probe.end())
+  await waitFor(async () => (await probe.query("SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'order-service listener %'")).rowCount === 1, 'the other process\'s listener gone')
+  await store.settle([{ claim: claim!, ok: true, result: 'done' }], T0 + 1)
+  socket.resume()
+  await waitFor(() => heard.length === 3, 'the claim and the settle heard')
+  t.same(heard, ['o Pending', 'o Processing', 'o Completed'], 'in commit order')
+})
+
+t.test('PostgreSQL: a process alone whose commit\'s answer is lost past the deadline still hands the committed change to its listeners', { skip: SKIP_POSTGRES }, async (t) => {
+  const url = await database(t)
+  const { store } = await openStore(t, url, 1000)
+  const heard: string[] = []
+  store.onChanges((changes) => { for (const c of changes) heard.push(`${c.order_id} ${c.status}`) })
+  // The COMMIT of the transaction that creates 'lost' reaches the server, its answer never the client.
+  const proto = pg.Client.prototype as unknown as { query: (...args: unknown[]) => unknown }
+  const query = proto.query
+  t.teardown(() => { proto.query = query })
+  let creator: unknown
+  proto.query = function (this: { connection: { stream: { pause: () => void } } }, ...args: unknown[]) {
+    if (creator === undefined && JSON.stringify(args[1] ?? null).includes('"lost"')) creator = this
+    if (this === creator && args[0] === 'COMMIT') this.connection.stream.pause()
+    return query.apply(this, args)
+  }
+  await t.rejects(store.create(anOrder('lost'), T0, T0), 'the create did not hear its commit in time')
+  t.match(await store.get('lost'), { status: 'Pending' }, 'though it committed')
+  await waitFor(() => heard.includes('lost Pending'), 'its change heard by this process\'s listeners', 3000)
+  t.same(heard, ['lost Pending'], 'once')
+})
+
 t.test('PostgreSQL: a notification this service did not send is logged and ignored', { skip: SKIP_POSTGRES }, async (t) => {
   const url = await database(t)
   const { store, log } = await openStore(t, url)

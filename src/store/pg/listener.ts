@@ -16,6 +16,8 @@ export interface ListenerOptions {
   /** How often a query checks that the connection still answers. */
   checkEveryMs: number
   channels: Record<string, (payload: string) => void>
+  /** Run on the connection once LISTEN is in place, before it counts as listening (each time it connects). */
+  afterListen: (client: pg.Client) => Promise<unknown>
   /** LISTEN is in place again after the connection was lost: notifications sent meanwhile were missed. */
   onReconnected: () => void
   log: StoreLog
@@ -51,6 +53,7 @@ export class PgListener {
     try {
       await client.connect()
       for (const channel of Object.keys(this.options.channels)) await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`)
+      await this.options.afterListen(client)
     } catch (err) {
       this.reconnect(client, err as Error)
       return
@@ -95,6 +98,16 @@ export class PgListener {
     // A query still waiting (the connection stopped answering) makes end() destroy the socket.
     client.end().catch(() => {})
     this.schedule(() => this.connect(), RECONNECT_MS)
+  }
+
+  /**
+   * Calls `then` once every notification sent to this connection before has been delivered (a
+   * query's answer comes after them), before any that comes after that answer; at once while it is
+   * not connected, and when the query fails.
+   */
+  afterDelivered (then: () => void): void {
+    if (this.client === null) then()
+    else this.client.query('SELECT 1', () => { then() })
   }
 
   async close (): Promise<void> {

@@ -10,7 +10,7 @@ import { decodeAvailableAt, decodeChanges, decodeProcessingState, decodeSignal, 
 import { statsFromRows } from '../stats-delta.ts'
 import type {
   CancelResult, Claim, CreateResult, DeleteReason, DeleteResult, FinishedStatus, IdPage, IndexedCall, ListQuery, OrderPage, OrderStats, OrderStore,
-  Outcome, Overview, PopulateBatch, ProcessingState, RetriedChunk, RetryResult
+  OrderChange, Outcome, Overview, PopulateBatch, ProcessingState, RetriedChunk, RetryResult
 } from '../order-store.ts'
 import { advanced } from '../populate-batches.ts'
 import { BatchConflictError, StoreUnavailableError } from '../store-errors.ts'
@@ -115,6 +115,13 @@ export class PgStore extends StoreEvents implements OrderStore {
   private readonly listenerName = `${LISTENER_NAME} ${randomUUID()}`
   /** Whether the last transaction found another process's listener connected. */
   private othersListening = true
+  /** A change was announced since the listener was last caught up: its notification may still be on its way. */
+  private announcedSinceCaughtUp = false
+  /**
+   * Changes handed over directly that wait for the announced ones before them to be delivered, in
+   * turns: each turn's are handed over when the listener's round trip begun with it answers.
+   */
+  private readonly handOvers: OrderChange[][][] = []
 
   private constructor (private readonly pool: pg.Pool, connection: pg.ClientConfig, { timeoutMs, log }: PgStoreOptions) {
     super()
@@ -132,6 +139,10 @@ export class PgStore extends StoreEvents implements OrderStore {
         [ENDPOINTS_CHANNEL]: this.receive(decodeSignal, () => { void this.reloadSubscriptions() }),
         [STATE_CHANNEL]: this.receive(decodeProcessingState, (state) => this.stateListeners.emit(state))
       },
+      // A transaction that looked for other processes' listeners before this one connected, and so
+      // hands its changes only to its own process's listeners, commits before this process counts as
+      // listening: it holds a lock on orders (its changes are writes to orders) until then.
+      afterListen: (client) => client.query(SQL.awaitWriters),
       // Work announced while the listener was away would wait for the next announcement.
       onReconnected: () => {
         this.workListeners.emit(Date.now())
@@ -229,6 +240,8 @@ export class PgStore extends StoreEvents implements OrderStore {
     const onLost = (err: Error) => { failure = err }
     tx.on('error', onLost)
     let expired = false
+    const transitions = new Transitions()
+    let unannounced: string | null = null
     const timer = setTimeout(() => {
       expired = true
       tx.connection.stream.destroy()
@@ -237,18 +250,19 @@ export class PgStore extends StoreEvents implements OrderStore {
       await tx.query('BEGIN')
       // Any process may stream changes, so every change is kept: announced to them all (on commit, in
       // commit order) while another process listens, else handed to this one's listeners after the commit.
-      const transitions = new Transitions()
       const result = await fn(tx, transitions)
-      const announced = await this.record(tx, transitions)
+      unannounced = await this.record(tx, transitions)
       await tx.query('COMMIT')
       // Not announced, no other process listening: this one's own listeners hear them from here.
-      if (!announced && transitions.log.changes.length > 0) this.changeListeners.emit(transitions.log.changes)
+      if (unannounced !== null) this.handOver(transitions.log.changes)
       // Other processes reload when they hear it; this one before its caller goes on.
       if (transitions.deliveries.endpointsChanged) await this.reloadSubscriptions()
       return result
     } catch (err) {
       failure = err as Error
       await tx.query('ROLLBACK').catch(() => {})
+      // The COMMIT may have been sent, and the server committed, its answer lost.
+      if (unannounced !== null) void this.handOverIfCommitted(unannounced, transitions.log.changes)
       throw expired ? this.deadlinePassed() : err
     } finally {
       clearTimeout(timer)
@@ -258,10 +272,41 @@ export class PgStore extends StoreEvents implements OrderStore {
   }
 
   /**
-   * Writes the transaction's aggregates, and sends its wake-up and, while another process listens,
-   * its change events, all delivered on commit; says whether the change events were sent.
+   * Hands changes that were not announced to this process's listeners: at once, unless changes this
+   * process announced before may still be on their way to its listener (another process just went);
+   * then after them, so that the changes of an order come in commit order.
    */
-  private async record (tx: Tx, transitions: Transitions): Promise<boolean> {
+  private handOver (changes: OrderChange[]): void {
+    if (this.announcedSinceCaughtUp) {
+      this.announcedSinceCaughtUp = false
+      const turn: OrderChange[][] = []
+      this.handOvers.push(turn)
+      this.listener.afterDelivered(() => {
+        this.handOvers.splice(this.handOvers.indexOf(turn), 1)
+        for (const waiting of turn) this.changeListeners.emit(waiting)
+      })
+    }
+    const turn = this.handOvers.at(-1)
+    if (turn) turn.push(changes)
+    else this.changeListeners.emit(changes)
+  }
+
+  /** Hands over the changes of a transaction whose COMMIT's answer was lost, if it committed. */
+  private async handOverIfCommitted (xid: string, changes: OrderChange[]): Promise<void> {
+    try {
+      const { rows } = await this.pool.query<{ committed: boolean | null }>(SQL.committed, [xid])
+      if (rows[0]?.committed === true) this.handOver(changes)
+    } catch (err) {
+      this.log.warn({ err, changes: changes.length }, 'could not tell whether a transaction whose commit was not answered committed: its changes are not streamed')
+    }
+  }
+
+  /**
+   * Writes the transaction's aggregates, and sends its wake-up and, while another process listens,
+   * its change events, all delivered on commit. Returns the transaction's id when it has change
+   * events that were not sent (the caller hands them over once committed), else null.
+   */
+  private async record (tx: Tx, transitions: Transitions): Promise<string | null> {
     const { delta, log, wakeAt, deliveries } = transitions
     // Deliveries are recorded with the status changes that make them, in their transaction.
     await this.webhooks.finish(tx, transitions, Date.now())
@@ -272,17 +317,20 @@ export class PgStore extends StoreEvents implements OrderStore {
     if (wakeAt !== Infinity) announcements.push([CHANNEL, String(wakeAt)])
     if (deliveries.due) announcements.push([DELIVERIES_CHANNEL, ''])
     if (deliveries.endpointsChanged) announcements.push([ENDPOINTS_CHANNEL, ''])
-    if (entries.length === 0 && announcements.length === 0 && log.changes.length === 0) return false
-    const { rows } = await tx.query<{ listening: boolean }>(SQL.record, [
+    if (entries.length === 0 && announcements.length === 0 && log.changes.length === 0) return null
+    const { rows } = await tx.query<{ listening: boolean, xid: string }>(SQL.record, [
       randomShard(), entries.map(([name]) => name), entries.map(([, value]) => value),
       announcements.map(([channel]) => channel), announcements.map(([, payload]) => payload),
       CHANGES_CHANNEL, `${LISTENER_NAME} %`, this.listenerName
     ])
-    this.othersListening = (rows[0] as { listening: boolean }).listening
-    if (!this.othersListening) return false
+    const { listening, xid } = rows[0] as { listening: boolean, xid: string }
+    this.othersListening = listening
+    if (log.changes.length === 0) return null
+    if (!listening) return xid
+    this.announcedSinceCaughtUp = true
     // Another process's listener came since: this transaction's changes are announced too.
-    if (encoded.length === 0 && log.changes.length > 0) await tx.query(SQL.notify, [CHANGES_CHANNEL, encodeChanges(log.changes)])
-    return true
+    if (encoded.length === 0) await tx.query(SQL.notify, [CHANGES_CHANNEL, encodeChanges(log.changes)])
+    return null
   }
 
   /**

@@ -10,7 +10,8 @@ import { ORDER_OTHER_BYTES, PAGE_BYTES } from '../page-size.ts'
  * arrays), and a hand-back reads each row as it was while claimed in the same statement (SQLite
  * needs `claimed` for that, and `failed` for a retry). Besides: `existing` (the orders a batched
  * create found), `lockOrders` (the readiness check takes the lock a write to orders needs), `lockOrder`
- * (an erasure reads its order locked, SQLite's writes being serial),
+ * (an erasure reads its order locked, SQLite's writes being serial), `awaitWriters` (a new LISTEN
+ * connection waits for the writes to orders under way),
  * `overview` (the aggregates and the processing state in one query), `record` (SQLite's
  * `addStat`, with the transaction's NOTIFYs in the same round trip), `lockEndpoints` and
  * `notify`. Webhook deliveries go by the database's clock (due times, leases, retries), so
@@ -214,13 +215,17 @@ export const SQL = {
   cursorKey: "SELECT value FROM service_keys WHERE name = 'cursor'",
   // The lock a write to orders takes: a table locked by another session (even for an index build) is not ready.
   lockOrders: 'LOCK TABLE orders IN ROW EXCLUSIVE MODE',
+  // Waits for the writes to orders under way (SHARE conflicts with the ROW EXCLUSIVE they hold until
+  // they end), new ones waiting meanwhile behind it; one string, so in one round trip.
+  awaitWriters: 'BEGIN; LOCK TABLE orders IN SHARE MODE; COMMIT',
   readinessCheck: 'UPDATE readiness_checks SET checked_at = $1 WHERE id = 1',
   // What a transaction does besides its own statements, in one round trip: its aggregates (each
   // transaction adds to a shard picked at random, so no row is hot; rows in name order, so that two
   // transactions on one shard cannot deadlock) and its announcements, sent in order on commit. Those
   // on channel $6 (change events) only while another process's listener is connected (a session
   // whose application_name is LIKE $7, other than this process's, $8), which `listening` says: when
-  // none is, the caller hands them to its own listeners once committed.
+  // none is, the caller hands them to its own listeners once committed (`xid` tells, if the commit's
+  // answer is lost, whether it committed).
   record: `WITH counted AS (
       INSERT INTO order_stats (name, shard, value)
       SELECT name, $1, value FROM unnest($2::text[], $3::bigint[]) AS d (name, value)
@@ -229,10 +234,11 @@ export const SQL = {
       SELECT EXISTS (SELECT 1 FROM pg_stat_activity
         WHERE datname = current_database() AND application_name LIKE $7 AND application_name <> $8) AS listening
     )
-    SELECT others.listening, (SELECT count(pg_notify(n.channel, n.payload))
+    SELECT others.listening, pg_current_xact_id()::text AS xid, (SELECT count(pg_notify(n.channel, n.payload))
         FROM unnest($4::text[], $5::text[]) AS n (channel, payload) WHERE others.listening OR n.channel <> $6) AS sent
     FROM others`,
   notify: 'SELECT pg_notify($1, payload) FROM unnest($2::text[]) AS payload',
+  committed: "SELECT pg_xact_status($1::xid8) = 'committed' AS committed",
 
   countEndpoints: 'SELECT count(*)::int AS n FROM webhook_endpoints',
   // Creates wait for each other, so that two at once cannot both pass the count.
