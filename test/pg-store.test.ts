@@ -254,7 +254,7 @@ t.test('PostgreSQL: a change committed once another process has opened reaches i
   t.teardown(() => probe.end())
   // The commit goes on once the other process has opened, or waits for it to.
   await waitFor(async () => openedBeforeCommit !== undefined || (await probe.query(
-    "SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'order-service listener %' AND wait_event_type = 'Lock'"
+    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'order-service listener %' AND wait_event_type = 'Lock'"
   )).rowCount === 1, 'the other process opened, or waiting for the transaction under way')
   letCommit()
   await creating
@@ -280,7 +280,7 @@ t.test('PostgreSQL: when the other process goes, a change handed over directly c
   const probe = new pg.Client({ connectionString: url })
   await probe.connect()
   t.teardown(() => probe.end())
-  await waitFor(async () => (await probe.query("SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'order-service listener %'")).rowCount === 1, 'the other process\'s listener gone')
+  await waitFor(async () => (await probe.query("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND application_name LIKE 'order-service listener %'")).rowCount === 1, 'the other process\'s listener gone')
   await store.settle([{ claim: claim!, ok: true, result: 'done' }], T0 + 1)
   socket.resume()
   await waitFor(() => heard.length === 3, 'the claim and the settle heard')

@@ -149,9 +149,15 @@ t.test('SQLite: an attempt three times as long as LEASE_MS keeps its lease; no r
  * (`<order>.<attempt>.started` holding the process id, and so on) for the test to read.
  */
 const PROCESS_MODULE = `
-  import { writeFileSync } from 'node:fs'
+  import { renameSync, writeFileSync } from 'node:fs'
   import { setTimeout as sleep } from 'node:timers/promises'
-  const mark = (name, text) => writeFileSync(new URL(name, import.meta.url), String(text))
+  // Written whole, then renamed: a test that read the file between its creation and its write
+  // read an empty mark (seen once in CI).
+  const mark = (name, text) => {
+    const whole = new URL(name + '.partial', import.meta.url)
+    writeFileSync(whole, String(text))
+    renameSync(whole, new URL(name, import.meta.url))
+  }
   const LEASE_MS = Number(process.env.LEASE_MS)
 
   export default async (order, { signal, attempt, log }) => {
