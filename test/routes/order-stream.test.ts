@@ -50,6 +50,10 @@ t.test('GET /orders/stream?order_id= follows one order', async (t) => {
   const app = await build(t, { PENDING_DELAY_MS: '30' })
   const { events } = await subscribe(app, '?order_id=S2')
   await app.inject({ method: 'POST', url: '/orders', payload: anOrder('S1') })
+  // S1 goes through all its states unheard; then processing is paused, so that S2 is cancelled
+  // while Pending however slow the machine (a claim within 30 ms of its create was seen in CI).
+  await waitFor(async () => (await app.inject({ url: '/orders/S1' })).json().status === 'Completed', 'S1 to complete')
+  t.equal((await app.inject({ method: 'POST', url: '/processing/pause' })).statusCode, 200)
   await app.inject({ method: 'POST', url: '/orders', payload: anOrder('S2') })
   await app.inject({ method: 'POST', url: '/orders/S2/cancel' })
   await waitFor(() => events.length === 2, 'two events')
