@@ -28,6 +28,9 @@ async function openDashboard (t: Test, settings: Settings, key?: string) {
   return { app, page, errors }
 }
 
+/** What failed besides requests a reload cut short (net::ERR_ABORTED). */
+const besidesCutShort = (errors: string[]) => errors.filter((error) => !error.endsWith('(net::ERR_ABORTED)'))
+
 const shows = (page: Page, id: string, value: string, timeout = 15_000) =>
   page.waitForFunction((want) => document.getElementById(want.id)?.textContent === want.value, { id, value }, { timeout })
 
@@ -154,7 +157,7 @@ t.test('with API_KEY set, every action of the dashboard works, and the API shows
   t.same(errors, [], 'no script errors, no failed requests before the reload')
   await page.reload()
   await shows(page, 'live', 'live')
-  t.same(errors.filter((error) => !error.endsWith('(net::ERR_ABORTED)')), [], 'only requests under way cut short by the reload')
+  t.same(besidesCutShort(errors), [], 'only requests under way cut short by the reload')
   errors.length = 0
   t.ok(await page.isHidden('#key-form'), 'the key is not asked for again in this tab')
   await shows(page, 'count-Completed', String(settled.completed!.count))
@@ -232,7 +235,7 @@ t.test('with API_KEY set, every action of the dashboard works, and the API shows
   await shows(page, 'live', 'disconnected: figures are stale, reconnecting…')
   // This reload too cuts short what the page was fetching (CI's PostgreSQL pass: the metrics, the
   // list and the order shown, each net::ERR_ABORTED); nothing else may fail.
-  t.same(errors.filter((error) => !error.endsWith('(net::ERR_ABORTED)')), [], 'only requests under way cut short by the second reload')
+  t.same(besidesCutShort(errors), [], 'only requests under way cut short by the second reload')
   errors.length = 0
   await page.fill('#search input[name=id]', 'P2')
   await page.click('#search button')
