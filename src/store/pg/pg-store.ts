@@ -551,11 +551,14 @@ export class PgStore extends StoreEvents implements OrderStore {
     return { ids: listed.map((row) => row.order_id), lastSeq: rows.length > limit ? (listed.at(-1) as { seq: number }).seq : null }
   }
 
-  /** The plan PostgreSQL picks for what a call runs, with its arguments (EXPLAIN (FORMAT JSON)). */
+  /** The plan PostgreSQL picks for what a call runs, with its arguments and settings (EXPLAIN (FORMAT JSON)). */
   async explain (...call: IndexedCall): Promise<PlanNode> {
     const { text, values } = indexedQuery(call)
-    const { rows } = await this.pool.query<{ 'QUERY PLAN': Array<{ Plan: PlanNode }> }>(`EXPLAIN (FORMAT JSON) ${text}`, values)
-    return (rows[0] as { 'QUERY PLAN': Array<{ Plan: PlanNode }> })['QUERY PLAN'][0]!.Plan
+    return this.transaction(async (tx) => {
+      if (call[0] === 'claimDeliveries') await tx.query(SQL.deliveryClaimPlanner)
+      const { rows } = await tx.query<{ 'QUERY PLAN': Array<{ Plan: PlanNode }> }>(`EXPLAIN (FORMAT JSON) ${text}`, values)
+      return (rows[0] as { 'QUERY PLAN': Array<{ Plan: PlanNode }> })['QUERY PLAN'][0]!.Plan
+    })
   }
 
   async openBatch (batchId: string, totalEntries: number, now: number): Promise<PopulateBatch> {

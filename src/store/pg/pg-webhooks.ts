@@ -171,6 +171,7 @@ export class PgWebhooks {
 
   async claim (tx: pg.PoolClient, limit: number, leaseMs: number, cap?: EndpointCap): Promise<DeliveryClaim[]> {
     const token = randomUUID()
+    await tx.query(SQL.deliveryClaimPlanner)
     const { rows } = await tx.query<ClaimedRow>(claimDeliveriesQuery(limit, leaseMs, token, cap))
     return rows.map(({ url, secret, ...row }) => ({ ...row, token, target: url === null || secret === null ? null : { url, secret } }))
   }
