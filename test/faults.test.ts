@@ -5,7 +5,7 @@ import pg from 'pg'
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify'
 import t, { type Test } from 'tap'
 import { anOrder, build, tempDir, waitFor } from './helper.ts'
-import { createDatabase, POSTGRES_URL, SKIP_POSTGRES } from './support/pg-database.ts'
+import { createDatabase, POSTGRES_URL, SKIP_POSTGRES, SKIP_SQLITE_ONLY } from './support/pg-database.ts'
 import { fillUp, SKIP_UNLESS_ROOT, smallDisk } from './support/small-disk.ts'
 import { TcpProxy } from './support/tcp-proxy.ts'
 import { MAX_WAITING_CREATES } from '../src/store/pg/pg-store.ts'
@@ -45,7 +45,7 @@ t.test('a lagging event loop gets 503 + Retry-After, then service resumes', asyn
     'service to resume once the loop is idle')
 })
 
-t.test('SQLite locked by another program: 503 JSON meanwhile, recovery by itself, nothing lost', async (t) => {
+t.test('SQLite locked by another program: 503 JSON meanwhile, recovery by itself, nothing lost', { skip: SKIP_SQLITE_ONLY }, async (t) => {
   const path = join(tempDir(t), 'orders.db')
   const app = await build(t, { DATABASE_URL: `sqlite:${path}`, SQLITE_BUSY_TIMEOUT_MS: '20', PROCESSOR: 'off' })
   t.equal((await app.inject({ method: 'POST', url: '/orders', payload: anOrder('before') })).statusCode, 201)
@@ -64,7 +64,7 @@ t.test('SQLite locked by another program: 503 JSON meanwhile, recovery by itself
   t.equal((await app.store.stats()).counts.Pending, 2)
 })
 
-t.test('SQLite on a full disk: 503 JSON meanwhile, recovery by itself, nothing lost', { skip: SKIP_UNLESS_ROOT }, async (t) => {
+t.test('SQLite on a full disk: 503 JSON meanwhile, recovery by itself, nothing lost', { skip: SKIP_UNLESS_ROOT || SKIP_SQLITE_ONLY }, async (t) => {
   const dir = smallDisk(t)
   const app = await build(t, { DATABASE_URL: `sqlite:${join(dir, 'orders.db')}`, LEASE_MS: '1000' })
   const { answered, create } = creator(app)

@@ -9,7 +9,7 @@ import type { OrderRecord } from '../src/order.ts'
 import type { OrderStore } from '../src/store/order-store.ts'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
 import { anOrder, build, tempDir, waitFor, type Settings } from './helper.ts'
-import { createDatabase, openPgStore, SKIP_POSTGRES } from './support/pg-database.ts'
+import { createDatabase, openPgStore, SKIP_POSTGRES, SKIP_SQLITE_ONLY } from './support/pg-database.ts'
 import { runToEnd, ServerProcess } from './support/server-process.ts'
 
 // Real modules run by real processes, some for several leases: longer than tap's 30 s for a file.
@@ -113,7 +113,7 @@ t.test('past ATTEMPT_TIMEOUT_MS the signal aborts and the attempt fails, to be r
   t.match(await getOrder(app, 'ignores'), retried, 'its late return changed nothing')
 })
 
-t.test('SQLite: an attempt three times as long as LEASE_MS keeps its lease; no recovery takes it', async (t) => {
+t.test('SQLite: an attempt three times as long as LEASE_MS keeps its lease; no recovery takes it', { skip: SKIP_SQLITE_ONLY }, async (t) => {
   const dir = tempDir(t)
   const path = join(dir, 'orders.db')
   const { app } = await appWithModule(t, `
@@ -267,7 +267,7 @@ t.test('PostgreSQL: a worker frozen mid-attempt loses the order; once thawed, it
   t.equal(await second.stop('SIGTERM'), 0)
 })
 
-t.test('SQLite: a service killed mid-attempt; the restarted one takes the order over after LEASE_MS', async (t) => {
+t.test('SQLite: a service killed mid-attempt; the restarted one takes the order over after LEASE_MS', { skip: SKIP_SQLITE_ONLY }, async (t) => {
   const { path, mark } = processModule(t)
   const env = { DATABASE_URL: `sqlite:${join(tempDir(t), 'orders.db')}`, PROCESSOR_MODULE: path, PENDING_DELAY_MS: '0', LEASE_MS: '1000' }
   const first = await started(t, ServerProcess.start(env))
@@ -297,7 +297,7 @@ async function stopAborts (t: Test, proc: ServerProcess, mark: (name: string) =>
   }
 }
 
-t.test('SQLite: at shutdown, attempts running past SHUTDOWN_GRACE_MS are aborted and handed back uncounted', async (t) => {
+t.test('SQLite: at shutdown, attempts running past SHUTDOWN_GRACE_MS are aborted and handed back uncounted', { skip: SKIP_SQLITE_ONLY }, async (t) => {
   const { path, mark } = processModule(t)
   const database = join(tempDir(t), 'orders.db')
   const server = await started(t, ServerProcess.start({ DATABASE_URL: `sqlite:${database}`, PROCESSOR_MODULE: path, PENDING_DELAY_MS: '0', SHUTDOWN_GRACE_MS: '300' }))
@@ -319,7 +319,7 @@ t.test('PostgreSQL: at shutdown, a worker aborts the attempts running past SHUTD
   await stopAborts(t, worker, mark, (id) => store.get(id))
 })
 
-t.test('the processing step page\'s example module, run by `npm start`: tracking ids kept, a 4xx fails at once, a 503 is retried', async (t) => {
+t.test('the processing step page\'s example module, run by `npm start`: tracking ids kept, a 4xx fails at once, a 503 is retried', { skip: SKIP_SQLITE_ONLY }, async (t) => {
   // A fulfilment service: 422 for one order, 503 once for another, else a tracking id.
   const received: Array<{ key: string | undefined, body: { order_id: string } }> = []
   const fulfilment = createServer((req, res) => {
@@ -358,7 +358,7 @@ t.test('the processing step page\'s example module, run by `npm start`: tracking
   t.equal(await server.exited, 0)
 })
 
-t.test('the processing step page\'s example module refuses to start without FULFILMENT_URL, in one line', async (t) => {
+t.test('the processing step page\'s example module refuses to start without FULFILMENT_URL, in one line', { skip: SKIP_SQLITE_ONLY }, async (t) => {
   const server = runToEnd([process.execPath, 'dist/src/server.js'], { PROCESSOR_MODULE: 'docs/examples/fulfilment.mjs', FULFILMENT_URL: '', DATABASE_URL: 'sqlite::memory:' })
   t.same([server.status, server.stderr], [1, 'Invalid configuration: PROCESSOR_MODULE (docs/examples/fulfilment.mjs) could not be loaded: FULFILMENT_URL is not set\n'])
 })

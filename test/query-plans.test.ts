@@ -10,7 +10,7 @@ import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
 import { SQL as SQLITE_SQL } from '../src/store/sqlite/statements.ts'
 import { SQL as PG_SQL } from '../src/store/pg/statements.ts'
 import { tempDir } from './helper.ts'
-import { createDatabase, openPgStore, SKIP_POSTGRES } from './support/pg-database.ts'
+import { createDatabase, openPgStore, SKIP_POSTGRES, SKIP_SQLITE_ONLY } from './support/pg-database.ts'
 
 // Every read that must cost its limit, whatever the data, is explained on data skewed the way that
 // misleads a planner: 200,000 orders, 98% of them user 0's, mostly Completed, a few Cancelled or
@@ -72,7 +72,7 @@ function listIndex ({ status, userId }: ListQuery): { index: string, columns: st
 
 const describe = (call: IndexedCall) => JSON.stringify(call)
 
-t.test('SQLite: every list filter, idsByStatus, claim, nextAvailableAt, retryFailed, the webhook delivery reads and each sweep batch search an index bounded by all their conditions', async (t) => {
+t.test('SQLite: every list filter, idsByStatus, claim, nextAvailableAt, retryFailed, the webhook delivery reads and each sweep batch search an index bounded by all their conditions', { skip: SKIP_SQLITE_ONLY }, async (t) => {
   const path = join(tempDir(t), 'orders.db')
   const store = new SqliteStore(path)
   t.teardown(() => store.close())

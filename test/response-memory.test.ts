@@ -6,6 +6,7 @@ import { ORDER_STATUSES } from '../src/order.ts'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
 import { anOrder, tempDir, waitForSteady } from './helper.ts'
 import { ServerProcess } from './support/server-process.ts'
+import { SKIP_SQLITE_ONLY } from './support/pg-database.ts'
 
 // A database of half a million orders and a server process: longer than tap's 30 s for a file.
 t.setTimeout(900_000)
@@ -76,7 +77,7 @@ function slowReader (url: string, keep: boolean): SlowReader {
   }
 }
 
-t.test(`${SLOW_READERS} slow readers of the largest list page and of the largest metrics keep the server under ${MEMORY_GOAL_MB} MB`, { timeout: 900_000 }, async (t) => {
+t.test(`${SLOW_READERS} slow readers of the largest list page and of the largest metrics keep the server under ${MEMORY_GOAL_MB} MB`, { timeout: 900_000, skip: SKIP_SQLITE_ONLY }, async (t) => {
   const path = join(tempDir(t), 'orders.db')
   await fillWithTheLargestAnswers(path)
   const server = await ServerProcess.start({ DATABASE_URL: `sqlite:${path}`, PROCESSOR: 'off' })

@@ -8,7 +8,7 @@ import { SAME_STOP_REQUEST_MS } from '../src/stop-signals.ts'
 import type { OrderStore } from '../src/store/order-store.ts'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
 import { anOrder, tempDir, waitFor } from './helper.ts'
-import { createDatabase, openPgStore, POSTGRES_URL, SKIP_POSTGRES } from './support/pg-database.ts'
+import { createDatabase, openPgStore, POSTGRES_URL, SKIP_POSTGRES, SKIP_SQLITE_ONLY } from './support/pg-database.ts'
 import { ServerProcess } from './support/server-process.ts'
 import { WebhookReceiver } from './support/webhook-receiver.ts'
 
@@ -69,7 +69,7 @@ async function backlog (store: OrderStore, total: number): Promise<void> {
 const IN_FLIGHT = { PENDING_DELAY_MS: '0', PROCESSING_TIME_MS: '50-600', SHUTDOWN_GRACE_MS: '200', MAX_ATTEMPTS: '1', LOG_LEVEL: 'info' }
 
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  t.test(`${signal} to the process group of \`npm start\` (SQLite): one graceful shutdown, exit 0`, async (t) => {
+  t.test(`${signal} to the process group of \`npm start\` (SQLite): one graceful shutdown, exit 0`, { skip: SKIP_SQLITE_ONLY }, async (t) => {
     const path = join(tempDir(t), 'orders.db')
     const server = await ServerProcess.startWithNpm({ ...IN_FLIGHT, DATABASE_URL: `sqlite:${path}` })
     t.teardown(() => server.killGroup())
@@ -154,7 +154,7 @@ async function interrupt (t: Test, server: ServerProcess): Promise<{ code: numbe
 }
 
 for (const store of ['SQLite', 'PostgreSQL'] as const) {
-  const skip = store === 'PostgreSQL' ? SKIP_POSTGRES : false
+  const skip = store === 'PostgreSQL' ? SKIP_POSTGRES : SKIP_SQLITE_ONLY
 
   t.test(`\`npm start\` (${store}) at the default grace: steps and webhook attempts still under way are cut and handed back uncounted, exit 0`, { skip }, async (t) => {
     const database = await databaseFor(t, store)
@@ -191,7 +191,7 @@ for (const store of ['SQLite', 'PostgreSQL'] as const) {
   })
 }
 
-t.test('a step that timed out (its order settled) is not waited for at shutdown', async (t) => {
+t.test('a step that timed out (its order settled) is not waited for at shutdown', { skip: SKIP_SQLITE_ONLY }, async (t) => {
   const path = join(tempDir(t), 'orders.db')
   const server = await ServerProcess.start({
     DATABASE_URL: `sqlite:${path}`,
@@ -211,7 +211,7 @@ t.test('a step that timed out (its order settled) is not waited for at shutdown'
   t.match(await census(path), { failed: 5, processing: 0 })
 })
 
-t.test('a second signal sent deliberately later forces the exit at once', async (t) => {
+t.test('a second signal sent deliberately later forces the exit at once', { skip: SKIP_SQLITE_ONLY }, async (t) => {
   const path = join(tempDir(t), 'orders.db')
   // The graceful shutdown would wait for the orders' 20 s of work.
   const server = await ServerProcess.startWithNpm({ ...IN_FLIGHT, PROCESSING_TIME_MS: '20000', SHUTDOWN_GRACE_MS: '60000', DATABASE_URL: `sqlite:${path}` })
@@ -258,7 +258,7 @@ t.test('a PostgreSQL worker stopped under a large backlog hands back every claim
   await stopRounds(t, database.url, 12, () => ServerProcess.startWorker(env))
 })
 
-t.test('the SQLite server stopped under a large backlog hands back every claim, round after round', async (t) => {
+t.test('the SQLite server stopped under a large backlog hands back every claim, round after round', { skip: SKIP_SQLITE_ONLY }, async (t) => {
   const path = join(tempDir(t), 'orders.db')
   const store = new SqliteStore(path)
   await backlog(store, 100_000)

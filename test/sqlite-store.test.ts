@@ -10,20 +10,21 @@ import { fillUp, SKIP_UNLESS_ROOT, smallDisk } from './support/small-disk.ts'
 import { recount, storeContract } from './support/store-contract.ts'
 import { anEndpoint, webhookStoreContract } from './support/webhook-store-contract.ts'
 import { lifecycleContract } from './support/lifecycle-contract.ts'
+import { SKIP_SQLITE_ONLY } from './support/pg-database.ts'
 
-t.test('SQLite store in memory', async (t) => {
+t.test('SQLite store in memory', { skip: SKIP_SQLITE_ONLY }, async (t) => {
   storeContract(t, async () => new SqliteStore(':memory:'))
 })
 
-t.test('SQLite store: retention and erasure', async (t) => {
+t.test('SQLite store: retention and erasure', { skip: SKIP_SQLITE_ONLY }, async (t) => {
   lifecycleContract(t, async () => new SqliteStore(':memory:'))
 })
 
-t.test('SQLite store: webhooks', async (t) => {
+t.test('SQLite store: webhooks', { skip: SKIP_SQLITE_ONLY }, async (t) => {
   webhookStoreContract(t, async () => new SqliteStore(':memory:'))
 })
 
-t.test("retention's index of finished orders is kept only while a retention of orders needs it", async (t) => {
+t.test("retention's index of finished orders is kept only while a retention of orders needs it", { skip: SKIP_SQLITE_ONLY }, async (t) => {
   const path = join(tempDir(t), 'orders.db')
   const open = (retention: Partial<Retention>) => openStore({
     DATABASE_URL: `sqlite:${path}`,
@@ -62,7 +63,7 @@ t.test("retention's index of finished orders is kept only while a retention of o
   await t.rejects(store.sweepOrders('Completed', 5000, 10), /no such index: orders_finished/, 'a sweep without it fails loudly')
 })
 
-t.test('SQLite store keeps orders and aggregates in its file across reopening', async (t) => {
+t.test('SQLite store keeps orders and aggregates in its file across reopening', { skip: SKIP_SQLITE_ONLY }, async (t) => {
   const path = join(tempDir(t), 'nested', 'orders.db')
   const first = new SqliteStore(path)
   await first.create(anOrder('kept'), 1000, 1000)
@@ -94,7 +95,7 @@ function occurrences (file: Buffer, pageSize: number, text: string): Array<{ typ
   return found
 }
 
-t.test("an erasure leaves none of the customer's rows or deliveries in the SQLite file, not even on free pages", async (t) => {
+t.test("an erasure leaves none of the customer's rows or deliveries in the SQLite file, not even on free pages", { skip: SKIP_SQLITE_ONLY }, async (t) => {
   // Deleted rows stayed readable in the file: in the space the pages kept freed, on the pages
   // freed, and as the older versions an update (a claim, a settle) left: 18,384 copies of the ids
   // of the 3,000 orders erased here, 10,068 of them in table pages, rows around them; now 11.
@@ -125,7 +126,7 @@ t.test("an erasure leaves none of the customer's rows or deliveries in the SQLit
   t.ok(left.length <= 50, `${left.length} copies of ids in unused space of index pages`)
 })
 
-t.test('SQLite store keeps the processing state in its file across reopening', async (t) => {
+t.test('SQLite store keeps the processing state in its file across reopening', { skip: SKIP_SQLITE_ONLY }, async (t) => {
   const path = join(tempDir(t), 'orders.db')
   const first = new SqliteStore(path)
   const paused = await first.setProcessingState('paused', () => 1000)
@@ -139,7 +140,7 @@ t.test('SQLite store keeps the processing state in its file across reopening', a
   t.equal((await second.claim(10, 3000, 30_000)).length, 1)
 })
 
-t.test('a write that makes SQLite roll back the whole transaction fails its whole batch; the aggregates stay true', { skip: SKIP_UNLESS_ROOT }, async (t) => {
+t.test('a write that makes SQLite roll back the whole transaction fails its whole batch; the aggregates stay true', { skip: SKIP_UNLESS_ROOT || SKIP_SQLITE_ONLY }, async (t) => {
   const dir = smallDisk(t)
   const store = new SqliteStore(join(dir, 'orders.db'))
   t.teardown(() => store.close())
@@ -160,7 +161,7 @@ t.test('a write that makes SQLite roll back the whole transaction fails its whol
   t.equal(await store.create(anOrder('before'), 2, 2), 'created', 'a retry succeeds')
 })
 
-t.test('a write that fails halfway leaves nothing of itself behind; the other writes of its batch commit', async (t) => {
+t.test('a write that fails halfway leaves nothing of itself behind; the other writes of its batch commit', { skip: SKIP_SQLITE_ONLY }, async (t) => {
   /** A store on a file, and a trigger another program adds to it that aborts one statement mid-way. */
   const storeRefusing = (t: Test, trigger: string) => {
     const path = join(tempDir(t), 'orders.db')

@@ -6,6 +6,7 @@ import t from 'tap'
 import { PACKAGE_ROOT as ROOT } from '../src/package-root.ts'
 import { anOrder, tempDir, waitFor } from './helper.ts'
 import { runToEnd, ServerProcess, withoutTapHook } from './support/server-process.ts'
+import { SKIP_SQLITE_ONLY } from './support/pg-database.ts'
 
 // Real processes, npm among them: longer than tap's 30 s for a file on a busy machine.
 t.setTimeout(120_000)
@@ -57,7 +58,7 @@ const BAD_MODULES: Array<{ name: string, source?: string, why: (path: string) =>
   }
 ]
 
-t.test('a PROCESSOR_MODULE that cannot be used stops `node dist/src/server.js` and `npm run worker` with one line', async (t) => {
+t.test('a PROCESSOR_MODULE that cannot be used stops `node dist/src/server.js` and `npm run worker` with one line', { skip: SKIP_SQLITE_ONLY }, async (t) => {
   const dir = tempDir(t)
   for (const { name, source, why } of BAD_MODULES) {
     const path = join(dir, name)
@@ -71,7 +72,7 @@ t.test('a PROCESSOR_MODULE that cannot be used stops `node dist/src/server.js` a
   }
 })
 
-t.test('`npm start` runs a PROCESSOR_MODULE given relative to its working directory, an ES or a CommonJS module', async (t) => {
+t.test('`npm start` runs a PROCESSOR_MODULE given relative to its working directory, an ES or a CommonJS module', { skip: SKIP_SQLITE_ONLY }, async (t) => {
   const dir = tempDir(t)
   writeFileSync(join(dir, 'step.mjs'), 'export default async (order, { attempt }) => ({ shipped: order.order_id, attempt })\n')
   writeFileSync(join(dir, 'step.cjs'), 'module.exports = async (order) => ({ shipped: order.order_id, by: "cjs" })\n')
@@ -112,7 +113,7 @@ function processTree (pid: number): string[] {
   return tree
 }
 
-t.test('npm start runs the compiled JavaScript with node, without a TypeScript loader', async (t) => {
+t.test('npm start runs the compiled JavaScript with node, without a TypeScript loader', { skip: SKIP_SQLITE_ONLY }, async (t) => {
   const [file, ...args] = withoutTapHook(['npm', 'start'])
   const npm = spawn(file!, args, {
     cwd: ROOT, detached: true, env: { ...process.env, PORT: '0', DATABASE_URL: 'sqlite::memory:', LOG_LEVEL: 'info' }

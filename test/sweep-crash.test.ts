@@ -4,7 +4,7 @@ import pg from 'pg'
 import t, { type Test } from 'tap'
 import { recount } from './support/store-contract.ts'
 import { anOrder, tempDir, waitFor } from './helper.ts'
-import { createDatabase, openPgStore, SKIP_POSTGRES } from './support/pg-database.ts'
+import { createDatabase, openPgStore, SKIP_POSTGRES, SKIP_SQLITE_ONLY } from './support/pg-database.ts'
 import { ServerProcess } from './support/server-process.ts'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
 import type { OrderStore } from '../src/store/order-store.ts'
@@ -218,7 +218,7 @@ async function killMidErasure (t: Test, db: Database_): Promise<void> {
 
 t.setTimeout(1_200_000)
 
-t.test('SQLite: kill -9 mid-sweep loses no order that should stay, and the counts stay exact', async (t) => {
+t.test('SQLite: kill -9 mid-sweep loses no order that should stay, and the counts stay exact', { skip: SKIP_SQLITE_ONLY }, async (t) => {
   await killMidSweep(t, sqliteDatabase(t))
 })
 
@@ -226,7 +226,7 @@ t.test('PostgreSQL: kill -9 mid-sweep loses no order that should stay, and the c
   await killMidSweep(t, await pgDatabase(t))
 })
 
-t.test('SQLite: an erasure cut short by kill -9 is finished after the restart, in whole batches, with exact counts', async (t) => {
+t.test('SQLite: an erasure cut short by kill -9 is finished after the restart, in whole batches, with exact counts', { skip: SKIP_SQLITE_ONLY }, async (t) => {
   await killMidErasure(t, sqliteDatabase(t))
 })
 

@@ -8,6 +8,12 @@ export const POSTGRES_URL = process.env.DATABASE_URL?.startsWith('postgres') ? p
 
 export const SKIP_POSTGRES = POSTGRES_URL ? false : 'DATABASE_URL is not a postgres:// URL: PostgreSQL tests skipped'
 
+/**
+ * For a test that runs on SQLite whatever DATABASE_URL says (it names its file or `:memory:`): a run
+ * on PostgreSQL would only repeat the run without it (CI runs both, one after the other).
+ */
+export const SKIP_SQLITE_ONLY = POSTGRES_URL ? 'on SQLite whatever DATABASE_URL says: run by `npm test` without a postgres:// DATABASE_URL' : false
+
 /** Creates an empty database of its own for one test; `drop` removes it. */
 export async function createDatabase (server = POSTGRES_URL): Promise<{ url: string, drop: () => Promise<void> }> {
   const name = `orders_test_${randomBytes(6).toString('hex')}`
