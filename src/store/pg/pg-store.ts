@@ -553,9 +553,8 @@ export class PgStore extends StoreEvents implements OrderStore {
 
   /** The plan PostgreSQL picks for what a call runs, with its arguments and settings (EXPLAIN (FORMAT JSON)). */
   async explain (...call: IndexedCall): Promise<PlanNode> {
-    const { text, values } = indexedQuery(call)
     return this.transaction(async (tx) => {
-      if (call[0] === 'claimDeliveries') await tx.query(SQL.deliveryClaimPlanner)
+      const { text, values } = call[0] === 'claimDeliveries' ? await claimDeliveriesQuery(tx, call[1], call[3], 'a token') : indexedQuery(call)
       const { rows } = await tx.query<{ 'QUERY PLAN': Array<{ Plan: PlanNode }> }>(`EXPLAIN (FORMAT JSON) ${text}`, values)
       return (rows[0] as { 'QUERY PLAN': Array<{ Plan: PlanNode }> })['QUERY PLAN'][0]!.Plan
     })
@@ -750,14 +749,13 @@ export class PgStore extends StoreEvents implements OrderStore {
   }
 }
 
-function indexedQuery (call: IndexedCall): pg.QueryConfig {
+function indexedQuery (call: Exclude<IndexedCall, ['claimDeliveries', ...unknown[]]>): pg.QueryConfig {
   switch (call[0]) {
     case 'list': return listQuery(call[1])
     case 'idsByStatus': return idsQuery(call[1], call[2], call[3] ?? 0)
     case 'claim': return claimQuery(call[1], call[2], call[3], 'a token', call[4])
     case 'nextAvailableAt': return { text: SQL.nextAvailable }
     case 'retryFailed': return failedChunkQuery(call[1], call[3] ?? 0)
-    case 'claimDeliveries': return claimDeliveriesQuery(call[1], call[3], 'a token')
     case 'nextDeliveryIn': return { text: SQL.nextDelivery }
     case 'deliveries': return deliveriesQuery(call[1], call[2])
     case 'sweepOrders': return sweepOrdersQuery(call[1], call[2], call[3])

@@ -171,8 +171,7 @@ export class PgWebhooks {
 
   async claim (tx: pg.PoolClient, limit: number, leaseMs: number, cap?: EndpointCap): Promise<DeliveryClaim[]> {
     const token = randomUUID()
-    await tx.query(SQL.deliveryClaimPlanner)
-    const { rows } = await tx.query<ClaimedRow>(claimDeliveriesQuery(limit, leaseMs, token, cap))
+    const { rows } = await tx.query<ClaimedRow>(await claimDeliveriesQuery(tx, limit, leaseMs, token, cap))
     return rows.map(({ url, secret, ...row }) => ({ ...row, token, target: url === null || secret === null ? null : { url, secret } }))
   }
 
@@ -239,11 +238,13 @@ export function deliveriesQuery (endpointId: string, { status, limit, before = N
 /** How soon an event waiting for an earlier one of its order that is being sent is looked at again. */
 const BLOCKED_RECHECK_MS = 1000
 
-export function claimDeliveriesQuery (limit: number, leaseMs: number, token: string, cap?: EndpointCap): pg.QueryConfig {
+/** A delivery claim's statement, once its transaction `tx` has run what prepares it (prepareDeliveryClaim). */
+export async function claimDeliveriesQuery (tx: pg.ClientBase, limit: number, leaseMs: number, token: string, cap?: EndpointCap): Promise<pg.QueryConfig> {
+  const { rows: [circuits] } = await tx.query<{ probes: string[], open: string[] }>(SQL.prepareDeliveryClaim)
   const roomFor = roomOf(cap, limit)
   const busy = [...cap?.busy.keys() ?? []]
   return {
     text: SQL.claimDeliveries,
-    values: [token, leaseMs, limit, BLOCKED_RECHECK_MS, busy, busy.map(roomFor), roomFor(''), limit * CLAIM_WINDOW]
+    values: [token, leaseMs, limit, BLOCKED_RECHECK_MS, busy, busy.map(roomFor), roomFor(''), limit * CLAIM_WINDOW, circuits?.probes, circuits?.open]
   }
 }

@@ -274,6 +274,25 @@ export const SQL = {
   deliveries: `SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries
     WHERE (endpoint_id, status, seq) < ($1, $2, $3) AND (endpoint_id, status) >= ($1, $2)
     ORDER BY endpoint_id DESC, status DESC, seq DESC LIMIT $4`,
+  // Run first in a delivery claim's transaction: the planner's settings for the claim, the endpoints
+  // whose cool-down has passed locked by this process for their probe (another process skips them,
+  // or sees them reopened until the probe's lease ends), and those whose circuit is open otherwise.
+  // Estimates cannot find the one plan of the claim whose cost is its window, the walk of
+  // webhook_deliveries_due in order: without statistics (autovacuum off) 12 rows are expected of
+  // 20,000 due, with ANALYZE 21, so PostgreSQL read every due delivery by a bitmap or a sequential
+  // scan and sorted them, 41 ms a claim of 200 on a backlog of 20,000, 112 ms on 100,000; walking,
+  // 23 ms and 33 ms, of which the window's 1,600 rows are most. Disabled plans cost 10^10, which
+  // would start JIT compilation (~1 s a claim): jit off. The open circuits go to the claim as a
+  // parameter, a constant there that PostgreSQL hashes, where an array built in the statement is
+  // compared id by id: 99 open circuits with 500,000 due behind them, 204 ms a claim against 1,179.
+  prepareDeliveryClaim: `WITH planner AS (
+      SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true)
+    ), probes AS (
+      SELECT w.id FROM webhook_endpoints w WHERE w.circuit_open_until <= ${DATABASE_NOW_MS} FOR UPDATE SKIP LOCKED
+    )
+    SELECT ARRAY(SELECT p.id FROM probes p) AS probes, ARRAY(SELECT w.id FROM webhook_endpoints w
+      WHERE w.circuit_open_until IS NOT NULL AND w.id NOT IN (SELECT p.id FROM probes p)) AS open
+    FROM planner`,
   // The due deliveries that are the earliest pending one of their order for their endpoint are
   // claimed (with their endpoint's url and secret; none when it was deleted); the others are put
   // off until that one is due again, or, while it is being sent, for $4 ms: its settle makes the
@@ -282,18 +301,14 @@ export const SQL = {
   // of an order by up to WEBHOOK_TIMEOUT_MS + 5 s. Other processes' candidates are skipped. Of the
   // earliest $8 due, each endpoint gets at most its room ($6 for the endpoints $5, else $7), so
   // that the deliveries of one whose attempts hang cannot take every slot. Deliveries of an
-  // endpoint whose circuit is open are passed over (its backlog must not fill the window); of one
-  // whose cool-down has passed, one is claimed, the probe, by the one process that locked its row
-  // (another skips it, or sees it reopened until the probe's lease ends). The open circuits are a
-  // filter on the due index's ordered walk (an array of their ids), not an anti-join: a hash
+  // endpoint whose circuit is open ($10) are passed over (its backlog must not fill the window); of
+  // one whose cool-down has passed and that this process locked ($9), one is claimed, the probe.
+  // The open circuits are a filter on the due index's ordered walk, not an anti-join: a hash
   // anti-join gives no order, so every due delivery was read and sorted to take the first $8.
-  claimDeliveries: `WITH probes AS (
-      SELECT w.id FROM webhook_endpoints w WHERE w.circuit_open_until <= ${DATABASE_NOW_MS} FOR UPDATE SKIP LOCKED
-    ), candidates AS (
+  claimDeliveries: `WITH candidates AS (
       SELECT d.seq, d.endpoint_id, d.order_id, d.next_attempt_at
       FROM webhook_deliveries d WHERE d.status = 'pending' AND d.next_attempt_at <= ${DATABASE_NOW_MS}
-        AND d.endpoint_id <> ALL (ARRAY(SELECT w.id FROM webhook_endpoints w
-          WHERE w.circuit_open_until IS NOT NULL AND w.id NOT IN (SELECT p.id FROM probes p)))
+        AND d.endpoint_id <> ALL ($10::text[])
       ORDER BY d.next_attempt_at, d.seq LIMIT $8 FOR UPDATE OF d SKIP LOCKED
     ), checked AS (
       SELECT c.seq, c.endpoint_id, c.next_attempt_at, (SELECT CASE WHEN e.lease_token IS NULL THEN e.next_attempt_at ELSE ${DATABASE_NOW_MS} + $4 END
@@ -305,10 +320,9 @@ export const SQL = {
       SELECT k.seq, k.endpoint_id, k.next_attempt_at, row_number() OVER (PARTITION BY k.endpoint_id ORDER BY k.next_attempt_at, k.seq) AS rank
       FROM checked k WHERE k.blocked_until IS NULL
     ), due AS (
-      SELECT r.seq, r.endpoint_id, p.id IS NOT NULL AS probe
+      SELECT r.seq, r.endpoint_id, r.endpoint_id = ANY ($9::text[]) AS probe
       FROM ranked r LEFT JOIN unnest($5::text[], $6::int[]) AS b (endpoint_id, room) ON b.endpoint_id = r.endpoint_id
-        LEFT JOIN probes p ON p.id = r.endpoint_id
-      WHERE r.rank <= CASE WHEN p.id IS NULL THEN COALESCE(b.room, $7) ELSE LEAST(COALESCE(b.room, $7), 1) END
+      WHERE r.rank <= CASE WHEN r.endpoint_id = ANY ($9::text[]) THEN LEAST(COALESCE(b.room, $7), 1) ELSE COALESCE(b.room, $7) END
       ORDER BY r.next_attempt_at, r.seq LIMIT $3
     ), probing AS (
       UPDATE webhook_endpoints w SET circuit_open_until = ${DATABASE_NOW_MS} + $2 FROM due WHERE w.id = due.endpoint_id AND due.probe
@@ -320,15 +334,6 @@ export const SQL = {
     FROM due LEFT JOIN webhook_endpoints e ON e.id = due.endpoint_id
     WHERE d.seq = due.seq
     RETURNING ${CLAIMED_DELIVERY}, due.probe, e.url, e.secret, (SELECT o.traceparent FROM orders o WHERE o.order_id = d.order_id) AS traceparent`,
-  // Planner settings for the claim's transaction: the walk of webhook_deliveries_due in order that
-  // stops at the window is the only plan whose cost is the window's. Estimates cannot find it:
-  // without statistics (autovacuum off) 12 rows are expected of 20,000 due, with ANALYZE 21, so
-  // PostgreSQL read every due delivery by a bitmap or a sequential scan and sorted them, 41 ms a
-  // claim of 200 on a backlog of 20,000, 112 ms on 100,000; walking, 23 ms and 33 ms, of which the
-  // window's 1,600 rows are most. Disabled plans cost 10^10, which would start JIT
-  // compilation (~1 s a claim): jit off.
-  deliveryClaimPlanner: `SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true),
-    set_config('jit', 'off', true)`,
   delivered: `UPDATE webhook_deliveries d SET status = 'delivered', attempts = d.attempts + 1, delivered_at = $1, updated_at = $1,
       next_attempt_at = NULL, lease_token = NULL, last_status_code = s.status_code, last_error = NULL
     FROM unnest($2::bigint[], $3::text[], $4::int[]) AS s (seq, token, status_code)
