@@ -89,6 +89,11 @@ export class AttemptDeadlines {
 
   constructor (private readonly limitMs: number, private readonly onExpired: (attempt: Attempt) => void, private readonly now = Date.now) {}
 
+  /** How many attempts are running, within their limit. */
+  get size (): number {
+    return this.running.size
+  }
+
   add (attempt: Attempt): void {
     attempt.deadline = this.now() + this.limitMs
     this.running.add(attempt)

@@ -131,7 +131,7 @@ export class OrderProcessor {
           this.inFlight.delete(claim)
           this.settling.delete(claim)
         }
-        if (this.inFlight.size === 0) this.allSettled?.()
+        if (!this.attemptsUnderWay()) this.allSettled?.()
         this.wake()
       }
     })
@@ -244,6 +244,11 @@ export class OrderProcessor {
     this.wake(this.recoveryDueAt)
   }
 
+  /** Whether an attempt has started whose outcome is not settled yet (running, or recorded and being settled). */
+  private attemptsUnderWay (): boolean {
+    return this.deadlines.size > 0 || this.settling.size > 0
+  }
+
   /** The tokens of the claims this process holds: those of claims with an order still running or being settled. */
   private heldTokens (): string[] {
     return [...new Set(Array.from(this.inFlight.keys(), (claim) => claim.token))]
@@ -309,14 +314,17 @@ export class OrderProcessor {
     try {
       // A claim already sent to the store may still commit orders to this process.
       await this.ticking
-      // Waits for the claims, not for p-queue to empty: an attempt that timed out is settled (its
-      // order Pending or Failed) but its work may ignore its signal and run on; the grace is not
-      // spent on it (with a step ignoring its signal for a minute, the stop took the whole grace).
+      // Waits for the attempts that started to be settled, not for p-queue to empty: an attempt
+      // that timed out is settled (its order Pending or Failed) but its work may ignore its signal
+      // and run on; the grace is not spent on it (with a step ignoring its signal for a minute, the
+      // stop took the whole grace). Nor on the claims no attempt started for (cleared from the
+      // queue, or claimed while stopping), which are handed back: a worker stopped under a backlog
+      // waited for the 1,000 of the claim it had under way, the whole grace (10 s) every time.
       let graceTimer: NodeJS.Timeout | undefined
       await Promise.race([
         new Promise<void>((resolve) => {
           this.allSettled = resolve
-          if (this.inFlight.size === 0) resolve()
+          if (!this.attemptsUnderWay()) resolve()
         }),
         new Promise((resolve) => { graceTimer = setTimeout(resolve, graceMs) })
       ])
