@@ -111,7 +111,7 @@ export class OrderProcessor {
   /** Changes told so far: a read under way when one is told is older than it. */
   private stateChanges = 0
   private heartbeat: NodeJS.Timeout | null = null
-  /** Set while stop() waits for the claims it holds to be settled. */
+  /** Set while stop() waits for the attempts that started to be settled (attemptsUnderWay). */
   private allSettled: (() => void) | undefined
   private readonly renewals = new Set<Promise<void>>()
   private readonly now: () => number
