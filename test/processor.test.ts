@@ -298,17 +298,8 @@ t.test('work that outlasts its lease is still done once: a process never recover
 // grace not waited out (it was, whole: 10 s a stop of a PostgreSQL worker under a backlog).
 for (const graceMs of [0, 60_000]) {
   t.test(`stop waits for a claim under way and hands its orders back before the store is closed, at once (grace ${graceMs} ms)`, async (t) => {
-    const store = new SqliteStore(':memory:')
     const events: string[] = []
-    const processor = new OrderProcessor(store, {
-      concurrency: 10,
-      leaseMs: 30_000,
-      maxAttempts: 3,
-      retryBackoffMs: 0,
-      attemptTimeoutMs: 300_000,
-      work: async () => {},
-      onError: (err, context) => { events.push(`failed while ${context}: ${(err as Error).message}`) }
-    })
+    const { store, processor } = setup(t, { onError: (err, context) => { events.push(`failed while ${context}: ${(err as Error).message}`) } })
     // The claim commits, and its answer reaches the processor only once stop() has been called.
     let committed!: () => void
     const claimCommitted = new Promise<void>((resolve) => { committed = resolve })
