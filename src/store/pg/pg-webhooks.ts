@@ -240,11 +240,12 @@ const BLOCKED_RECHECK_MS = 1000
 
 /** A delivery claim's statement, once its transaction `tx` has run what prepares it (prepareDeliveryClaim). */
 export async function claimDeliveriesQuery (tx: pg.ClientBase, limit: number, leaseMs: number, token: string, cap?: EndpointCap): Promise<pg.QueryConfig> {
-  const { rows: [circuits] } = await tx.query<{ probes: string[], open: string[] }>(SQL.prepareDeliveryClaim)
+  const { rows } = await tx.query<{ probes: string[], open: string[] }>(SQL.prepareDeliveryClaim)
+  const { probes, open } = rows[0]!
   const roomFor = roomOf(cap, limit)
   const busy = [...cap?.busy.keys() ?? []]
   return {
     text: SQL.claimDeliveries,
-    values: [token, leaseMs, limit, BLOCKED_RECHECK_MS, busy, busy.map(roomFor), roomFor(''), limit * CLAIM_WINDOW, circuits?.probes, circuits?.open]
+    values: [token, leaseMs, limit, BLOCKED_RECHECK_MS, busy, busy.map(roomFor), roomFor(''), limit * CLAIM_WINDOW, probes, open]
   }
 }

@@ -317,12 +317,13 @@ export const SQL = {
           ORDER BY e.seq LIMIT 1) AS blocked_until
       FROM candidates c
     ), ranked AS (
-      SELECT k.seq, k.endpoint_id, k.next_attempt_at, row_number() OVER (PARTITION BY k.endpoint_id ORDER BY k.next_attempt_at, k.seq) AS rank
+      SELECT k.seq, k.endpoint_id, k.next_attempt_at, k.endpoint_id = ANY ($9::text[]) AS probe,
+        row_number() OVER (PARTITION BY k.endpoint_id ORDER BY k.next_attempt_at, k.seq) AS rank
       FROM checked k WHERE k.blocked_until IS NULL
     ), due AS (
-      SELECT r.seq, r.endpoint_id, r.endpoint_id = ANY ($9::text[]) AS probe
+      SELECT r.seq, r.endpoint_id, r.probe
       FROM ranked r LEFT JOIN unnest($5::text[], $6::int[]) AS b (endpoint_id, room) ON b.endpoint_id = r.endpoint_id
-      WHERE r.rank <= CASE WHEN r.endpoint_id = ANY ($9::text[]) THEN LEAST(COALESCE(b.room, $7), 1) ELSE COALESCE(b.room, $7) END
+      WHERE r.rank <= CASE WHEN r.probe THEN LEAST(COALESCE(b.room, $7), 1) ELSE COALESCE(b.room, $7) END
       ORDER BY r.next_attempt_at, r.seq LIMIT $3
     ), probing AS (
       UPDATE webhook_endpoints w SET circuit_open_until = ${DATABASE_NOW_MS} + $2 FROM due WHERE w.id = due.endpoint_id AND due.probe
