@@ -29,12 +29,12 @@ async function sql (url: string, text: string): Promise<pg.QueryResult> {
   }
 }
 
-t.test('PostgreSQL: a database of the schema before the orders table left room for updates is migrated in place, every order kept, and the service works on it', { skip: SKIP_POSTGRES }, async (t) => {
+t.test('PostgreSQL: a database of the schema before the orders table left room for updates and lost orders_by_user is migrated in place, every order kept, and the service works on it', { skip: SKIP_POSTGRES }, async (t) => {
   const { url, drop } = await createDatabase()
   t.teardown(drop)
   // Orders in every state, written by the store (claims go oldest first); then the database taken
-  // back to the schema before the migration (its table option and its version row), as a database
-  // of the last release is.
+  // back to the schema before the last two migrations (the table option, the index, their version
+  // rows), as a database of an earlier release is.
   const ids = ['completed', 'failed', 'processing', 'pending', 'cancelled']
   const before = await openPgStore(url)
   for (const id of ids) await before.create(anOrder(id), T0, T0)
@@ -48,12 +48,17 @@ t.test('PostgreSQL: a database of the schema before the orders table left room f
   const orders = await Promise.all(ids.map((id) => before.get(id)))
   const stats = await before.stats()
   await before.close()
-  await sql(url, 'ALTER TABLE orders RESET (fillfactor); DELETE FROM schema_migrations WHERE version = (SELECT MAX(version) FROM schema_migrations)')
+  await sql(url, `ALTER TABLE orders RESET (fillfactor); CREATE INDEX orders_by_user ON orders (user_id, seq);
+    DELETE FROM schema_migrations WHERE version > (SELECT MAX(version) - 2 FROM schema_migrations)`)
   t.same((await sql(url, "SELECT reloptions FROM pg_class WHERE relname = 'orders'")).rows[0].reloptions, null, 'the old schema: no fillfactor')
+  const userIndex = "SELECT count(*)::int AS n FROM pg_indexes WHERE indexname = 'orders_by_user'"
+  t.equal((await sql(url, userIndex)).rows[0].n, 1, 'the old schema: orders_by_user')
 
   const store = await openPgStore(url)
   t.teardown(() => store.close())
   t.same((await sql(url, "SELECT reloptions FROM pg_class WHERE relname = 'orders'")).rows[0].reloptions, ['fillfactor=50'], 'migrated')
+  t.equal((await sql(url, userIndex)).rows[0].n, 0, 'migrated: no orders_by_user')
+  t.same((await store.list({ userId: 1, limit: 10 })).orders, orders.toSorted((a, b) => a!.seq - b!.seq), "the customer's orders, every status, in order")
   t.same(await Promise.all(ids.map((id) => store.get(id))), orders, 'every order as it was')
   t.same(await store.stats(), stats, 'the aggregates as they were')
   t.same(orders.map((o) => o!.status), ['Completed', 'Failed', 'Processing', 'Pending', 'Cancelled'], 'an order in every state')
@@ -69,4 +74,8 @@ t.test('PostgreSQL: a database of the schema before the orders table left room f
   const counts = (await store.stats()).counts
   t.same(Object.fromEntries(Object.entries(counts).filter(([, n]) => n > 0)), await recount(url), 'the aggregates are the recount')
   t.match(counts, { Completed: 4, Failed: 1, Cancelled: 1, Pending: 0, Processing: 0 })
+  // An erasure reads the customer's finished orders through the index that is left.
+  await store.requestErasure(1, T0 + 9)
+  t.equal(await store.deleteUserOrders(1, 1000), 6, 'the customer erased')
+  t.same((await store.list({ userId: 1, limit: 10 })).orders, [], 'none of their orders left')
 })

@@ -74,6 +74,41 @@ t.test('SQLite store keeps orders and aggregates in its file across reopening', 
   t.equal((await second.stats()).counts.Pending, 1, 'migrations ran once; the stats rows were not reset')
 })
 
+t.test('a SQLite file of the schema before orders_by_user was dropped is migrated in place: every order kept, listed and erased by customer', { skip: SKIP_SQLITE_ONLY }, async (t) => {
+  const path = join(tempDir(t), 'orders.db')
+  const ids = ['completed', 'failed', 'processing', 'pending', 'cancelled']
+  const before = new SqliteStore(path)
+  for (const id of ids) await before.create(anOrder(id), 1000, 1000)
+  await before.cancel('cancelled', 1001)
+  const [done, broken] = await before.claim(2, 1002, 60_000)
+  await before.settle([{ claim: done!, ok: true }, { claim: broken!, ok: false, error: 'broken', retryAt: null }], 1003)
+  await before.claim(1, 1004, 60_000)
+  const orders = await Promise.all(ids.map((id) => before.get(id)))
+  await before.close()
+  // Back to the schema before the migration: the index, and no version row for its drop.
+  const old = new Database(path)
+  old.exec('CREATE INDEX orders_by_user ON orders (user_id, seq); DELETE FROM schema_migrations WHERE version = (SELECT MAX(version) FROM schema_migrations)')
+  old.close()
+  const indexed = () => {
+    const db = new Database(path, { readonly: true })
+    try {
+      return db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'orders_by_user'").pluck().get() === 1
+    } finally {
+      db.close()
+    }
+  }
+  t.ok(indexed(), 'the old schema: orders_by_user')
+  const store = new SqliteStore(path)
+  t.teardown(() => store.close())
+  t.notOk(indexed(), 'migrated: no orders_by_user')
+  t.same(await Promise.all(ids.map((id) => store.get(id))), orders, 'every order as it was')
+  t.same((await store.list({ userId: 1, limit: 10 })).orders, orders.toSorted((a, b) => a!.seq - b!.seq), "the customer's orders, every status, in order")
+  t.same((await store.list({ userId: 1, limit: 10, order: 'desc', after: orders[3]!.seq })).orders.map((o) => o.order_id), ['processing', 'failed', 'completed'], 'newest first from a cursor')
+  await store.requestErasure(1, 1005)
+  t.equal(await store.deleteUserOrders(1, 1000), 3, 'the finished ones erased')
+  t.same((await store.list({ userId: 1, limit: 10 })).orders.map((o) => o.order_id), ['processing', 'pending'], 'the unfinished ones left')
+})
+
 /** Index b-tree pages (interior 2, leaf 10): only their keys, never a row. */
 const INDEX_PAGES = new Set([2, 10])
 

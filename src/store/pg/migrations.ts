@@ -164,6 +164,11 @@ const MIGRATIONS: string[] = [
   -- left behind on full pages. Orders not yet claimed (a backlog) take twice the pages until
   -- then. Pages written before keep their fill.
   ALTER TABLE orders SET (fillfactor = 50);
+  `,
+  `
+  -- A customer's orders are listed (and erased) through orders_by_status_user, one range per status:
+  -- orders_by_user cost every insert, claim and settle of an order an index entry.
+  DROP INDEX orders_by_user;
   `
 ]
 

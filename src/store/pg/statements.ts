@@ -1,5 +1,5 @@
 import type pg from 'pg'
-import type { OrderStatus } from '../../order.ts'
+import { ORDER_STATUSES, type OrderStatus } from '../../order.ts'
 import { keysetStart, type FinishedStatus, type ListQuery } from '../order-store.ts'
 import { ORDER_OTHER_BYTES, PAGE_BYTES } from '../page-size.ts'
 
@@ -171,8 +171,13 @@ export const SQL = {
   // erasure) reads it as that one left it, not as it was when the erasure began.
   lockOrder: `SELECT ${ORDER_COLUMNS} FROM orders WHERE order_id = $1 FOR UPDATE`,
   deleteOrder: `DELETE FROM orders o WHERE order_id = $1 AND ${FINISHED} RETURNING ${DELETED}`,
-  deleteUserOrders: `WITH picked AS MATERIALIZED (SELECT seq FROM orders WHERE user_id = $1 AND ${FINISHED}
-      ORDER BY seq LIMIT $2 FOR UPDATE SKIP LOCKED)
+  // Each finished status's range of orders_by_status_user, in turn, up to the batch: the range form
+  // (as listQuery's) keeps PostgreSQL on that index; with plain equalities it walked the primary key
+  // filtering out every order of the other statuses.
+  deleteUserOrders: `WITH picked AS MATERIALIZED (SELECT f.seq FROM unnest(ARRAY['Completed', 'Cancelled', 'Failed']) AS s (status)
+      CROSS JOIN LATERAL (SELECT seq FROM orders WHERE (status, user_id, seq) > (s.status, $1, 0) AND (status, user_id) <= (s.status, $1)
+        ORDER BY status, user_id, seq LIMIT $2 FOR UPDATE SKIP LOCKED) f
+      LIMIT $2)
     DELETE FROM orders o USING picked WHERE o.seq = picked.seq
     RETURNING ${DELETED}`,
   // Asked again: the row is updated (to itself), not left alone, so that on PostgreSQL the ask waits for a batch
@@ -391,20 +396,39 @@ export const SQL = {
  * reads the primary key in seq order filtering rows out (seen with 200,000 orders): a walk through
  * every order when the matches are rare or all late. A range over the whole key leaves only that index
  * to read it in order.
+ *
+ * A customer's orders of every status have no index of their own (orders_by_user cost every insert,
+ * claim and settle an index entry, migration 16): they are each status's range of
+ * orders_by_status_user up to the limit, the limit's first in seq order taken from those.
  */
 export function listQuery ({ status, userId, limit, order = 'asc', after = keysetStart(order) }: ListQuery): pg.QueryConfig {
-  const values: unknown[] = [after, ORDER_OTHER_BYTES, PAGE_BYTES]
-  const columns: string[] = []
-  const params: string[] = []
-  if (status !== undefined) { columns.push('status'); params.push(`$${values.push(status)}`) }
-  if (userId !== undefined) { columns.push('user_id'); params.push(`$${values.push(userId)}`) }
-  const key = [...columns, 'seq'].join(', ')
+  const values: unknown[] = [after, ORDER_OTHER_BYTES, PAGE_BYTES, limit + 1]
+  const param = (value: unknown) => `$${values.push(value)}`
   // Newest first is the same range from the other end, read backwards along the same index.
   const [past, within] = order === 'asc' ? ['>', '<='] : ['<', '>=']
-  const sort = [...columns, 'seq'].map((column) => `${column} ${order.toUpperCase()}`).join(', ')
-  const keyset = columns.length === 0
-    ? `seq ${past} $1`
-    : `(${key}) ${past} (${params.join(', ')}, $1) AND (${columns.join(', ')}) ${within} (${params.join(', ')})`
+  const direction = order.toUpperCase()
+  /** The orders after $1 in the range of an index whose key is the filters' columns and then seq, and that key's order. */
+  const range = (filters: Array<[column: string, value: string]>) => {
+    const columns = filters.map(([column]) => column)
+    const bounds = filters.map(([, value]) => value)
+    const keyset = columns.length === 0
+      ? `seq ${past} $1`
+      : `(${[...columns, 'seq'].join(', ')}) ${past} (${bounds.join(', ')}, $1) AND (${columns.join(', ')}) ${within} (${bounds.join(', ')})`
+    return { keyset, sort: [...columns, 'seq'].map((column) => `${column} ${direction}`).join(', ') }
+  }
+  const userFilter: Array<[string, string]> = userId === undefined ? [] : [['user_id', param(userId)]]
+  let source: string
+  let sort: string
+  if (status === undefined && userId !== undefined) {
+    const each = range([['status', 's.status'], ...userFilter])
+    source = `(SELECT o.* FROM unnest(${param(ORDER_STATUSES)}::text[]) AS s (status) CROSS JOIN LATERAL (
+        SELECT ${ORDER_COLUMNS} FROM orders WHERE ${each.keyset} ORDER BY ${each.sort} LIMIT $4) o) orders`
+    sort = `seq ${direction}`
+  } else {
+    const only = range([...(status === undefined ? [] : [['status', param(status)] as [string, string]]), ...userFilter])
+    source = `orders WHERE ${only.keyset}`
+    sort = only.sort
+  }
   const bytes = '$2 + octet_length(order_id) + octet_length(item_ids::text) + coalesce(octet_length(last_error), 0) + coalesce(octet_length(result), 0)'
   // One more order than the limit is read, to tell whether another page follows. Only the orders
   // that fit in PAGE_BYTES of JSON (and always the first) leave the database; more tells whether any follows them.
@@ -412,7 +436,7 @@ export function listQuery ({ status, userId, limit, order = 'asc', after = keyse
     text: `SELECT ${ORDER_COLUMNS}, more FROM (
         SELECT ${ORDER_COLUMNS}, sum(${bytes}) OVER page AS bytes_through, row_number() OVER page AS position,
           lead(seq) OVER page IS NOT NULL AS more
-        FROM orders WHERE ${keyset} WINDOW page AS (ORDER BY ${sort}) ORDER BY ${sort} LIMIT $${values.push(limit + 1)}
+        FROM ${source} WINDOW page AS (ORDER BY ${sort}) ORDER BY ${sort} LIMIT $4
       ) page WHERE bytes_through <= $3 OR position = 1 ORDER BY ${sort}`,
     values
   }

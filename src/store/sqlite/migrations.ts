@@ -167,6 +167,11 @@ const MIGRATIONS: string[] = [
   -- after it, so that a populate sent again meanwhile gets the first call's answer.
   ALTER TABLE populate_batches ADD COLUMN finished_at INTEGER;
   UPDATE populate_batches SET finished_at = created_at WHERE entries_done = total_entries;
+  `,
+  `
+  -- A customer's orders are listed (and erased) through orders_by_status_user, one range per status:
+  -- orders_by_user cost every insert of an order an index entry.
+  DROP INDEX orders_by_user;
   `
 ]
 

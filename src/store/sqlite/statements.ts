@@ -1,3 +1,4 @@
+import { ORDER_STATUSES } from '../../order.ts'
 import type { ListOrder } from '../order-store.ts'
 
 /*
@@ -116,8 +117,9 @@ export const SQL = {
   idsByStatus: `SELECT seq, order_id FROM orders INDEXED BY orders_by_status
     WHERE status = ? AND seq > ? ORDER BY seq LIMIT ?`,
   deleteOrder: `DELETE FROM orders WHERE order_id = ? AND ${FINISHED} RETURNING ${DELETED}`,
-  deleteUserOrders: `DELETE FROM orders WHERE seq IN (SELECT seq FROM orders INDEXED BY orders_by_user
-      WHERE user_id = @userId AND ${FINISHED} ORDER BY seq LIMIT @limit)
+  // Each finished status's range of orders_by_status_user, in any order: an erasure takes them all.
+  deleteUserOrders: `DELETE FROM orders WHERE seq IN (SELECT seq FROM orders INDEXED BY orders_by_status_user
+      WHERE status IN ('Completed', 'Cancelled', 'Failed') AND user_id = @userId LIMIT @limit)
     RETURNING ${DELETED}`,
   // Asked again: the row is updated (to itself), not left alone, so that on PostgreSQL the ask waits for a batch
   // that holds it and, if that batch ended the erasure, makes a new one: orders finished meanwhile are erased too.
@@ -241,16 +243,22 @@ export const SQL = {
  * tell whether another page follows. Newest first reads the same index backwards.
  */
 export function listSql (byStatus: boolean, byUser: boolean, order: ListOrder): string {
-  const where = [order === 'asc' ? 'seq > @after' : 'seq < @after']
+  const keyset = order === 'asc' ? 'seq > @after' : 'seq < @after'
+  const sort = `ORDER BY seq ${order.toUpperCase()} LIMIT @limit`
+  // A customer's orders of every status, with no index of their own (orders_by_user cost every
+  // insert an index entry): each status's range of orders_by_status_user, merged in seq order.
+  if (byUser && !byStatus) {
+    return `${ORDER_STATUSES.map((status) => `SELECT ${ORDER_COLUMNS} FROM orders INDEXED BY orders_by_status_user
+      WHERE status = '${status}' AND user_id = @userId AND ${keyset}`).join(' UNION ALL ')} ${sort}`
+  }
+  const where = [keyset]
   if (byStatus) where.push('status = @status')
   if (byUser) where.push('user_id = @userId')
-  return `SELECT ${ORDER_COLUMNS} FROM orders ${listIndex(byStatus, byUser)}
-    WHERE ${where.join(' AND ')} ORDER BY seq ${order.toUpperCase()} LIMIT @limit`
+  return `SELECT ${ORDER_COLUMNS} FROM orders ${byStatus ? listIndex(byUser) : 'NOT INDEXED'}
+    WHERE ${where.join(' AND ')} ${sort}`
 }
 
-function listIndex (byStatus: boolean, byUser: boolean): string {
-  if (byStatus && byUser) return 'INDEXED BY orders_by_status_user'
-  if (byStatus) return 'INDEXED BY orders_by_status'
-  if (byUser) return 'INDEXED BY orders_by_user'
-  return 'NOT INDEXED' // the rowid, which is seq
+/** Without a status, the rowid (which is seq): NOT INDEXED. */
+function listIndex (byUser: boolean): string {
+  return byUser ? 'INDEXED BY orders_by_status_user' : 'INDEXED BY orders_by_status'
 }
