@@ -85,9 +85,9 @@ t.test('a SQLite file of the schema before orders_by_user was dropped is migrate
   await before.claim(1, 1004, 60_000)
   const orders = await Promise.all(ids.map((id) => before.get(id)))
   await before.close()
-  // Back to the schema before the migration: the index, and no version row for its drop.
+  // Back to the schema before migration 17: the index, and no version row for its drop.
   const old = new Database(path)
-  old.exec('CREATE INDEX orders_by_user ON orders (user_id, seq); DELETE FROM schema_migrations WHERE version = (SELECT MAX(version) FROM schema_migrations)')
+  old.exec('CREATE INDEX orders_by_user ON orders (user_id, seq); DELETE FROM schema_migrations WHERE version = 17')
   old.close()
   const indexed = () => {
     const db = new Database(path, { readonly: true })
@@ -107,6 +107,16 @@ t.test('a SQLite file of the schema before orders_by_user was dropped is migrate
   await store.requestErasure(1, 1005)
   t.equal(await store.deleteUserOrders(1, 1000), 3, 'the finished ones erased')
   t.same((await store.list({ userId: 1, limit: 10 })).orders.map((o) => o.order_id), ['processing', 'pending'], 'the unfinished ones left')
+
+  // A file whose index an operator dropped by hand before the migration ran opens as well.
+  const byHand = join(tempDir(t), 'by-hand.db')
+  await new SqliteStore(byHand).close()
+  const db = new Database(byHand)
+  db.exec('DELETE FROM schema_migrations WHERE version = 17')
+  db.close()
+  const reopened = new SqliteStore(byHand)
+  t.equal(await reopened.create(anOrder('after'), 1006, 1006), 'created', 'the index dropped by hand: migrated all the same')
+  await reopened.close()
 })
 
 /** Index b-tree pages (interior 2, leaf 10): only their keys, never a row. */

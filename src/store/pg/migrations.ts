@@ -168,7 +168,8 @@ const MIGRATIONS: string[] = [
   `
   -- A customer's orders are listed (and erased) through orders_by_status_user, one range per status:
   -- orders_by_user cost every insert, claim and settle of an order an index entry.
-  DROP INDEX orders_by_user;
+  -- IF EXISTS: an operator may have dropped it by hand meanwhile.
+  DROP INDEX IF EXISTS orders_by_user;
   `
 ]
 

@@ -1,6 +1,6 @@
 import type pg from 'pg'
 import { ORDER_STATUSES, type OrderStatus } from '../../order.ts'
-import { keysetStart, type FinishedStatus, type ListQuery } from '../order-store.ts'
+import { FINISHED_STATUSES, keysetStart, type FinishedStatus, type ListQuery } from '../order-store.ts'
 import { ORDER_OTHER_BYTES, PAGE_BYTES } from '../page-size.ts'
 
 /*
@@ -171,10 +171,10 @@ export const SQL = {
   // erasure) reads it as that one left it, not as it was when the erasure began.
   lockOrder: `SELECT ${ORDER_COLUMNS} FROM orders WHERE order_id = $1 FOR UPDATE`,
   deleteOrder: `DELETE FROM orders o WHERE order_id = $1 AND ${FINISHED} RETURNING ${DELETED}`,
-  // Each finished status's range of orders_by_status_user, in turn, up to the batch: the range form
+  // Each finished status's ($3) range of orders_by_status_user, in turn, up to the batch: the range form
   // (as listQuery's) keeps PostgreSQL on that index; with plain equalities it walked the primary key
   // filtering out every order of the other statuses.
-  deleteUserOrders: `WITH picked AS MATERIALIZED (SELECT f.seq FROM unnest(ARRAY['Completed', 'Cancelled', 'Failed']) AS s (status)
+  deleteUserOrders: `WITH picked AS MATERIALIZED (SELECT f.seq FROM unnest($3::text[]) AS s (status)
       CROSS JOIN LATERAL (SELECT seq FROM orders WHERE (status, user_id, seq) > (s.status, $1, 0) AND (status, user_id) <= (s.status, $1)
         ORDER BY status, user_id, seq LIMIT $2 FOR UPDATE SKIP LOCKED) f
       LIMIT $2)
@@ -455,7 +455,7 @@ export function sweepOrdersQuery (status: FinishedStatus, before: number, limit:
 }
 
 export function deleteUserOrdersQuery (userId: number, limit: number): pg.QueryConfig {
-  return { text: SQL.deleteUserOrders, values: [userId, limit] }
+  return { text: SQL.deleteUserOrders, values: [userId, limit, FINISHED_STATUSES] }
 }
 
 export function sweepDeliveriesQuery (before: number, limit: number): pg.QueryConfig {

@@ -1,5 +1,5 @@
 import { ORDER_STATUSES } from '../../order.ts'
-import type { ListOrder } from '../order-store.ts'
+import { FINISHED_STATUSES, type ListOrder } from '../order-store.ts'
 
 /*
  * Every statement of the SQLite store, by operation. src/store/pg/statements.ts has the same keys in
@@ -119,7 +119,7 @@ export const SQL = {
   deleteOrder: `DELETE FROM orders WHERE order_id = ? AND ${FINISHED} RETURNING ${DELETED}`,
   // Each finished status's range of orders_by_status_user, in any order: an erasure takes them all.
   deleteUserOrders: `DELETE FROM orders WHERE seq IN (SELECT seq FROM orders INDEXED BY orders_by_status_user
-      WHERE status IN ('Completed', 'Cancelled', 'Failed') AND user_id = @userId LIMIT @limit)
+      WHERE status IN (${FINISHED_STATUSES.map((status) => `'${status}'`).join(', ')}) AND user_id = @userId LIMIT @limit)
     RETURNING ${DELETED}`,
   // Asked again: the row is updated (to itself), not left alone, so that on PostgreSQL the ask waits for a batch
   // that holds it and, if that batch ended the erasure, makes a new one: orders finished meanwhile are erased too.
