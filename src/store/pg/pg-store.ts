@@ -19,7 +19,7 @@ import type { ChangedRow } from '../change-log.ts'
 import { SharedRead } from '../shared-read.ts'
 import { claimsOf, Transitions, type ClaimedRow, type DeletedRow, type QueuedRow } from '../transitions.ts'
 import {
-  claimQuery, deleteUserOrdersQuery, failedChunkQuery, idsQuery, listQuery, SQL, sweepDeliveriesQuery, sweepOrdersQuery
+  BEGIN_INDEX_WALKS, claimQuery, deleteUserOrdersQuery, failedChunkQuery, idsQuery, listQuery, SQL, sweepDeliveriesQuery, sweepOrdersQuery
 } from './statements.ts'
 import type { StoreLog } from '../store-log.ts'
 import { claimDeliveriesQuery, deliveriesQuery, PgWebhooks } from './pg-webhooks.ts'
@@ -231,7 +231,8 @@ export class PgStore extends StoreEvents implements OrderStore {
    */
   private async transaction<T> (
     fn: (tx: Tx, transitions: Transitions) => Promise<T>,
-    deadline = Date.now() + this.timeoutMs
+    deadline = Date.now() + this.timeoutMs,
+    begin = 'BEGIN'
   ): Promise<T> {
     const tx = await this.connect(deadline)
     let failure: Error | undefined
@@ -247,7 +248,7 @@ export class PgStore extends StoreEvents implements OrderStore {
       tx.connection.stream.destroy()
     }, deadline - Date.now())
     try {
-      await tx.query('BEGIN')
+      await tx.query(begin)
       // Any process may stream changes, so every change is kept: announced to them all (on commit, in
       // commit order) while another process listens, else handed to this one's listeners after the commit.
       const result = await fn(tx, transitions)
@@ -269,6 +270,11 @@ export class PgStore extends StoreEvents implements OrderStore {
       tx.off('error', onLost)
       tx.release(failure)
     }
+  }
+
+  /** A transaction of the processing loop, its planner held to index walks (BEGIN_INDEX_WALKS). */
+  private async processingTransaction<T> (fn: (tx: Tx, transitions: Transitions) => Promise<T>): Promise<T> {
+    return this.transaction(fn, undefined, BEGIN_INDEX_WALKS)
   }
 
   /**
@@ -445,7 +451,7 @@ export class PgStore extends StoreEvents implements OrderStore {
 
   async claim (limit: number, now: number, leaseMs: number, withOrders = false): Promise<Claim[]> {
     const token = randomUUID()
-    return this.transaction(async (tx, transitions) => {
+    return this.processingTransaction(async (tx, transitions) => {
       const { rows } = await tx.query<ClaimedRow & { traceparent?: string | null }>(claimQuery(limit, now, leaseMs, token, withOrders, tracingOn))
       transitions.claimed(rows, now)
       return claimsOf(rows, token, withOrders ? rows as unknown as OrderRecord[] : undefined)
@@ -455,7 +461,7 @@ export class PgStore extends StoreEvents implements OrderStore {
   // Leases run by the database's clock, as claims set them.
   async extendLeases (claims: readonly Claim[], _now: number, leaseMs: number): Promise<number> {
     if (claims.length === 0) return 0
-    return this.transaction(async (tx) => {
+    return this.processingTransaction(async (tx) => {
       const { rowCount } = await tx.query(SQL.extendLeases, [leaseMs, claims.map((c) => c.order_id), claims.map((c) => c.token)])
       return rowCount ?? 0
     })
@@ -489,7 +495,7 @@ export class PgStore extends StoreEvents implements OrderStore {
     const failures = outcomes.filter((o): o is Extract<Outcome, { ok: false }> => !o.ok && o.retryAt === null)
     const ids = (list: Outcome[]) => list.map((o) => o.claim.order_id)
     const tokens = (list: Outcome[]) => list.map((o) => o.claim.token)
-    return this.transaction(async (tx, transitions) => {
+    return this.processingTransaction(async (tx, transitions) => {
       const run = async <R>(list: Outcome[], sql: string, params: unknown[]): Promise<R[]> =>
         list.length === 0 ? [] : (await tx.query<R & pg.QueryResultRow>(sql, params)).rows
       const completed = await run<ChangedRow>(done, SQL.complete,
@@ -505,7 +511,7 @@ export class PgStore extends StoreEvents implements OrderStore {
   }
 
   async release (claims: Claim[], now: number): Promise<number> {
-    return this.transaction(async (tx, transitions) => {
+    return this.processingTransaction(async (tx, transitions) => {
       const { rows } = await tx.query<ClaimedRow>(SQL.release, [now, claims.map((c) => c.order_id), claims.map((c) => c.token)])
       transitions.released(rows, now)
       return rows.length
@@ -513,7 +519,7 @@ export class PgStore extends StoreEvents implements OrderStore {
   }
 
   async recoverExpired (now: number, maxAttempts: number, heldTokens: readonly string[]): Promise<number> {
-    return this.transaction(async (tx, transitions) => {
+    return this.processingTransaction(async (tx, transitions) => {
       const failed = (await tx.query<ChangedRow>(SQL.failExpired, [now, maxAttempts, heldTokens])).rows
       const retried = (await tx.query<QueuedRow>(SQL.retryExpired, [now, heldTokens])).rows
       transitions.failed(failed, now)
@@ -523,7 +529,7 @@ export class PgStore extends StoreEvents implements OrderStore {
   }
 
   async nextAvailableAt (): Promise<number | null> {
-    const { rows } = await this.pool.query<{ at: number | null }>(SQL.nextAvailable)
+    const { rows } = await this.processingTransaction((tx) => tx.query<{ at: number | null }>(SQL.nextAvailable))
     return rows[0]?.at ?? null
   }
 
@@ -553,11 +559,13 @@ export class PgStore extends StoreEvents implements OrderStore {
 
   /** The plan PostgreSQL picks for what a call runs, with its arguments and settings (EXPLAIN (FORMAT JSON)). */
   async explain (...call: IndexedCall): Promise<PlanNode> {
-    return this.transaction(async (tx) => {
+    const explainIn = async (tx: Tx) => {
       const { text, values } = call[0] === 'claimDeliveries' ? await claimDeliveriesQuery(tx, call[1], call[3], 'a token') : indexedQuery(call)
       const { rows } = await tx.query<{ 'QUERY PLAN': Array<{ Plan: PlanNode }> }>(`EXPLAIN (FORMAT JSON) ${text}`, values)
       return (rows[0] as { 'QUERY PLAN': Array<{ Plan: PlanNode }> })['QUERY PLAN'][0]!.Plan
-    })
+    }
+    // The processing loop's reads are planned under its settings, as they run.
+    return call[0] === 'claim' || call[0] === 'nextAvailableAt' ? this.processingTransaction(explainIn) : this.transaction(explainIn)
   }
 
   async openBatch (batchId: string, totalEntries: number, now: number): Promise<PopulateBatch> {
