@@ -5,7 +5,7 @@ import t, { type Test } from 'tap'
 import type { OrderStatus } from '../src/order.ts'
 import { RETRY_CHUNK } from '../src/retry-failed.ts'
 import type { IndexedCall, ListQuery } from '../src/store/order-store.ts'
-import type { PlanNode } from '../src/store/pg/pg-store.ts'
+import type { PgStore, PlanNode } from '../src/store/pg/pg-store.ts'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
 import { SQL as SQLITE_SQL } from '../src/store/sqlite/statements.ts'
 import { BEGIN_INDEX_WALKS, SQL as PG_SQL } from '../src/store/pg/statements.ts'
@@ -172,12 +172,18 @@ t.test('SQLite: every list filter, idsByStatus, claim, nextAvailableAt, retryFai
 })
 
 /** A PostgreSQL store on a database of its own, holding the skewed orders and deliveries, analyzed; and a client of its own. */
-async function skewedPgStore (t: Test) {
+/** A store on a database of its own, and another session on that database to fill and read it. */
+async function emptyPgStore (t: Test): Promise<{ store: PgStore, other: pg.Client }> {
   const database = await createDatabase()
   const store = await openPgStore(database.url)
   const other = new pg.Client({ connectionString: database.url })
   t.teardown(async () => { await other.end(); await store.close(); await database.drop() })
   await other.connect()
+  return { store, other }
+}
+
+async function skewedPgStore (t: Test) {
+  const { store, other } = await emptyPgStore(t)
   await other.query(`${INSERT} ${SKEWED_ROWS} FROM generate_series(1, ${ORDERS}) AS i`)
   await other.query(`${INSERT_DELIVERIES} ${SKEWED_DELIVERIES} FROM generate_series(1, ${DELIVERIES}) AS i`)
   await other.query('ANALYZE orders')
@@ -337,11 +343,7 @@ function limitsOver (plan: PlanNode, index: string): PlanNode[] {
 // must not read the backlog: the due index walked in order up to the window, nothing sorted below it,
 // with the open circuits, if any, a list to look each delivery up in.
 t.test('PostgreSQL: a delivery claim walks the due index to its window, on a backlog of 20,000 due, analyzed or not, circuits open or not', { skip: SKIP_POSTGRES }, async (t) => {
-  const database = await createDatabase()
-  const store = await openPgStore(database.url)
-  const other = new pg.Client({ connectionString: database.url })
-  t.teardown(async () => { await other.end(); await store.close(); await database.drop() })
-  await other.connect()
+  const { store, other } = await emptyPgStore(t)
   await other.query(`INSERT INTO webhook_endpoints (id, url, events, description, secret, created_at)
     SELECT id, 'http://127.0.0.1:9/', '["order.completed"]', '', 'whsec_test', 0 FROM unnest(ARRAY['ep_a', 'ep_b']) AS id`)
   await other.query(`${INSERT_DELIVERIES} SELECT 'msg_' || i, CASE WHEN i % 2 = 0 THEN 'ep_a' ELSE 'ep_b' END, 'o' || i,
@@ -369,11 +371,7 @@ t.test('PostgreSQL: a delivery claim walks the due index to its window, on a bac
 // hold the dead entries of the orders that went through them. The processing loop's statements
 // must still walk their index or look each order up by its id, not read the backlog.
 t.test('PostgreSQL: the processing loop walks its indexes on a backlog of 100,000 without statistics, half of it processed', { skip: SKIP_POSTGRES }, async (t) => {
-  const database = await createDatabase()
-  const store = await openPgStore(database.url)
-  const other = new pg.Client({ connectionString: database.url })
-  t.teardown(async () => { await other.end(); await store.close(); await database.drop() })
-  await other.connect()
+  const { store, other } = await emptyPgStore(t)
   await other.query(`${INSERT} SELECT 'o' || i, i % 1000, '[1,2,3]', 100, 'Pending', i, i, i FROM generate_series(1, 100000) AS i`)
   await other.query("UPDATE orders SET status = 'Processing', claim_token = 'old', lease_until = 0 WHERE seq <= 50000")
   await other.query("UPDATE orders SET status = 'Completed', claim_token = NULL, lease_until = NULL WHERE seq <= 49000")
