@@ -171,7 +171,6 @@ t.test('SQLite: every list filter, idsByStatus, claim, nextAvailableAt, retryFai
   ], 'settling: the next pending delivery of an order to an endpoint is found from an index')
 })
 
-/** A PostgreSQL store on a database of its own, holding the skewed orders and deliveries, analyzed; and a client of its own. */
 /** A store on a database of its own, and another session on that database to fill and read it. */
 async function emptyPgStore (t: Test): Promise<{ store: PgStore, other: pg.Client }> {
   const database = await createDatabase()
@@ -182,6 +181,7 @@ async function emptyPgStore (t: Test): Promise<{ store: PgStore, other: pg.Clien
   return { store, other }
 }
 
+/** A PostgreSQL store on a database of its own, holding the skewed orders and deliveries, analyzed; and a client of its own. */
 async function skewedPgStore (t: Test) {
   const { store, other } = await emptyPgStore(t)
   await other.query(`${INSERT} ${SKEWED_ROWS} FROM generate_series(1, ${ORDERS}) AS i`)
@@ -411,4 +411,36 @@ t.test('PostgreSQL: the processing loop walks its indexes on a backlog of 100,00
     t.ok(scans.some((s) => s['Index Name'] === expected), `${name}: reads ${expected}`)
   }
   await other.query('ROLLBACK')
+
+  // ...and the store sends them so: each transaction of the loop begins with the settings.
+  const pool = (store as unknown as { pool: pg.Pool }).pool
+  const firsts: string[] = []
+  const acquired = new WeakSet<pg.PoolClient>()
+  const wrapped = new WeakSet<pg.PoolClient>()
+  pool.on('acquire', (client) => {
+    acquired.add(client)
+    if (wrapped.has(client)) return
+    wrapped.add(client)
+    const query = client.query.bind(client) as (...args: unknown[]) => unknown
+    Object.assign(client, {
+      query: (config: string | { text: string }, ...rest: unknown[]) => {
+        if (acquired.delete(client)) firsts.push(typeof config === 'string' ? config : config.text)
+        return query(config, ...rest)
+      }
+    })
+  })
+  const sends = async (what: string, call: () => Promise<unknown>) => {
+    firsts.length = 0
+    await call()
+    t.ok(firsts.length > 0 && firsts.every((first) => first.startsWith(BEGIN_INDEX_WALKS)), `${what}: begins with the loop's settings`)
+  }
+  const now = Date.now()
+  const claims = await store.claim(2, now, 30_000)
+  t.equal(claims.length, 2, 'two orders claimed')
+  await sends('claim', () => store.claim(1, now, 30_000))
+  await sends('extendLeases', () => store.extendLeases(claims, now, 30_000))
+  await sends('settle', () => store.settle([{ claim: claims[0]!, ok: true }], now))
+  await sends('release', () => store.release([claims[1]!], now))
+  await sends('recoverExpired', () => store.recoverExpired(now, 3, []))
+  await sends('nextAvailableAt', () => store.nextAvailableAt())
 })

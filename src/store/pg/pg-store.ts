@@ -19,7 +19,7 @@ import type { ChangedRow } from '../change-log.ts'
 import { SharedRead } from '../shared-read.ts'
 import { claimsOf, Transitions, type ClaimedRow, type DeletedRow, type QueuedRow } from '../transitions.ts'
 import {
-  BEGIN_INDEX_WALKS, claimQuery, deleteUserOrdersQuery, failedChunkQuery, idsQuery, listQuery, SQL, sweepDeliveriesQuery, sweepOrdersQuery
+  BEGIN_INDEX_WALKS, claimQuery, deleteUserOrdersQuery, failedChunkQuery, idsQuery, listQuery, NEXT_AVAILABLE, SQL, sweepDeliveriesQuery, sweepOrdersQuery
 } from './statements.ts'
 import type { StoreLog } from '../store-log.ts'
 import { claimDeliveriesQuery, deliveriesQuery, PgWebhooks } from './pg-webhooks.ts'
@@ -529,8 +529,10 @@ export class PgStore extends StoreEvents implements OrderStore {
   }
 
   async nextAvailableAt (): Promise<number | null> {
-    const { rows } = await this.processingTransaction((tx) => tx.query<{ at: number | null }>(SQL.nextAvailable))
-    return rows[0]?.at ?? null
+    // pg answers a string of several statements with the result of each.
+    const results = await this.pool.query(NEXT_AVAILABLE) as unknown as pg.QueryResult[]
+    const found = results.find((result) => result.command === 'SELECT') as pg.QueryResult<{ at: number | null }>
+    return found.rows[0]?.at ?? null
   }
 
   async stats (): Promise<OrderStats> {

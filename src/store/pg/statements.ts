@@ -407,6 +407,13 @@ export const SQL = {
 } as const
 
 /**
+ * SQL.nextAvailable under the processing loop's settings, in one round trip: a string of several
+ * statements (PostgreSQL's simple protocol). Should one fail, the pool discards the connection,
+ * and its open transaction with it.
+ */
+export const NEXT_AVAILABLE = `${BEGIN_INDEX_WALKS}; ${SQL.nextAvailable}; COMMIT`
+
+/**
  * A filtered list's keyset as a range over the key of the index whose columns are the filters and
  * then seq (orders_by_status_user and the like), ordered by that key. Given plain equalities,
  * PostgreSQL drops the filtered columns from the order and, where it expects matches to be dense,
