@@ -69,11 +69,28 @@ export const SWEEP_ORDERS = {
   Failed: sweepOrdersSql('Failed')
 } as const
 
+/**
+ * An erasure's batch: each finished status's ($3, $4, ...) range of orders_by_status_user in turn,
+ * up to the batch (Append stops at the limit: a status after it is neither read nor locked), in the
+ * range form of listQuery (with plain equalities PostgreSQL walked the primary key). Each range is
+ * read in the index's order only while incremental sorts are off (the pool's setting) and the
+ * batch runs under BEGIN_INDEX_WALKS: without statistics, PostgreSQL read orders_by_status and
+ * sorted each status's orders, a batch of 1,000 of a customer's 196,000 in 92 ms (a sort on disk)
+ * against 2.4.
+ */
+const DELETE_USER_ORDERS = `WITH picked AS MATERIALIZED (${FINISHED_STATUSES.map((_, i) => `SELECT seq FROM (
+      SELECT seq FROM orders WHERE (status, user_id, seq) > ($${i + 3}, $1, 0) AND (status, user_id) <= ($${i + 3}, $1)
+      ORDER BY status, user_id, seq LIMIT $2 FOR UPDATE SKIP LOCKED) finished`).join(' UNION ALL ')} LIMIT $2)
+    DELETE FROM orders o USING picked WHERE o.seq = picked.seq
+    RETURNING ${DELETED}`
+
 const STATS = 'SELECT name, SUM(value)::bigint AS value FROM order_stats GROUP BY name'
 
 /**
  * Begins a transaction of the processing loop (a claim, a settle, a hand-back, a lease renewal, a
- * recovery, the look for the next claimable order) with the planner held to index walks, in the
+ * recovery, the look for the next claimable order), or of a retention or erasure batch (without
+ * statistics, a sweep of 1,000 Completed orders of 100,000 read them all by a bitmap scan and
+ * sorted them on disk: 58 ms against 2.3), with the planner held to index walks, in the
  * BEGIN's round trip. Each of their statements walks one index in order (the claimable orders) or
  * looks each given order up by its id; without statistics (CI's server, or a backlog younger than
  * autovacuum's next ANALYZE) PostgreSQL expected a few hundred claimable or Processing orders and
@@ -188,15 +205,6 @@ export const SQL = {
   // erasure) reads it as that one left it, not as it was when the erasure began.
   lockOrder: `SELECT ${ORDER_COLUMNS} FROM orders WHERE order_id = $1 FOR UPDATE`,
   deleteOrder: `DELETE FROM orders o WHERE order_id = $1 AND ${FINISHED} RETURNING ${DELETED}`,
-  // Each finished status's ($3) range of orders_by_status_user, in turn, up to the batch: the range form
-  // (as listQuery's) keeps PostgreSQL on that index; with plain equalities it walked the primary key
-  // filtering out every order of the other statuses.
-  deleteUserOrders: `WITH picked AS MATERIALIZED (SELECT f.seq FROM unnest($3::text[]) AS s (status)
-      CROSS JOIN LATERAL (SELECT seq FROM orders WHERE (status, user_id, seq) > (s.status, $1, 0) AND (status, user_id) <= (s.status, $1)
-        ORDER BY status, user_id, seq LIMIT $2 FOR UPDATE SKIP LOCKED) f
-      LIMIT $2)
-    DELETE FROM orders o USING picked WHERE o.seq = picked.seq
-    RETURNING ${DELETED}`,
   // Asked again: the row is updated (to itself), not left alone, so that on PostgreSQL the ask waits for a batch
   // that holds it and, if that batch ended the erasure, makes a new one: orders finished meanwhile are erased too.
   requestErasure: 'INSERT INTO erasures (user_id, requested_at) VALUES ($1, $2) ON CONFLICT (user_id) DO UPDATE SET requested_at = erasures.requested_at',
@@ -444,9 +452,11 @@ export function listQuery ({ status, userId, limit, order = 'asc', after = keyse
   let source: string
   let sort: string
   if (status === undefined && userId !== undefined) {
-    const each = range([['status', 's.status'], ...userFilter])
-    source = `(SELECT o.* FROM unnest(${param(ORDER_STATUSES)}::text[]) AS s (status) CROSS JOIN LATERAL (
-        SELECT ${ORDER_COLUMNS} FROM orders WHERE ${each.keyset} ORDER BY ${each.sort} LIMIT $4) o) orders`
+    // A branch per status, read up to the limit as DELETE_USER_ORDERS explains; the page sorts those.
+    source = `(${ORDER_STATUSES.map((each) => {
+      const { keyset, sort } = range([['status', param(each)], ...userFilter])
+      return `(SELECT ${ORDER_COLUMNS} FROM orders WHERE ${keyset} ORDER BY ${sort} LIMIT $4)`
+    }).join(' UNION ALL ')}) orders`
     sort = `seq ${direction}`
   } else {
     const only = range([...(status === undefined ? [] : [['status', param(status)] as [string, string]]), ...userFilter])
@@ -479,7 +489,7 @@ export function sweepOrdersQuery (status: FinishedStatus, before: number, limit:
 }
 
 export function deleteUserOrdersQuery (userId: number, limit: number): pg.QueryConfig {
-  return { text: SQL.deleteUserOrders, values: [userId, limit, FINISHED_STATUSES] }
+  return { text: DELETE_USER_ORDERS, values: [userId, limit, ...FINISHED_STATUSES] }
 }
 
 export function sweepDeliveriesQuery (before: number, limit: number): pg.QueryConfig {
