@@ -8,7 +8,7 @@ import type { IndexedCall, ListQuery } from '../src/store/order-store.ts'
 import type { PgStore, PlanNode } from '../src/store/pg/pg-store.ts'
 import { SqliteStore } from '../src/store/sqlite/sqlite-store.ts'
 import { SQL as SQLITE_SQL } from '../src/store/sqlite/statements.ts'
-import { BEGIN_INDEX_WALKS, SQL as PG_SQL } from '../src/store/pg/statements.ts'
+import { BEGIN_INDEX_WALKS, listQuery, SQL as PG_SQL } from '../src/store/pg/statements.ts'
 import { tempDir } from './helper.ts'
 import { createDatabase, openPgStore, SKIP_POSTGRES, SKIP_SQLITE_ONLY } from './support/pg-database.ts'
 
@@ -402,6 +402,17 @@ t.test('PostgreSQL: the processing loop, lists by customer, and retention and er
     if (query.status === undefined) t.ok(scansUnderTheirLimit(plan, 'orders_by_status_user'), `${describe(['list', query])}: each range read up to the limit, nothing sorted below it`)
     else reads(plan, describe(['list', query]))
   }
+  // A page of a customer with 100 orders, 50 of them Pending, as the store reads it: its ranges end
+  // where the customer's orders do. Bounded by (status, user_id), each read on through the rest of
+  // its status: 1,475 buffers.
+  for (const query of [{ userId: 7, limit: 100 }, { userId: 7, limit: 100, order: 'desc' }, { status: 'Pending', userId: 7, limit: 100 }, { status: 'Pending', userId: 7, limit: 100, order: 'desc' }] as ListQuery[]) {
+    const { text, values } = listQuery(query)
+    await other.query(BEGIN_INDEX_WALKS)
+    const { rows } = await other.query<{ 'QUERY PLAN': Array<{ Plan: PlanNode & { 'Shared Hit Blocks': number, 'Shared Read Blocks': number } }> }>(`EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) ${text}`, values)
+    const { 'Shared Hit Blocks': hit, 'Shared Read Blocks': read } = rows[0]!['QUERY PLAN'][0]!.Plan
+    await other.query('ROLLBACK')
+    t.ok(hit + read < 300, `${describe(['list', query])}: ${hit + read} buffers for a page of at most 100 orders`)
+  }
   const batches: Array<[IndexedCall, string]> = [
     [['sweepOrders', 'Completed', 100_000, 1000], 'orders_finished'],
     [['deleteUserOrders', 7, 1000], 'orders_by_status_user']
@@ -469,6 +480,7 @@ t.test('PostgreSQL: the processing loop, lists by customer, and retention and er
   await sends('release', () => store.release([claims[1]!], now))
   await sends('recoverExpired', () => store.recoverExpired(now, 3, []))
   await sends('nextAvailableAt', () => store.nextAvailableAt())
+  await sends('list', () => store.list({ userId: 7, limit: 10 }))
   await sends('sweepOrders', () => store.sweepOrders('Completed', 1, 10))
   await sends('sweepDeliveries', () => store.sweepDeliveries(1, 10))
   await store.requestErasure(7, now)

@@ -167,12 +167,6 @@ export class PgStore extends StoreEvents implements OrderStore {
       ...connection,
       types,
       max: 10,
-      // Each read of the store names the whole key of the index it walks in its ORDER BY. Without
-      // statistics PostgreSQL took an index on its first column instead and sorted each of its
-      // groups (incremental sort): a page of one customer's orders read all orders of each status,
-      // 44-98 ms on 200,000 orders against 0.3-2 ms, an erasure batch 92 ms (a sort on disk)
-      // against 2.4. A DATABASE_URL that sets options of its own replaces this.
-      options: '-c enable_incremental_sort=off',
       // Waiting for a pooled connection is bounded by connectionTimeoutMillis too. On the client
       // side, a query whose answer does not come in time fails and its connection is discarded;
       // on the server side a statement (waiting for a lock, say) is stopped, and a transaction
@@ -278,7 +272,7 @@ export class PgStore extends StoreEvents implements OrderStore {
     }
   }
 
-  /** A transaction of the processing loop or a retention or erasure batch, its planner held to index walks (BEGIN_INDEX_WALKS). */
+  /** A transaction of the processing loop, a list page, or a retention or erasure batch, its planner held to index walks (BEGIN_INDEX_WALKS). */
   private async walkingTransaction<T> (fn: (tx: Tx, transitions: Transitions) => Promise<T>): Promise<T> {
     return this.transaction(fn, undefined, BEGIN_INDEX_WALKS)
   }
@@ -437,7 +431,8 @@ export class PgStore extends StoreEvents implements OrderStore {
   }
 
   async list (query: ListQuery): Promise<OrderPage> {
-    const { rows } = await this.pool.query<OrderRecord & { more?: boolean }>(listQuery(query))
+    // Without statistics, PostgreSQL read a customer's orders of a status by a bitmap scan and sorted them all.
+    const { rows } = await this.walkingTransaction((tx) => tx.query<OrderRecord & { more?: boolean }>(listQuery(query)))
     const more = rows.length > query.limit || rows.at(-1)?.more === true
     const orders = rows.slice(0, query.limit)
     for (const order of orders) delete order.more
@@ -766,7 +761,7 @@ export class PgStore extends StoreEvents implements OrderStore {
 }
 
 /** The IndexedCalls whose statements run in a walkingTransaction (or, nextAvailableAt, under its settings). */
-const WALKING_CALLS = new Set<IndexedCall[0]>(['claim', 'nextAvailableAt', 'sweepOrders', 'sweepDeliveries', 'deleteUserOrders'])
+const WALKING_CALLS = new Set<IndexedCall[0]>(['list', 'claim', 'nextAvailableAt', 'sweepOrders', 'sweepDeliveries', 'deleteUserOrders'])
 
 function indexedQuery (call: Exclude<IndexedCall, ['claimDeliveries', ...unknown[]]>): pg.QueryConfig {
   switch (call[0]) {
