@@ -481,6 +481,7 @@ t.test('PostgreSQL: the processing loop, lists by customer, and retention and er
   await sends('recoverExpired', () => store.recoverExpired(now, 3, []))
   await sends('nextAvailableAt', () => store.nextAvailableAt())
   await sends('list', () => store.list({ userId: 7, limit: 10 }))
+  await sends('claimDeliveries', () => store.claimDeliveries(10, now, 30_000))
   await sends('sweepOrders', () => store.sweepOrders('Completed', 1, 10))
   await sends('sweepDeliveries', () => store.sweepDeliveries(1, 10))
   await store.requestErasure(7, now)

@@ -272,7 +272,7 @@ export class PgStore extends StoreEvents implements OrderStore {
     }
   }
 
-  /** A transaction of the processing loop, a list page, or a retention or erasure batch, its planner held to index walks (BEGIN_INDEX_WALKS). */
+  /** A transaction of the processing loop, a delivery claim, a list page, or a retention or erasure batch, its planner held to index walks (BEGIN_INDEX_WALKS). */
   private async walkingTransaction<T> (fn: (tx: Tx, transitions: Transitions) => Promise<T>): Promise<T> {
     return this.transaction(fn, undefined, BEGIN_INDEX_WALKS)
   }
@@ -732,7 +732,7 @@ export class PgStore extends StoreEvents implements OrderStore {
 
   // Due times and leases go by the database's clock, shared by every process: `now` only dates the rows.
   async claimDeliveries (limit: number, _now: number, leaseMs: number, cap?: EndpointCap): Promise<DeliveryClaim[]> {
-    return this.transaction((tx) => this.webhooks.claim(tx, limit, leaseMs, cap))
+    return this.walkingTransaction((tx) => this.webhooks.claim(tx, limit, leaseMs, cap))
   }
 
   async settleDeliveries (outcomes: DeliveryOutcome[], now: number, circuit = DEFAULT_CIRCUIT): Promise<number> {
@@ -761,7 +761,7 @@ export class PgStore extends StoreEvents implements OrderStore {
 }
 
 /** The IndexedCalls whose statements run in a walkingTransaction (or, nextAvailableAt, under its settings). */
-const WALKING_CALLS = new Set<IndexedCall[0]>(['list', 'claim', 'nextAvailableAt', 'sweepOrders', 'sweepDeliveries', 'deleteUserOrders'])
+const WALKING_CALLS = new Set<IndexedCall[0]>(['list', 'claim', 'nextAvailableAt', 'claimDeliveries', 'sweepOrders', 'sweepDeliveries', 'deleteUserOrders'])
 
 function indexedQuery (call: Exclude<IndexedCall, ['claimDeliveries', ...unknown[]]>): pg.QueryConfig {
   switch (call[0]) {

@@ -87,9 +87,10 @@ const STATS = 'SELECT name, SUM(value)::bigint AS value FROM order_stats GROUP B
 
 /**
  * Begins a transaction of the processing loop (a claim, a settle, a hand-back, a lease renewal, a
- * recovery, the look for the next claimable order), or of a list page or a retention or erasure
- * batch (without statistics, a sweep of 1,000 Completed orders of 100,000 read them all by a bitmap
- * scan and sorted them on disk: 58 ms against 2.3), with the planner held to index walks, in the
+ * recovery, the look for the next claimable order), or of a delivery claim (prepareDeliveryClaim
+ * says why), a list page or a retention or erasure batch (without statistics, a sweep of 1,000
+ * Completed orders of 100,000 read them all by a bitmap scan and sorted them on disk: 58 ms
+ * against 2.3), with the planner held to index walks, in the
  * BEGIN's round trip. Each of their statements walks one index in order (the claimable orders) or
  * looks each given order up by its id; without statistics (CI's server, or a backlog younger than
  * autovacuum's next ANALYZE) PostgreSQL expected a few hundred claimable or Processing orders and
@@ -303,25 +304,21 @@ export const SQL = {
   deliveries: `SELECT ${DELIVERY_COLUMNS} FROM webhook_deliveries
     WHERE (endpoint_id, status, seq) < ($1, $2, $3) AND (endpoint_id, status) >= ($1, $2)
     ORDER BY endpoint_id DESC, status DESC, seq DESC LIMIT $4`,
-  // Run first in a delivery claim's transaction: the planner's settings for the claim, the endpoints
+  // Run first in a delivery claim's transaction (which begins with BEGIN_INDEX_WALKS): the endpoints
   // whose cool-down has passed locked by this process for their probe (another process skips them,
   // or sees them reopened until the probe's lease ends), and those whose circuit is open otherwise.
   // Estimates cannot find the one plan of the claim whose cost is its window, the walk of
   // webhook_deliveries_due in order: without statistics (autovacuum off) 12 rows are expected of
   // 20,000 due, with ANALYZE 21, so PostgreSQL read every due delivery by a bitmap or a sequential
   // scan and sorted them, 41 ms a claim of 200 on a backlog of 20,000, 112 ms on 100,000; walking,
-  // 23 ms and 33 ms, of which the window's 1,600 rows are most. Disabled plans cost 10^10, which
-  // would start JIT compilation (~1 s a claim): jit off. The open circuits go to the claim as a
+  // 23 ms and 33 ms, of which the window's 1,600 rows are most. The open circuits go to the claim as a
   // parameter, a constant there that PostgreSQL hashes, where an array built in the statement is
   // compared id by id: 99 open circuits with 500,000 due behind them, 204 ms a claim against 1,179.
-  prepareDeliveryClaim: `WITH planner AS (
-      SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true), set_config('jit', 'off', true)
-    ), probes AS (
+  prepareDeliveryClaim: `WITH probes AS (
       SELECT w.id FROM webhook_endpoints w WHERE w.circuit_open_until <= ${DATABASE_NOW_MS} FOR UPDATE SKIP LOCKED
     )
     SELECT ARRAY(SELECT p.id FROM probes p) AS probes, ARRAY(SELECT w.id FROM webhook_endpoints w
-      WHERE w.circuit_open_until IS NOT NULL AND w.id NOT IN (SELECT p.id FROM probes p)) AS open
-    FROM planner`,
+      WHERE w.circuit_open_until IS NOT NULL AND w.id NOT IN (SELECT p.id FROM probes p)) AS open`,
   // The due deliveries that are the earliest pending one of their order for their endpoint are
   // claimed (with their endpoint's url and secret; none when it was deleted); the others are put
   // off until that one is due again, or, while it is being sent, for $4 ms: its settle makes the
