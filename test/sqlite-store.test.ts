@@ -12,6 +12,16 @@ import { anEndpoint, webhookStoreContract } from './support/webhook-store-contra
 import { lifecycleContract } from './support/lifecycle-contract.ts'
 import { SKIP_SQLITE_ONLY } from './support/pg-database.ts'
 
+/** Whether the SQLite file at `path` has the index `name`, read on a connection of its own. */
+function hasIndex (path: string, name: string): boolean {
+  const db = new Database(path, { readonly: true })
+  try {
+    return db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = ?").pluck().get(name) === 1
+  } finally {
+    db.close()
+  }
+}
+
 t.test('SQLite store in memory', { skip: SKIP_SQLITE_ONLY }, async (t) => {
   storeContract(t, async () => new SqliteStore(':memory:'))
 })
@@ -32,14 +42,7 @@ t.test("retention's index of finished orders is kept only while a retention of o
     SQLITE_BUSY_TIMEOUT_MS: 1000,
     retention: { orders: null, failedOrders: null, deliveries: null, ...retention }
   }, { warn () {}, info () {} })
-  const indexed = () => {
-    const db = new Database(path, { readonly: true })
-    try {
-      return db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'orders_finished'").pluck().get() === 1
-    } finally {
-      db.close()
-    }
-  }
+  const indexed = () => hasIndex(path, 'orders_finished')
 
   let store = await open({})
   t.notOk(indexed(), 'retention off: no orders_finished, so finishing an order writes no entry to it')
@@ -89,14 +92,7 @@ t.test('a SQLite file of the schema before orders_by_user was dropped is migrate
   const old = new Database(path)
   old.exec('CREATE INDEX orders_by_user ON orders (user_id, seq); DELETE FROM schema_migrations WHERE version = 17')
   old.close()
-  const indexed = () => {
-    const db = new Database(path, { readonly: true })
-    try {
-      return db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'orders_by_user'").pluck().get() === 1
-    } finally {
-      db.close()
-    }
-  }
+  const indexed = () => hasIndex(path, 'orders_by_user')
   t.ok(indexed(), 'the old schema: orders_by_user')
   const store = new SqliteStore(path)
   t.teardown(() => store.close())

@@ -254,11 +254,8 @@ export function listSql (byStatus: boolean, byUser: boolean, order: ListOrder): 
   const where = [keyset]
   if (byStatus) where.push('status = @status')
   if (byUser) where.push('user_id = @userId')
-  return `SELECT ${ORDER_COLUMNS} FROM orders ${byStatus ? listIndex(byUser) : 'NOT INDEXED'}
+  // Without a status, the rowid (which is seq).
+  const index = !byStatus ? 'NOT INDEXED' : byUser ? 'INDEXED BY orders_by_status_user' : 'INDEXED BY orders_by_status'
+  return `SELECT ${ORDER_COLUMNS} FROM orders ${index}
     WHERE ${where.join(' AND ')} ${sort}`
-}
-
-/** Without a status, the rowid (which is seq): NOT INDEXED. */
-function listIndex (byUser: boolean): string {
-  return byUser ? 'INDEXED BY orders_by_status_user' : 'INDEXED BY orders_by_status'
 }
