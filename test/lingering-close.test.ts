@@ -16,12 +16,20 @@ const KEY = 'a-long-enough-secret-key'
 
 interface Upload { headers: Record<string, string>, chunked?: boolean }
 
+const bodies = new Map<number, Buffer>()
+/** A body of `size` bytes, made once: filling 50 MB took ~200 ms, 28 s of CPU over the 280 uploads. */
+function bodyOf (size: number): Buffer {
+  let body = bodies.get(size)
+  if (body === undefined) bodies.set(size, body = Buffer.alloc(size, 'a'))
+  return body
+}
+
 /**
  * What Node's http client gets for a body of `size` bytes written in one go (or in 64 KiB chunks
  * when chunked): `<status> <content type> <error>`, or the error it got instead of an answer.
  */
 function upload (url: string, size: number, { headers, chunked = false }: Upload): Promise<string> {
-  const body = Buffer.alloc(size, 'a')
+  const body = bodyOf(size)
   return new Promise((resolve) => {
     const req = request(`${url}/orders`, { method: 'POST', headers: chunked ? headers : { 'content-length': String(size), ...headers } }, (res) => {
       let text = ''
