@@ -1,6 +1,8 @@
 import { spawn, spawnSync, type ChildProcess, type SpawnSyncReturns } from 'node:child_process'
 import { once } from 'node:events'
+import { existsSync, readdirSync, statSync } from 'node:fs'
 import { createServer } from 'node:net'
+import { join } from 'node:path'
 import { PACKAGE_ROOT as ROOT } from '../../src/package-root.ts'
 import { waitFor } from '../helper.ts'
 
@@ -21,6 +23,31 @@ export function withoutTapHook (command: string[]): string[] {
 export function runToEnd (command: string[], env: Record<string, string>): SpawnSyncReturns<string> {
   const [file, ...args] = withoutTapHook(command)
   return spawnSync(file!, args, { cwd: ROOT, env: { ...process.env, ...env }, encoding: 'utf8', timeout: 30_000 })
+}
+
+/** Whether dist/ was built after the last change to the sources that `npm run build` compiles. */
+function buildIsCurrent (root: string): boolean {
+  const buildInfo = join(root, 'dist', '.tsbuildinfo')
+  if (!existsSync(buildInfo)) return false
+  const built = statSync(buildInfo).mtimeMs
+  return ['src', 'plugins', 'routes'].every((folder) => !existsSync(join(root, folder)) ||
+    readdirSync(join(root, folder), { recursive: true, encoding: 'utf8' })
+      .every((file) => !file.endsWith('.ts') || statSync(join(root, folder, file)).mtimeMs < built))
+}
+
+const currentBuilds = new Map<string, boolean>()
+/**
+ * The compiled copy of a TypeScript entry point (`src/server.ts` -> `dist/src/server.js`) when
+ * dist/ was built after the last change to the sources, as `npm test` does first; else the source
+ * itself, run through tsx. A server starts on 2.1 s of CPU compiled against 3.3 through tsx, and
+ * the tests start over a hundred.
+ */
+export function compiledWhenCurrent (entry: string, root = ROOT): string {
+  if (!entry.endsWith('.ts')) return entry
+  let current = currentBuilds.get(root)
+  if (current === undefined) currentBuilds.set(root, current = buildIsCurrent(root))
+  const compiled = join('dist', entry.replace(/\.ts$/, '.js'))
+  return current && existsSync(join(root, compiled)) ? compiled : entry
 }
 
 export async function freePort (): Promise<number> {
@@ -55,8 +82,8 @@ export class ServerProcess {
     this.child.stderr?.on('data', (chunk) => { this.output += chunk })
   }
 
-  private static node (entry: string, cpu?: number, nodeArgs: string[] = []): Launch {
-    // The sources run through tsx; the compiled build (dist/) as `npm start` runs it.
+  private static node (source: string, cpu?: number, nodeArgs: string[] = []): Launch {
+    const entry = compiledWhenCurrent(source)
     const command = [process.execPath, ...nodeArgs, ...(entry.endsWith('.ts') ? ['--import', 'tsx'] : []), entry]
     // Pinned to one core (benchmarks), the load generator on the other cannot steal its time.
     if (cpu !== undefined) command.unshift('taskset', '-c', String(cpu))
