@@ -25,14 +25,25 @@ export function runToEnd (command: string[], env: Record<string, string>): Spawn
   return spawnSync(file!, args, { cwd: ROOT, env: { ...process.env, ...env }, encoding: 'utf8', timeout: 30_000 })
 }
 
-/** Whether dist/ was built after the last change to the sources that `npm run build` compiles. */
+/** What `npm run build` compiles (tsconfig.build.json) and what decides how. */
+const BUILD_INPUTS = ['src', 'plugins', 'routes', 'tsconfig.json', 'tsconfig.build.json', 'package.json']
+
+/** The latest change under `path`: a file's or folder's mtime (a folder's changes when a file in it is added, removed or renamed). */
+function latestChange (path: string): number {
+  const stat = statSync(path, { throwIfNoEntry: false })
+  if (stat === undefined) return 0
+  if (!stat.isDirectory()) return stat.mtimeMs
+  return readdirSync(path).reduce((latest, name) => Math.max(latest, latestChange(join(path, name))), stat.mtimeMs)
+}
+
+/**
+ * Whether dist/ holds the sources as they are: `npm run build` stamps dist/.built with the time it
+ * began, after it compiled without error, so a source saved while it ran, or touched since (a
+ * git stash and pop, an editor), counts as newer than the build until the next one.
+ */
 function buildIsCurrent (root: string): boolean {
-  const buildInfo = join(root, 'dist', '.tsbuildinfo')
-  if (!existsSync(buildInfo)) return false
-  const built = statSync(buildInfo).mtimeMs
-  return ['src', 'plugins', 'routes'].every((folder) => !existsSync(join(root, folder)) ||
-    readdirSync(join(root, folder), { recursive: true, encoding: 'utf8' })
-      .every((file) => !file.endsWith('.ts') || statSync(join(root, folder, file)).mtimeMs < built))
+  const built = statSync(join(root, 'dist', '.built'), { throwIfNoEntry: false })
+  return built !== undefined && BUILD_INPUTS.every((input) => latestChange(join(root, input)) < built.mtimeMs)
 }
 
 const currentBuilds = new Map<string, boolean>()
