@@ -149,7 +149,7 @@ t.test('SQLite: an attempt three times as long as LEASE_MS keeps its lease; no r
  * (`<order>.<attempt>.started` holding the process id, and so on) for the test to read.
  */
 const PROCESS_MODULE = `
-  import { renameSync, writeFileSync } from 'node:fs'
+  import { existsSync, renameSync, writeFileSync } from 'node:fs'
   import { setTimeout as sleep } from 'node:timers/promises'
   // Written whole, then renamed: a test that read the file between its creation and its write
   // read an empty mark (seen once in CI).
@@ -165,7 +165,10 @@ const PROCESS_MODULE = `
     mark(order.order_id + '.' + attempt + '.started', process.pid)
     const kind = order.order_id.split('-')[0]
     if (attempt === 1) {
-      if (kind === 'long' || kind === 'frozen') await sleep(3 * LEASE_MS, undefined, { signal })
+      if (kind === 'long') await sleep(3 * LEASE_MS, undefined, { signal })
+      // Until the test has thawed its process: on a loaded machine a second worker took over 6 s to
+      // start, and an attempt of a fixed length had ended before its process was frozen.
+      if (kind === 'frozen') while (!existsSync(new URL(order.order_id + '.thawed', import.meta.url))) await sleep(20)
       // Never ends by itself: it is killed, or it ignores its signal.
       if (kind === 'doomed' || kind === 'ignores') await new Promise(() => {})
       if (kind === 'honours') {
@@ -180,11 +183,11 @@ const PROCESS_MODULE = `
   }
 `
 
-/** A directory with PROCESS_MODULE in it, and a reader of the marks it leaves. */
-function processModule (t: Test): { path: string, mark: (name: string) => string | undefined } {
+/** A directory with PROCESS_MODULE in it, a reader of the marks it leaves, and a writer of marks for it. */
+function processModule (t: Test): { path: string, mark: (name: string) => string | undefined, put: (name: string) => void } {
   const dir = tempDir(t)
   const path = writeModule(dir, PROCESS_MODULE)
-  return { path, mark: (name) => existsSync(join(dir, name)) ? readFileSync(join(dir, name), 'utf8') : undefined }
+  return { path, mark: (name) => existsSync(join(dir, name)) ? readFileSync(join(dir, name), 'utf8') : undefined, put: (name) => writeFileSync(join(dir, name), '') }
 }
 
 /** A worker or a server, killed when the test ends if it is still there. */
@@ -204,7 +207,7 @@ async function twoWorkers (t: Test, id: string) {
   t.teardown(() => database.drop())
   const store = await openPgStore(database.url)
   t.teardown(() => store.close())
-  const { path, mark } = processModule(t)
+  const { path, mark, put } = processModule(t)
   const env = {
     DATABASE_URL: database.url,
     PROCESSOR_MODULE: path,
@@ -219,7 +222,7 @@ async function twoWorkers (t: Test, id: string) {
   await waitFor(() => mark(`${id}.1.started`), 'the first worker to start the attempt')
   t.equal(mark(`${id}.1.started`), String(first.child.pid), 'the first worker started it')
   const second = await started(t, ServerProcess.startWorker(env))
-  return { store, mark, first, second }
+  return { store, mark, put, first, second }
 }
 
 async function storedOrder (store: OrderStore, id: string, status = 'Completed'): Promise<OrderRecord> {
@@ -261,11 +264,12 @@ t.test('PostgreSQL: a worker killed mid-attempt loses the order to the other wor
 })
 
 t.test('PostgreSQL: a worker frozen mid-attempt loses the order; once thawed, its late outcome is refused', { skip: SKIP_POSTGRES }, async (t) => {
-  const { store, mark, first, second } = await twoWorkers(t, 'frozen-1')
+  const { store, mark, put, first, second } = await twoWorkers(t, 'frozen-1')
   first.child.kill('SIGSTOP')
   const done = await storedOrder(store, 'frozen-1')
   t.same(JSON.parse(done.result as string), { pid: second.child.pid, attempt: 2 }, 'taken over by the other worker')
   first.child.kill('SIGCONT')
+  put('frozen-1.thawed')
   await waitFor(() => mark('frozen-1.1.returned'), 'the thawed attempt to return')
   // Stopping settles what it has finished: its outcome is refused by the claim token.
   t.equal(await first.stop('SIGTERM'), 0)
