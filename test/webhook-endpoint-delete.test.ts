@@ -69,8 +69,12 @@ for (const [kind, skip] of STORES) {
   t.test(`${kind}: DELETE /webhooks/:id with ${HISTORY} deliveries answers at once, no event is recorded for it after, its deliveries go in the background`, { skip, timeout: 300_000 }, async (t) => {
     const db = await rawDatabase(t, kind)
     // The overload guard off: inserting the history in this process holds its event loop.
-    const app = await build(t, { DATABASE_URL: db.url, DATABASE_TIMEOUT_MS: '300', WEBHOOK_ALLOW_PRIVATE: 'true' })
-    const register = async (path: string) => (await app.inject({ method: 'POST', url: '/webhooks', payload: { url: `http://127.0.0.1:9/${path}`, events: ['Completed'] } })).json() as { id: string }
+    const app = await build(t, { DATABASE_URL: db.url, WEBHOOK_ALLOW_PRIVATE: 'true' })
+    const register = async (path: string) => {
+      const res = await app.inject({ method: 'POST', url: '/webhooks', payload: { url: `http://127.0.0.1:9/${path}`, events: ['Completed'] } })
+      t.equal(res.statusCode, 201, res.body)
+      return res.json() as { id: string }
+    }
     const doomed = await register('doomed')
     const kept = await register('kept')
     await db.insertHistory(doomed.id, HISTORY)
@@ -81,6 +85,12 @@ for (const [kind, skip] of STORES) {
     const res = await app.inject({ method: 'DELETE', url: `/webhooks/${doomed.id}` })
     const took = performance.now() - started
     t.equal(res.statusCode, 204, `deleted (${res.body})`)
+    const purgeStarted = performance.now()
+    // Removed 1,000 a transaction with pauses between, the history takes seconds to go: most of it is
+    // still there once the DELETE answered. (A deadline on the DELETE said this before, and failed
+    // registrations of a loaded machine's CI.)
+    const leftAtAnswer = await left(db, doomed.id)
+    t.ok(leftAtAnswer > HISTORY / 2, `its deliveries go after the answer (${leftAtAnswer} left at once)`)
     t.equal((await app.inject({ url: `/webhooks/${doomed.id}` })).statusCode, 404, 'gone at once')
     t.same((await app.inject({ url: '/webhooks' })).json().webhooks.map((w: { id: string }) => w.id), [kept.id], 'not listed')
     t.equal((await app.inject({ url: `/webhooks/${doomed.id}/deliveries` })).statusCode, 404, 'nor its deliveries')
@@ -97,12 +107,15 @@ for (const [kind, skip] of STORES) {
       await new Promise((resolve) => setTimeout(resolve, 200))
       return await purging(db) === 0
     }, 'its deliveries removed', 240_000)
+    const purgeMs = performance.now() - purgeStarted
     delay.disable()
     t.equal(await left(db, doomed.id), 0, 'every delivery of it removed')
     t.equal(await left(db, kept.id), 1, 'the other endpoint keeps its own')
     const longest = delay.max / 1e6
-    t.comment(`DELETE answered in ${took.toFixed(0)} ms; longest event-loop delay meanwhile ${longest.toFixed(0)} ms`)
-    if (kind === 'SQLite') t.ok(longest < 500, `the event loop was never held long (longest ${longest.toFixed(0)} ms)`)
+    t.comment(`DELETE answered in ${took.toFixed(0)} ms; deliveries removed in ${purgeMs.toFixed(0)} ms; longest event-loop delay meanwhile ${longest.toFixed(0)} ms`)
+    // SQLite's statements hold this process's loop: the removal goes in pieces, none of them long
+    // beside the whole. A fixed bound (500 ms) failed once in CI beside three other test files (909 ms).
+    if (kind === 'SQLite') t.ok(longest < purgeMs / 3, `the event loop was never held long: longest ${longest.toFixed(0)} ms of ${purgeMs.toFixed(0)}`)
   })
 
   t.test(`${kind}: a removal cut short by a stop is finished when a store opens the database again`, { skip }, async (t) => {
