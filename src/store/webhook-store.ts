@@ -259,7 +259,7 @@ export function countsByEndpoint (rows: Iterable<{ endpoint_id: string, name: De
 }
 
 /** Deliveries of a deleted endpoint removed per transaction: ~16 ms a batch on SQLite (median of 250, on a loaded machine). */
-const PURGE_BATCH = 1000
+export const PURGE_BATCH = 1000
 
 /** What removes deleted endpoints' deliveries in the background, a batch at a time: each store runs one. */
 export function purgeSweeper (store: Pick<WebhookStore, 'purgeDeletedEndpoints'>, onError: (err: unknown) => void): BatchSweeper {
