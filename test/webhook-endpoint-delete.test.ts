@@ -88,10 +88,12 @@ for (const [kind, skip] of STORES) {
     t.equal(res.statusCode, 204, `deleted (${res.body})`)
     const purgeStarted = performance.now()
     // Removed PURGE_BATCH a transaction with pauses between (the size checked by the stop test
-    // below), the history is all there but a batch or two once the DELETE answered. (A deadline on
-    // the DELETE said this before, and failed registrations of a loaded machine's CI.)
+    // below), most of the history is still there once the DELETE answered. Not "all but a batch or
+    // two": on PostgreSQL the removal runs beside this count, and in CI 13 batches went while it
+    // ran (237,000 left); half would take it seconds. (A deadline on the DELETE said this before,
+    // and failed registrations of a loaded machine's CI.)
     const leftAtAnswer = await left(db, doomed.id)
-    t.ok(leftAtAnswer >= HISTORY - 3 * PURGE_BATCH, `its deliveries go after the answer (${leftAtAnswer} left at once)`)
+    t.ok(leftAtAnswer > HISTORY - 125 * PURGE_BATCH, `its deliveries go after the answer (${leftAtAnswer} left at once)`)
     t.equal((await app.inject({ url: `/webhooks/${doomed.id}` })).statusCode, 404, 'gone at once')
     t.same((await app.inject({ url: '/webhooks' })).json().webhooks.map((w: { id: string }) => w.id), [kept.id], 'not listed')
     t.equal((await app.inject({ url: `/webhooks/${doomed.id}/deliveries` })).statusCode, 404, 'nor its deliveries')
