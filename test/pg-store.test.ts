@@ -427,6 +427,27 @@ t.test('PostgreSQL: an event waiting for an earlier one of its order that is bei
   t.ok(recheckIn > 0 && recheckIn <= 1000, `looked at again in ${recheckIn} ms, not in the lease's ${LEASE} ms`)
 })
 
+t.test('PostgreSQL: a renewal does not wait for an order another transaction holds, nor tells its claim lost; once that one took the order over, it does', { skip: SKIP_POSTGRES }, async (t) => {
+  const url = await database(t)
+  const { store } = await openStore(t, url)
+  await store.createMany([anOrder('held'), anOrder('free')], T0, T0)
+  const [held, free] = await store.claim(2, T0, 50)
+  const other = new pg.Client({ connectionString: url })
+  await other.connect()
+  t.teardown(() => other.end())
+  // Another process's recovery of the expired lease, under way: its statement, not yet committed.
+  await waitFor(async () => (await other.query("SELECT 1 FROM orders WHERE order_id = 'held' AND lease_until < (extract(epoch FROM now()) * 1000)::bigint")).rowCount === 1,
+    'the lease to end by the database clock')
+  await other.query('BEGIN')
+  await other.query("UPDATE orders SET status = 'Pending', claim_token = NULL, lease_until = NULL WHERE order_id = 'held'")
+  t.same(await store.extendLeases([held!, free!], T0, LEASE), [], 'the held one skipped, as still current: not lost')
+  const { rows: [renewal] } = await other.query<{ renewed: boolean }>(`SELECT lease_until > (extract(epoch FROM now()) * 1000)::bigint + 10000 AS renewed
+    FROM orders WHERE order_id = 'free'`)
+  t.equal(renewal?.renewed, true, 'the other one renewed')
+  await other.query('COMMIT')
+  t.same(await store.extendLeases([held!, free!], T0, LEASE), [held], 'once the recovery committed, its claim is told lost')
+})
+
 t.test('PostgreSQL: an erasure that waits for another transaction on its order answers by the order as that one left it', { skip: SKIP_POSTGRES }, async (t) => {
   // The order was read before the DELETE waited for the row: a retry that won made it a 409 naming
   // Failed ("only a ... Failed order can be deleted"), and an erasure that won a 409 naming

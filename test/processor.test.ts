@@ -230,11 +230,69 @@ t.test('an order is claimed as soon as it is available even when a timer fires e
   t.ok(order!.processing_started_at! - created < 500, 'not left waiting for the next lease recovery (1 s)')
 })
 
+t.test('an attempt whose lease ended and was taken over is aborted once a renewal finds it lost; it keeps its place until its work returns', async (t) => {
+  const store = await storeForTest(t)
+  const aborted: unknown[] = []
+  let stale: Claim | undefined
+  let letGo: () => void = () => {}
+  const returned = new Promise<void>((resolve) => { letGo = resolve })
+  const errors: string[] = []
+  const processor = new OrderProcessor(store, {
+    // One place: the stale attempt holds it, so this process does not claim the order again itself.
+    concurrency: 1,
+    leaseMs: 300,
+    maxAttempts: 3,
+    retryBackoffMs: 0,
+    attemptTimeoutMs: 300_000,
+    // The stale attempt ignores its abort until the test lets it return.
+    work: async (claim, { signal }) => {
+      if (claim.order_id !== 'taken') return
+      stale = claim
+      signal.addEventListener('abort', () => aborted.push(signal.reason), { once: true })
+      await returned
+    },
+    onError: (err, context) => errors.push(`${context}: ${(err as Error).message}`)
+  })
+  t.teardown(() => processor.stop(0))
+  // Its renewals stall, as those of a frozen process or of a store slower than the lease, until the test lets them through.
+  const renew = store.extendLeases.bind(store)
+  let unstall: () => void = () => {}
+  const stalled = new Promise<void>((resolve) => { unstall = resolve })
+  store.extendLeases = async (...args) => { await stalled; return renew(...args) }
+  const settle = store.settle.bind(store)
+  const settledTokens: string[] = []
+  store.settle = async (outcomes, now) => {
+    settledTokens.push(...outcomes.map((o) => o.claim.token))
+    return settle(outcomes, now)
+  }
+  processor.start()
+  await store.create(anOrder('taken'), Date.now(), Date.now())
+  await waitFor(() => stale, 'the order\'s attempt to start')
+  // Another process takes the order over once the lease has run out, and completes it.
+  await waitFor(async () => (await store.recoverExpired(Date.now(), 3, [])) === 1, 'the lease to run out')
+  const [theirs] = await store.claim(1, Date.now(), 30_000)
+  t.equal(theirs?.order_id, 'taken', 'the other process claimed it')
+  unstall()
+  await waitFor(() => aborted.length === 1, 'the stale attempt to be aborted')
+  t.match(aborted[0], { name: 'AbortError', message: /lease ended and another process took it over/ })
+  t.match(errors, [/^renewing leases: the leases of 1 order ended before their attempts did.*\(taken\)/])
+  t.equal(await store.settle([{ claim: theirs!, ok: true }], Date.now()), 1, 'the other process completes it')
+  // Until its work returns, the aborted attempt keeps the one place.
+  await store.create(anOrder('next'), Date.now(), Date.now())
+  const lettingGo = Date.now()
+  letGo()
+  await waitFor(async () => (await statusOf(store, 'next')) === 'Completed', 'the next order to be done')
+  t.ok((await store.get('next'))!.processing_started_at! >= lettingGo, 'the next order started once the aborted work returned')
+  t.notOk(settledTokens.includes(stale!.token), 'the stale attempt\'s outcome was never sent to the store')
+  t.match(await store.get('taken'), { status: 'Completed', attempts: 2 })
+  t.same(await store.stats(), await recount(store))
+})
+
 t.test('a claim taken over and claimed again by this same process is tracked apart from the stale one', async (t) => {
   const gate = gatedWork()
   const { store, processor } = setup(t, { leaseMs: 50, work: gate.work })
   // Its lease renewals never land, as when a process is frozen for longer than its lease.
-  store.extendLeases = async () => 0
+  store.extendLeases = async () => []
   const settle = store.settle.bind(store)
   const refused: number[] = []
   store.settle = async (outcomes, now) => {
@@ -275,7 +333,7 @@ t.test('work that outlasts its lease is still done once: a process never recover
     concurrency: 1000, leaseMs: LEASE_MS, maxAttempts: 3, retryBackoffMs: 0, attemptTimeoutMs: 300_000, work: () => sleep(LEASE_MS + 150)
   })
   // Renewals that never land, as from a store too slow for them: only the held tokens keep the claims.
-  store.extendLeases = async () => 0
+  store.extendLeases = async () => []
   t.teardown(() => processor.stop(0))
   const claimed = new Map<string, number>()
   let done = 0

@@ -163,7 +163,10 @@ export class OrderProcessor {
   private renewLeases (): void {
     if (this.inFlight.size === 0) return
     const renewal: Promise<void> = this.store.extendLeases([...this.inFlight.keys()], this.now(), this.options.leaseMs).then(
-      () => { this.renewals.delete(renewal) },
+      (lost) => {
+        this.renewals.delete(renewal)
+        this.abandon(lost)
+      },
       (err: unknown) => {
         this.renewals.delete(renewal)
         this.options.onError?.(err, 'renewing leases')
@@ -255,6 +258,7 @@ export class OrderProcessor {
   }
 
   private async run (attempt: Attempt): Promise<void> {
+    if (attempt.aborted) return // its claim lost before it started (abandon)
     this.deadlines.add(attempt)
     const ended = await (tracingOn
       ? traceAttempt(attempt.claim, () => outcomeOf(this.options.work, attempt), (ended) => this.statusAfter(attempt.claim, ended))
@@ -265,6 +269,33 @@ export class OrderProcessor {
     }
     this.deadlines.delete(attempt)
     this.record(attempt, ended)
+  }
+
+  /**
+   * Claims no longer this process's, their leases having ended (a process stalled past its lease, by
+   * a freeze or a store slower than it): the attempts still running are aborted, as another process
+   * may be running the same orders and their outcomes would be refused. Until its work returns, an
+   * attempt that started keeps its place in p-queue and counts against the capacity, as one that
+   * timed out does.
+   */
+  private abandon (lost: readonly Claim[]): void {
+    const running = lost.filter((claim) => this.inFlight.has(claim) && !this.settling.has(claim))
+    if (running.length === 0) return
+    const reason = new DOMException('the order\'s lease ended and another process took it over', 'AbortError')
+    for (const claim of running) {
+      const attempt = this.inFlight.get(claim) as Attempt
+      this.inFlight.delete(claim)
+      // One still waiting in p-queue never starts (run).
+      if (attempt.deadline !== Infinity) {
+        this.deadlines.delete(attempt)
+        this.overrunning.add(attempt)
+      }
+      attempt.abort(reason)
+    }
+    if (!this.attemptsUnderWay()) this.allSettled?.()
+    this.wake()
+    this.options.onError?.(new Error(`the leases of ${running.length} order${running.length === 1 ? '' : 's'} ended before their attempts did, and were taken over: ` +
+      `their attempts were aborted (${running.slice(0, 3).map((claim) => claim.order_id).join(', ')}${running.length > 3 ? ', ...' : ''})`), 'renewing leases')
   }
 
   /** Past its deadline: the attempt fails now, whatever its work does later, and its signal aborts. */

@@ -148,9 +148,12 @@ export interface OrderStore extends WebhookStore {
   claim (limit: number, now: number, leaseMs: number, withOrders?: boolean): Promise<Claim[]>
   /**
    * Renews the leases of claims still current (the heartbeat of their attempts): each ends `leaseMs`
-   * from now by the store's clock. Returns how many were renewed; an order being settled meanwhile may be skipped.
+   * from now by the store's clock. Returns the claims that are no longer current: settled, handed
+   * back, or taken over by a recovery once their lease had ended (whose attempt's outcome will be
+   * refused). A current claim whose order another transaction holds meanwhile may be left to the
+   * next renewal; it is not among them.
    */
-  extendLeases (claims: readonly Claim[], now: number, leaseMs: number): Promise<number>
+  extendLeases (claims: readonly Claim[], now: number, leaseMs: number): Promise<Claim[]>
   /** Applies outcomes whose claim is still current; returns how many were applied. */
   settle (outcomes: Outcome[], now: number): Promise<number>
   /** Hands unfinished claims back to Pending, available at once; the attempt does not count. */

@@ -460,11 +460,17 @@ export class PgStore extends StoreEvents implements OrderStore {
   }
 
   // Leases run by the database's clock, as claims set them.
-  async extendLeases (claims: readonly Claim[], _now: number, leaseMs: number): Promise<number> {
-    if (claims.length === 0) return 0
+  async extendLeases (claims: readonly Claim[], _now: number, leaseMs: number): Promise<Claim[]> {
+    if (claims.length === 0) return []
     return this.walkingTransaction(async (tx) => {
-      const { rowCount } = await tx.query(SQL.extendLeases, [leaseMs, claims.map((c) => c.order_id), claims.map((c) => c.token)])
-      return rowCount ?? 0
+      const key = (claim: { order_id: string, token: string }) => `${claim.token} ${claim.order_id}`
+      const { rows } = await tx.query<{ order_id: string, token: string }>(SQL.extendLeases, [leaseMs, claims.map((c) => c.order_id), claims.map((c) => c.token)])
+      const renewed = new Set(rows.map(key))
+      const skipped = claims.filter((claim) => !renewed.has(key(claim)))
+      if (skipped.length === 0) return []
+      const current = await tx.query<{ order_id: string, token: string }>(SQL.currentClaims, [skipped.map((c) => c.order_id), skipped.map((c) => c.token)])
+      const stillCurrent = new Set(current.rows.map(key))
+      return skipped.filter((claim) => !stillCurrent.has(key(claim)))
     })
   }
 

@@ -195,7 +195,12 @@ export const SQL = {
     FROM (SELECT h.seq FROM orders h JOIN unnest($2::text[], $3::text[]) AS c (order_id, token)
             ON h.order_id = c.order_id AND h.claim_token = c.token
           WHERE h.status = 'Processing' FOR UPDATE OF h SKIP LOCKED) held
-    WHERE o.seq = held.seq`,
+    WHERE o.seq = held.seq
+    RETURNING o.order_id, o.claim_token AS token`,
+  /** Of the claims a renewal skipped, those still current: their orders were held by another transaction; read without waiting for it. */
+  currentClaims: `SELECT o.order_id, o.claim_token AS token
+    FROM orders o JOIN unnest($1::text[], $2::text[]) AS c (order_id, token) ON o.order_id = c.order_id AND o.claim_token = c.token
+    WHERE o.status = 'Processing'`,
   nextAvailable: "SELECT MIN(available_at) AS at FROM orders WHERE status = 'Pending'",
   // A keyset range over orders_by_status, as listQuery explains; one more id than the limit tells whether more follow.
   idsByStatus: 'SELECT seq, order_id FROM orders WHERE (status, seq) > ($1, $2) AND status <= $1 ORDER BY status, seq LIMIT $3',

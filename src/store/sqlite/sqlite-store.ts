@@ -361,12 +361,8 @@ export class SqliteStore extends StoreEvents implements OrderStore {
     return [withOrders ? (tracingOn ? this.sql.claimOrdersTraced : this.sql.claimOrders) : this.sql.claim, { token, now, leaseMs, limit }]
   }
 
-  async extendLeases (claims: readonly Claim[], now: number, leaseMs: number): Promise<number> {
-    return this.write(() => {
-      let extended = 0
-      for (const { order_id: orderId, token } of claims) extended += this.sql.extendLeases.run({ orderId, token, now, leaseMs }).changes
-      return extended
-    })
+  async extendLeases (claims: readonly Claim[], now: number, leaseMs: number): Promise<Claim[]> {
+    return this.write(() => claims.filter(({ order_id: orderId, token }) => this.sql.extendLeases.run({ orderId, token, now, leaseMs }).changes === 0))
   }
 
   async settle (outcomes: Outcome[], now: number): Promise<number> {
